@@ -1,0 +1,524 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// cbtfs: a read-only FUSE view of a cbt-backup repository.
+//
+//   /<vm-uuid>/                          one directory per VM
+//   /<vm-uuid>/latest -> <timestamp>     the newest point
+//   /<vm-uuid>/<timestamp>/<vdi>.raw     a disk of a point, composed on read
+//   /<vm-uuid>/<timestamp>/VM_metadata   the metadata blob saved at backup
+//   /<vm-uuid>/<timestamp>/point.txt     a short description of the point
+//
+// Design notes.  The tree is not cached: each lookup and readdir looks at
+// the repository directory itself, so a point committed while mounted shows
+// up once the kernel's one-second entry timeout passes, without a remount.
+// Committed points never change, so file contents may stay in the kernel
+// page cache (keep_cache) and images stay open in a small LRU cache.  Each
+// open file holds a shared reference to its image, so eviction never pulls
+// an image from under a reader.  The handlers are thin: all reading,
+// composition and checksum checking is ComposedImage's.
+//
+// Thread model: libfuse's multi-threaded loop calls the handlers from several
+// threads; the only shared mutable state is the cache, guarded by a mutex.
+#define FUSE_USE_VERSION 35
+
+#include <fcntl.h>
+#include <fuse.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "image/composed_image.h"
+#include "repo/layout.h"
+#include "repo/repository.h"
+#include "util/file.h"
+
+namespace {
+
+using cbt::Result;
+using cbt::Status;
+using cbt::image::ComposedImage;
+
+constexpr char kLatestName[] = "latest";
+constexpr char kDescriptionName[] = "point.txt";
+constexpr char kRawSuffix[] = ".raw";
+constexpr size_t kImageCacheSize = 64;
+
+// What a path names.
+struct Node {
+  enum class Kind { kNone, kRoot, kVm, kLatest, kPoint, kRaw, kMetadata, kDescription } kind =
+      Kind::kNone;
+  std::string vm, point, vdi;
+};
+
+class Filesystem {
+ public:
+  explicit Filesystem(cbt::repo::Repository repo) : repo_(std::move(repo)) {}
+
+  const cbt::repo::Repository& repo() const { return repo_; }
+
+  Node Resolve(const char* path) const {
+    std::vector<std::string> parts;
+    std::string cur;
+    for (const char* p = path;; ++p) {
+      if (*p == '/' || *p == '\0') {
+        if (!cur.empty()) parts.push_back(std::move(cur));
+        cur.clear();
+        if (*p == '\0') break;
+      } else {
+        cur += *p;
+      }
+    }
+    Node n;
+    if (parts.empty()) {
+      n.kind = Node::Kind::kRoot;
+      return n;
+    }
+    if (!cbt::repo::IsUuid(parts[0]) ||
+        !cbt::IsDirectory(cbt::repo::VmDir(repo_.path(), parts[0]))) {
+      return n;
+    }
+    n.vm = parts[0];
+    if (parts.size() == 1) {
+      n.kind = Node::Kind::kVm;
+      return n;
+    }
+    if (parts.size() == 2 && parts[1] == kLatestName) {
+      n.kind = Newest(n.vm).empty() ? Node::Kind::kNone : Node::Kind::kLatest;
+      return n;
+    }
+    if (!cbt::repo::IsTimestamp(parts[1])) return n;
+    n.point = parts[1];
+    auto manifest = Manifest(n.vm, n.point);
+    if (!manifest) return Node{};
+    if (parts.size() == 2) {
+      n.kind = Node::Kind::kPoint;
+      return n;
+    }
+    if (parts.size() != 3) return Node{};
+    const std::string& name = parts[2];
+    if (name == cbt::repo::kMetadataFile) {
+      n.kind = Node::Kind::kMetadata;
+    } else if (name == kDescriptionName) {
+      n.kind = Node::Kind::kDescription;
+    } else if (name.size() > 4 && name.ends_with(kRawSuffix)) {
+      n.vdi = name.substr(0, name.size() - 4);
+      if (manifest->FindDisk(n.vdi) != nullptr) n.kind = Node::Kind::kRaw;
+    }
+    if (n.kind == Node::Kind::kNone) return Node{};
+    return n;
+  }
+
+  std::string Newest(const std::string& vm) const {
+    auto points = repo_.ListPoints(vm);
+    if (!points.ok() || points->empty()) return "";
+    return points->back();
+  }
+
+  // Manifests of committed points never change, so they are cached for good.
+  std::shared_ptr<const cbt::repo::Manifest> Manifest(const std::string& vm,
+                                                      const std::string& point) const {
+    std::string key = vm + "/" + point;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      auto it = manifests_.find(key);
+      if (it != manifests_.end()) return it->second;
+    }
+    auto m = repo_.ReadManifest(vm, point);
+    if (!m.ok()) return nullptr;
+    auto shared = std::make_shared<const cbt::repo::Manifest>(std::move(*m));
+    std::lock_guard<std::mutex> g(mu_);
+    manifests_.emplace(key, shared);
+    return shared;
+  }
+
+  Result<std::shared_ptr<const ComposedImage>> Image(const Node& n) {
+    std::string key = n.vm + "/" + n.point + "/" + n.vdi;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+        if (it->first == key) {
+          lru_.splice(lru_.begin(), lru_, it);
+          return it->second;
+        }
+      }
+    }
+    CBT_ASSIGN_OR_RETURN(auto img, ComposedImage::Open(repo_, n.vm, n.point, n.vdi));
+    std::lock_guard<std::mutex> g(mu_);
+    lru_.emplace_front(key, img);
+    if (lru_.size() > kImageCacheSize) lru_.pop_back();
+    return img;
+  }
+
+  std::string Description(const Node& n) const {
+    auto m = Manifest(n.vm, n.point);
+    if (!m) return "";
+    std::string s = "VM:      " + m->vm_uuid + (m->vm_name.empty() ? "" : " (" + m->vm_name + ")") +
+                    "\nPoint:   " + m->point + "\nSource:  " + m->source + "\nDisks:\n";
+    for (const auto& d : m->disks) {
+      s += "  " + d.vdi_uuid + ".raw  " + std::to_string(d.virtual_size) + " bytes  " +
+           (d.base ? "base" : "overlay on " + d.parent_point) +
+           (d.name.empty() ? "" : "  \"" + d.name + "\"") + "\n";
+    }
+    return s;
+  }
+
+ private:
+  cbt::repo::Repository repo_;
+  mutable std::mutex mu_;
+  mutable std::map<std::string, std::shared_ptr<const cbt::repo::Manifest>> manifests_;
+  std::list<std::pair<std::string, std::shared_ptr<const ComposedImage>>> lru_;
+};
+
+// What an open file handle (fi->fh) points to.
+struct OpenFile {
+  std::shared_ptr<const ComposedImage> image;  // .raw
+  cbt::UniqueFd fd;                            // VM_metadata
+  std::string text;                            // point.txt
+};
+
+Filesystem* Fs() { return static_cast<Filesystem*>(fuse_get_context()->private_data); }
+
+void LogError(const std::string& msg) {
+  syslog(LOG_ERR, "%s", msg.c_str());
+  std::fprintf(stderr, "cbtfs: %s\n", msg.c_str());
+}
+
+int DirAttr(const std::string& dir, struct stat* st) {
+  struct stat real;
+  if (::stat(dir.c_str(), &real) != 0) return -errno;
+  st->st_mode = S_IFDIR | 0500;
+  st->st_nlink = 2;
+  st->st_mtim = real.st_mtim;
+  st->st_ctim = real.st_mtim;
+  st->st_atim = real.st_mtim;
+  return 0;
+}
+
+int OpGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
+  Filesystem* fs = Fs();
+  Node n = fs->Resolve(path);
+  std::memset(st, 0, sizeof *st);
+  st->st_uid = ::getuid();
+  st->st_gid = ::getgid();
+  const std::string& root = fs->repo().path();
+  switch (n.kind) {
+    case Node::Kind::kNone:
+      return -ENOENT;
+    case Node::Kind::kRoot:
+      return DirAttr(root, st);
+    case Node::Kind::kVm:
+      return DirAttr(cbt::repo::VmDir(root, n.vm), st);
+    case Node::Kind::kPoint:
+      return DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
+    case Node::Kind::kLatest: {
+      std::string target = fs->Newest(n.vm);
+      st->st_mode = S_IFLNK | 0777;
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>(target.size());
+      return 0;
+    }
+    case Node::Kind::kMetadata: {
+      int r = DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
+      struct stat real;
+      std::string file = cbt::JoinPath(cbt::repo::PointDir(root, n.vm, n.point),
+                                       cbt::repo::kMetadataFile);
+      if (r != 0 || ::stat(file.c_str(), &real) != 0) return -ENOENT;
+      st->st_mode = S_IFREG | 0400;
+      st->st_nlink = 1;
+      st->st_size = real.st_size;
+      st->st_blocks = real.st_blocks;
+      return 0;
+    }
+    case Node::Kind::kDescription: {
+      int r = DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
+      st->st_mode = S_IFREG | 0400;
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>(fs->Description(n).size());
+      return r;
+    }
+    case Node::Kind::kRaw: {
+      int r = DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
+      auto img = fs->Image(n);
+      if (!img.ok()) {
+        LogError(img.status().message());
+        return img.status().ToNegErrno();
+      }
+      st->st_mode = S_IFREG | 0400;
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>((*img)->size());
+      st->st_blocks = static_cast<blkcnt_t>((*img)->DataBlockCount() * (cbt::repo::kBlockSize / 512));
+      st->st_blksize = cbt::repo::kBlockSize;
+      return r;
+    }
+  }
+  return -ENOENT;
+}
+
+int OpReadlink(const char* path, char* buf, size_t size) {
+  Node n = Fs()->Resolve(path);
+  if (n.kind != Node::Kind::kLatest) return -EINVAL;
+  std::string target = Fs()->Newest(n.vm);
+  if (size == 0) return -EINVAL;
+  std::snprintf(buf, size, "%s", target.c_str());
+  return 0;
+}
+
+int OpReaddir(const char* path, void* buf, fuse_fill_dir_t filler, off_t, struct fuse_file_info*,
+              enum fuse_readdir_flags) {
+  Filesystem* fs = Fs();
+  Node n = fs->Resolve(path);
+  auto add = [&](const std::string& name) {
+    filler(buf, name.c_str(), nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
+  };
+  add(".");
+  add("..");
+  switch (n.kind) {
+    case Node::Kind::kRoot: {
+      auto vms = fs->repo().ListVms();
+      if (!vms.ok()) return vms.status().ToNegErrno();
+      for (const auto& v : *vms) add(v);
+      return 0;
+    }
+    case Node::Kind::kVm: {
+      auto points = fs->repo().ListPoints(n.vm);
+      if (!points.ok()) return points.status().ToNegErrno();
+      for (const auto& p : *points) add(p);
+      if (!points->empty()) add(kLatestName);
+      return 0;
+    }
+    case Node::Kind::kPoint: {
+      auto m = fs->Manifest(n.vm, n.point);
+      if (!m) return -ENOENT;
+      for (const auto& d : m->disks) add(d.vdi_uuid + kRawSuffix);
+      add(cbt::repo::kMetadataFile);
+      add(kDescriptionName);
+      return 0;
+    }
+    case Node::Kind::kNone:
+      return -ENOENT;
+    default:
+      return -ENOTDIR;
+  }
+}
+
+int OpOpen(const char* path, struct fuse_file_info* fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
+  Filesystem* fs = Fs();
+  Node n = fs->Resolve(path);
+  auto file = std::make_unique<OpenFile>();
+  switch (n.kind) {
+    case Node::Kind::kRaw: {
+      auto img = fs->Image(n);
+      if (!img.ok()) {
+        LogError(img.status().message());
+        return img.status().ToNegErrno();
+      }
+      file->image = std::move(*img);
+      break;
+    }
+    case Node::Kind::kMetadata: {
+      auto fd = cbt::OpenRead(cbt::JoinPath(fs->repo().PointPath(n.vm, n.point),
+                                            cbt::repo::kMetadataFile));
+      if (!fd.ok()) return fd.status().ToNegErrno();
+      file->fd = std::move(*fd);
+      break;
+    }
+    case Node::Kind::kDescription:
+      file->text = fs->Description(n);
+      break;
+    case Node::Kind::kNone:
+      return -ENOENT;
+    default:
+      return -EISDIR;
+  }
+  // Points are immutable: cached pages stay valid across opens.
+  fi->keep_cache = 1;
+  fi->fh = reinterpret_cast<uint64_t>(file.release());
+  return 0;
+}
+
+int OpRead(const char*, char* buf, size_t size, off_t off, struct fuse_file_info* fi) {
+  auto* file = reinterpret_cast<OpenFile*>(fi->fh);
+  if (off < 0) return -EINVAL;
+  if (file->image) {
+    auto n = file->image->Read(buf, size, static_cast<uint64_t>(off));
+    if (!n.ok()) {
+      LogError(n.status().message());
+      return -EIO;
+    }
+    return static_cast<int>(*n);
+  }
+  if (file->fd.valid()) {
+    ssize_t n = ::pread(file->fd.get(), buf, size, off);
+    return n < 0 ? -errno : static_cast<int>(n);
+  }
+  if (static_cast<size_t>(off) >= file->text.size()) return 0;
+  size_t n = std::min(size, file->text.size() - static_cast<size_t>(off));
+  std::memcpy(buf, file->text.data() + off, n);
+  return static_cast<int>(n);
+}
+
+off_t OpLseek(const char*, off_t off, int whence, struct fuse_file_info* fi) {
+  auto* file = reinterpret_cast<OpenFile*>(fi->fh);
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return -EINVAL;
+  uint64_t size = 0;
+  if (file->image) {
+    size = file->image->size();
+  } else if (file->fd.valid()) {
+    struct stat st;
+    if (::fstat(file->fd.get(), &st) != 0) return -errno;
+    size = static_cast<uint64_t>(st.st_size);
+  } else {
+    size = file->text.size();
+  }
+  if (off < 0 || static_cast<uint64_t>(off) >= size) return -ENXIO;
+  const auto pos = static_cast<uint64_t>(off);
+  if (!file->image) return whence == SEEK_DATA ? off : static_cast<off_t>(size);
+  uint64_t r = whence == SEEK_DATA ? file->image->NextData(pos) : file->image->NextHole(pos);
+  if (whence == SEEK_DATA && r >= size) return -ENXIO;
+  return static_cast<off_t>(r);
+}
+
+int OpRelease(const char*, struct fuse_file_info* fi) {
+  delete reinterpret_cast<OpenFile*>(fi->fh);
+  return 0;
+}
+
+int OpOpendir(const char* path, struct fuse_file_info*) {
+  Node n = Fs()->Resolve(path);
+  if (n.kind == Node::Kind::kNone) return -ENOENT;
+  if (n.kind != Node::Kind::kRoot && n.kind != Node::Kind::kVm && n.kind != Node::Kind::kPoint)
+    return -ENOTDIR;
+  return 0;
+}
+
+int OpStatfs(const char*, struct statvfs* st) {
+  if (::statvfs(Fs()->repo().path().c_str(), st) != 0) return -errno;
+  st->f_bavail = 0;
+  st->f_bfree = 0;
+  st->f_favail = 0;
+  st->f_ffree = 0;
+  return 0;
+}
+
+void* OpInit(struct fuse_conn_info* conn, struct fuse_config* cfg) {
+  // New points must appear within a second; committed ones never change.
+  cfg->entry_timeout = 1.0;
+  cfg->attr_timeout = 1.0;
+  cfg->negative_timeout = 0.0;
+  cfg->kernel_cache = 1;
+  conn->max_readahead = 1024 * 1024;
+  return fuse_get_context()->private_data;
+}
+
+int Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: cbtfs mount REPO MOUNTPOINT [-f] [-d] [-o OPTIONS]\n"
+               "       cbtfs umount MOUNTPOINT\n"
+               "\n"
+               "Shows every point of the cbt-backup repository REPO as read-only raw disk\n"
+               "files under MOUNTPOINT/<vm-uuid>/<timestamp>/<vdi-uuid>.raw.\n"
+               "  -f          stay in the foreground\n"
+               "  -d          debug output (implies -f)\n"
+               "  -o OPTIONS  FUSE mount options, e.g. allow_other\n");
+  return out == stdout ? 0 : 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return Usage(stderr);
+  std::string verb = argv[1];
+  if (verb == "--help" || verb == "-h") return Usage(stdout);
+  if (verb == "--version") {
+    std::printf("cbtfs %s (libfuse %d)\n", CBT_VERSION, fuse_version());
+    return 0;
+  }
+  if (verb == "umount" || verb == "unmount") {
+    if (argc != 3) return Usage(stderr);
+    execlp("fusermount3", "fusermount3", "-u", argv[2], static_cast<char*>(nullptr));
+    std::fprintf(stderr, "cbtfs: cannot run fusermount3: %s\n", std::strerror(errno));
+    return 1;
+  }
+  if (verb != "mount") {
+    std::fprintf(stderr, "cbtfs: unknown command '%s'\n", verb.c_str());
+    return Usage(stderr);
+  }
+  std::vector<std::string> positional, fuse_opts;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-o") {
+      if (i + 1 >= argc) return Usage(stderr);
+      fuse_opts.push_back("-o");
+      fuse_opts.push_back(argv[++i]);
+    } else if (a.rfind("-o", 0) == 0 && a.size() > 2) {
+      fuse_opts.push_back(a);
+    } else if (a == "-f" || a == "-d" || a == "-s") {
+      fuse_opts.push_back(a);
+    } else if (a == "--help" || a == "-h") {
+      return Usage(stdout);
+    } else if (!a.empty() && a[0] == '-') {
+      std::fprintf(stderr, "cbtfs: unknown option '%s'\n", a.c_str());
+      return 2;
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (positional.size() != 2) return Usage(stderr);
+  char real[PATH_MAX];
+  // The daemon changes to "/", so the repository path must be absolute.
+  if (::realpath(positional[0].c_str(), real) == nullptr) {
+    std::fprintf(stderr, "cbtfs: repository %s: %s\n", positional[0].c_str(),
+                 std::strerror(errno));
+    return 1;
+  }
+  auto repo = cbt::repo::Repository::Open(real, /*create=*/false);
+  if (!repo.ok()) {
+    std::fprintf(stderr, "cbtfs: %s\n", repo.status().message().c_str());
+    return 1;
+  }
+  if (!cbt::IsDirectory(positional[1])) {
+    std::fprintf(stderr, "cbtfs: mount point %s is not a directory\n", positional[1].c_str());
+    return 1;
+  }
+  // A deep chain keeps one descriptor per file of each open image.
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  openlog("cbtfs", LOG_PID, LOG_DAEMON);
+
+  static Filesystem fs(std::move(*repo));
+  static struct fuse_operations ops = {};
+  ops.getattr = OpGetattr;
+  ops.readlink = OpReadlink;
+  ops.open = OpOpen;
+  ops.read = OpRead;
+  ops.statfs = OpStatfs;
+  ops.release = OpRelease;
+  ops.opendir = OpOpendir;
+  ops.readdir = OpReaddir;
+  ops.init = OpInit;
+  ops.lseek = OpLseek;
+
+  std::vector<std::string> args = {"cbtfs", positional[1], "-o",
+                                   "ro,default_permissions,fsname=cbtfs,subtype=cbtfs"};
+  args.insert(args.end(), fuse_opts.begin(), fuse_opts.end());
+  std::vector<char*> cargs;
+  for (auto& a : args) cargs.push_back(a.data());
+  cargs.push_back(nullptr);
+  return fuse_main(static_cast<int>(cargs.size() - 1), cargs.data(), &ops, &fs);
+}

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// ComposedImage: one disk of one point, read as a raw image composed from its
+// chain (base plus overlays).  This is the reader cbtfs, verify and restore
+// share.  Open builds a block map (block -> file and index entry) from the
+// chain, newest file winning, so every read is a lookup whatever the depth.
+//
+// Every DATA block is checked against its stored checksum as it is read; a
+// mismatch fails the read with Corruption naming VM, point, disk and offset,
+// and the bad bytes are never returned.
+//
+// Thread-safety: immutable after Open; Read and the seek helpers may be
+// called from many threads at once.
+#ifndef CBT_IMAGE_COMPOSED_IMAGE_H_
+#define CBT_IMAGE_COMPOSED_IMAGE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "repo/disk_file.h"
+#include "repo/repository.h"
+#include "util/status.h"
+
+namespace cbt::image {
+
+class ComposedImage {
+ public:
+  // Names used in error messages.
+  struct Label {
+    std::string vm;
+    std::string point;
+    std::string vdi;
+  };
+
+  // Opens disk `vdi` of `point`.  NotFound if the point or disk does not
+  // exist; Corruption if a file of the chain fails its header or index
+  // checks or the chain is inconsistent.  Never modifies the repository.
+  static Result<std::shared_ptr<const ComposedImage>> Open(const repo::Repository& repo,
+                                                           const std::string& vm,
+                                                           const std::string& point,
+                                                           const std::string& vdi);
+
+  // Composes already-opened files, base first.  `file_points[i]` names the
+  // point that holds chain[i] (for messages).  Corruption if the first file
+  // is not a base, a later one not an overlay, or the sizes differ.
+  static Result<std::shared_ptr<const ComposedImage>> FromChain(
+      std::vector<std::shared_ptr<const repo::DiskFile>> chain,
+      std::vector<std::string> file_points, Label label);
+
+  uint64_t size() const { return size_; }
+  const Label& label() const { return label_; }
+  size_t depth() const { return chain_.size(); }
+
+  // Reads `len` bytes at `off` into `buf`.  Bytes past size() are not
+  // touched; returns the number of bytes read (short only at the end).
+  // Corruption on a checksum mismatch (the whole read fails), IoError on a
+  // failed pread.
+  Result<size_t> Read(void* buf, size_t len, uint64_t off) const;
+
+  // True if block `block` holds stored data (not a hole, not a zero block).
+  bool IsDataBlock(uint64_t block) const { return map_[block].file != kNoFile; }
+  // Offset of the first data byte at or after `off`, or size() if none.
+  uint64_t NextData(uint64_t off) const;
+  // Offset of the first hole byte at or after `off` (size() counts as a hole).
+  uint64_t NextHole(uint64_t off) const;
+  // Number of blocks that hold data.
+  uint64_t DataBlockCount() const;
+
+ private:
+  static constexpr uint32_t kNoFile = 0xffffffffu;
+  struct Slot {
+    uint32_t file;   // index into chain_, or kNoFile for a hole or zero block
+    uint32_t entry;  // index into that file's entries()
+  };
+
+  ComposedImage() = default;
+  Status CorruptionAt(uint64_t block, uint32_t file) const;
+
+  Label label_;
+  uint64_t size_ = 0;
+  std::vector<std::shared_ptr<const repo::DiskFile>> chain_;
+  std::vector<std::string> file_points_;
+  std::vector<Slot> map_;
+};
+
+}  // namespace cbt::image
+
+#endif  // CBT_IMAGE_COMPOSED_IMAGE_H_

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "image/verify.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "repo/disk_file.h"
+#include "repo/layout.h"
+#include "util/file.h"
+
+namespace cbt::image {
+
+Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
+                        const std::string& point, VerifyReport* report,
+                        const std::function<void(const VerifyProblem&)>& on_problem) {
+  auto add = [&](VerifyProblem p) {
+    if (on_problem) on_problem(p);
+    report->problems.push_back(std::move(p));
+  };
+  std::vector<std::string> vms;
+  if (vm.empty()) {
+    CBT_ASSIGN_OR_RETURN(vms, repo.ListVms());
+  } else {
+    vms.push_back(vm);
+  }
+  std::unique_ptr<char[]> buf(new char[repo::kBlockSize]);
+  for (const auto& v : vms) {
+    CBT_ASSIGN_OR_RETURN(auto points, repo.ListPoints(v));
+    if (!point.empty()) {
+      if (std::find(points.begin(), points.end(), point) == points.end()) {
+        return Status::NotFound("VM " + v + " has no point " + point);
+      }
+      points = {point};
+    }
+    for (const auto& p : points) {
+      ++report->points;
+      auto m = repo.ReadManifest(v, p);
+      if (!m.ok()) {
+        add({v, p, "", -1, m.status().message()});
+        continue;
+      }
+      if (!PathExists(JoinPath(repo.PointPath(v, p), repo::kMetadataFile))) {
+        add({v, p, "", -1, "VM metadata file is missing"});
+      }
+      for (const auto& d : m->disks) {
+        ++report->disks;
+        auto chain = repo.DiskChain(v, p, d.vdi_uuid);
+        if (!chain.ok()) add({v, p, d.vdi_uuid, -1, chain.status().message()});
+        auto file = repo::DiskFile::Open(JoinPath(repo.PointPath(v, p), d.file));
+        if (!file.ok()) {
+          add({v, p, d.vdi_uuid, -1, file.status().message()});
+          continue;
+        }
+        if ((*file)->virtual_size() != d.virtual_size ||
+            ((*file)->kind() == repo::FileKind::kBase) != d.base) {
+          add({v, p, d.vdi_uuid, -1, "disk file does not match its manifest record"});
+        }
+        for (const auto& e : (*file)->entries()) {
+          if (e.kind != repo::EntryKind::kData) continue;
+          ++report->blocks_checked;
+          report->bytes_checked += repo::kBlockSize;
+          Status s = (*file)->ReadBlock(e, buf.get());
+          if (!s.ok()) {
+            add({v, p, d.vdi_uuid, static_cast<int64_t>(e.block * repo::kBlockSize),
+                 s.IsCorruption() ? "stored block checksum mismatch" : s.message()});
+          }
+        }
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace cbt::image

@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Design notes.  The data area is append-only while writing, so a backup
+// streams blocks to disk in arrival order (NBD replies may come out of
+// order) without seeking back.  The index and header are written last: the
+// header's magic is what makes the file valid, and it is written after the
+// index, so a crash mid-write leaves a file every reader refuses.  Commit
+// durability is the point writer's business (repository.cc); this file only
+// fsyncs itself in Finish().
+#include "repo/disk_file.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace cbt::repo {
+
+namespace {
+
+// Header field offsets (docs/FORMAT.md, "Header").
+constexpr size_t kOffMagic = 0;
+constexpr size_t kOffVersion = 8;
+constexpr size_t kOffHeaderSize = 12;
+constexpr size_t kOffIncompat = 16;
+constexpr size_t kOffCompat = 24;
+constexpr size_t kOffBlockSize = 32;
+constexpr size_t kOffKind = 36;
+constexpr size_t kOffVirtualSize = 40;
+constexpr size_t kOffEntryCount = 48;
+constexpr size_t kOffDataBlocks = 56;
+constexpr size_t kOffIndexOffset = 64;
+constexpr size_t kOffIndexChecksum = 72;
+constexpr size_t kOffHeaderChecksum = 80;  // XXH3-64 of bytes 0..79
+
+void Put32(unsigned char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+void Put64(unsigned char* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+uint32_t Get32(const unsigned char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+uint64_t Get64(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace
+
+uint64_t Checksum(const void* data, size_t len) { return XXH3_64bits(data, len); }
+
+bool IsAllZero(const void* data, size_t len) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  // Word-at-a-time scan; memcmp against the preceding bytes keeps it short.
+  if (len == 0) return true;
+  if (p[0] != 0) return false;
+  return std::memcmp(p, p + 1, len - 1) == 0;
+}
+
+DiskFileWriter::DiskFileWriter(std::string path, UniqueFd fd, FileKind kind,
+                               uint64_t virtual_size)
+    : path_(std::move(path)),
+      fd_(std::move(fd)),
+      kind_(kind),
+      virtual_size_(virtual_size),
+      seen_(BlockCount(virtual_size), false) {}
+
+Result<std::unique_ptr<DiskFileWriter>> DiskFileWriter::Create(const std::string& path,
+                                                               FileKind kind,
+                                                               uint64_t virtual_size) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, CreateExclusive(path));
+  // An all-zero header marks the file as unfinished until Finish() runs.
+  unsigned char zero[kHeaderSize] = {};
+  CBT_RETURN_IF_ERROR(PwriteAll(fd.get(), zero, sizeof zero, 0, path));
+  return std::unique_ptr<DiskFileWriter>(
+      new DiskFileWriter(path, std::move(fd), kind, virtual_size));
+}
+
+Status DiskFileWriter::CheckBlock(uint64_t block) {
+  if (finished_) return Status::InvalidArgument(path_ + ": write after Finish");
+  if (block >= seen_.size()) {
+    return Status::InvalidArgument(path_ + ": block " + std::to_string(block) +
+                                   " is beyond the end of the disk");
+  }
+  if (seen_[block]) {
+    return Status::InvalidArgument(path_ + ": block " + std::to_string(block) +
+                                   " recorded twice");
+  }
+  seen_[block] = true;
+  return Status::Ok();
+}
+
+Status DiskFileWriter::AddData(uint64_t block, const void* data) {
+  CBT_RETURN_IF_ERROR(CheckBlock(block));
+  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, kBlockSize, next_data_offset_, path_));
+  entries_.push_back({block, EntryKind::kData, next_data_offset_, Checksum(data, kBlockSize)});
+  next_data_offset_ += kBlockSize;
+  ++data_blocks_;
+  return Status::Ok();
+}
+
+Status DiskFileWriter::AddZero(uint64_t block) {
+  CBT_RETURN_IF_ERROR(CheckBlock(block));
+  entries_.push_back({block, EntryKind::kZero, 0, 0});
+  ++zero_blocks_;
+  return Status::Ok();
+}
+
+Status DiskFileWriter::Finish() {
+  if (finished_) return Status::InvalidArgument(path_ + ": Finish called twice");
+  finished_ = true;
+  std::sort(entries_.begin(), entries_.end(),
+            [](const IndexEntry& a, const IndexEntry& b) { return a.block < b.block; });
+  std::vector<unsigned char> index(entries_.size() * kIndexEntrySize, 0);
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    unsigned char* p = index.data() + i * kIndexEntrySize;
+    Put64(p, entries_[i].block);
+    Put32(p + 8, static_cast<uint32_t>(entries_[i].kind));
+    Put32(p + 12, 0);
+    Put64(p + 16, entries_[i].offset);
+    Put64(p + 24, entries_[i].checksum);
+  }
+  const uint64_t index_offset = next_data_offset_;
+  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), index.data(), index.size(), index_offset, path_));
+
+  unsigned char header[kHeaderSize] = {};
+  std::memcpy(header + kOffMagic, kDiskMagic, sizeof kDiskMagic);
+  Put32(header + kOffVersion, kDiskFormatVersion);
+  Put32(header + kOffHeaderSize, kHeaderSize);
+  Put64(header + kOffIncompat, 0);
+  Put64(header + kOffCompat, 0);
+  Put32(header + kOffBlockSize, kBlockSize);
+  Put32(header + kOffKind, static_cast<uint32_t>(kind_));
+  Put64(header + kOffVirtualSize, virtual_size_);
+  Put64(header + kOffEntryCount, entries_.size());
+  Put64(header + kOffDataBlocks, data_blocks_);
+  Put64(header + kOffIndexOffset, index_offset);
+  Put64(header + kOffIndexChecksum, Checksum(index.data(), index.size()));
+  Put64(header + kOffHeaderChecksum, Checksum(header, kOffHeaderChecksum));
+  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), header, sizeof header, 0, path_));
+  file_size_ = index_offset + index.size();
+  return Fsync(fd_.get(), path_);
+}
+
+Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
+  CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
+  if (size < kHeaderSize) return Status::Corruption(path + ": shorter than its header");
+  unsigned char h[kHeaderSize];
+  CBT_RETURN_IF_ERROR(PreadAll(fd.get(), h, sizeof h, 0, path));
+  if (std::memcmp(h + kOffMagic, kDiskMagic, sizeof kDiskMagic) != 0) {
+    return Status::Corruption(path + ": not a disk data file (bad magic)");
+  }
+  if (Get64(h + kOffHeaderChecksum) != Checksum(h, kOffHeaderChecksum)) {
+    return Status::Corruption(path + ": header checksum mismatch");
+  }
+  uint32_t version = Get32(h + kOffVersion);
+  if (version != kDiskFormatVersion) {
+    return Status::NotSupported(path + ": disk file format version " + std::to_string(version) +
+                                " is not supported (this build reads version " +
+                                std::to_string(kDiskFormatVersion) + ")");
+  }
+  if ((Get64(h + kOffIncompat) & ~kKnownIncompatibleFeatures) != 0) {
+    return Status::NotSupported(path + ": uses incompatible features this build does not know");
+  }
+  if (Get32(h + kOffHeaderSize) != kHeaderSize || Get32(h + kOffBlockSize) != kBlockSize) {
+    return Status::Corruption(path + ": unexpected header or block size");
+  }
+  uint32_t kind = Get32(h + kOffKind);
+  if (kind != static_cast<uint32_t>(FileKind::kBase) &&
+      kind != static_cast<uint32_t>(FileKind::kOverlay)) {
+    return Status::Corruption(path + ": unknown file kind " + std::to_string(kind));
+  }
+  const uint64_t virtual_size = Get64(h + kOffVirtualSize);
+  const uint64_t count = Get64(h + kOffEntryCount);
+  const uint64_t data_blocks = Get64(h + kOffDataBlocks);
+  const uint64_t index_offset = Get64(h + kOffIndexOffset);
+  const uint64_t nblocks = BlockCount(virtual_size);
+  if (count > nblocks || data_blocks > count ||
+      index_offset != kHeaderSize + data_blocks * uint64_t{kBlockSize} ||
+      size != index_offset + count * kIndexEntrySize) {
+    return Status::Corruption(path + ": file length does not match its header (truncated?)");
+  }
+  std::vector<unsigned char> index(count * kIndexEntrySize);
+  CBT_RETURN_IF_ERROR(PreadAll(fd.get(), index.data(), index.size(), index_offset, path));
+  if (Checksum(index.data(), index.size()) != Get64(h + kOffIndexChecksum)) {
+    return Status::Corruption(path + ": index checksum mismatch");
+  }
+
+  auto file = std::shared_ptr<DiskFile>(new DiskFile());
+  file->entries_.reserve(count);
+  uint64_t seen_data = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    const unsigned char* p = index.data() + i * kIndexEntrySize;
+    IndexEntry e{Get64(p), static_cast<EntryKind>(Get32(p + 8)), Get64(p + 16), Get64(p + 24)};
+    bool ordered = i == 0 || e.block > file->entries_.back().block;
+    bool valid_kind = e.kind == EntryKind::kData || e.kind == EntryKind::kZero;
+    bool in_data_area = e.kind != EntryKind::kData ||
+                        (e.offset >= kHeaderSize && e.offset + kBlockSize <= index_offset &&
+                         (e.offset - kHeaderSize) % kBlockSize == 0);
+    if (!ordered || !valid_kind || e.block >= nblocks || !in_data_area) {
+      return Status::Corruption(path + ": index entry " + std::to_string(i) + " is invalid");
+    }
+    if (e.kind == EntryKind::kData) ++seen_data;
+    file->entries_.push_back(e);
+  }
+  if (seen_data != data_blocks) {
+    return Status::Corruption(path + ": data block count does not match the index");
+  }
+  file->path_ = path;
+  file->fd_ = std::move(fd);
+  file->kind_ = static_cast<FileKind>(kind);
+  file->virtual_size_ = virtual_size;
+  file->file_size_ = size;
+  return std::shared_ptr<const DiskFile>(std::move(file));
+}
+
+Status DiskFile::ReadBlock(const IndexEntry& e, void* buf) const {
+  CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), buf, kBlockSize, e.offset, path_));
+  if (Checksum(buf, kBlockSize) != e.checksum) {
+    return Status::Corruption("checksum mismatch at disk offset " +
+                              std::to_string(e.block * kBlockSize));
+  }
+  return Status::Ok();
+}
+
+}  // namespace cbt::repo

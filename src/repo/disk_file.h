@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Disk data files (".cbd"): one per disk per point, either the base of a
+// chain or an overlay on the same disk's file in the parent point.  The byte
+// layout is specified in docs/FORMAT.md, "Disk data files"; the constants
+// below are that table.  In short (all integers little-endian):
+//
+//   [header, 4096 bytes][data blocks, 64 KiB each][index: 32-byte entries]
+//
+// An index entry names a block of the virtual disk and says either DATA (the
+// block's bytes are at `offset`, checksummed with XXH3-64) or ZERO (the block
+// reads as zeros and overrides the parent).  Blocks absent from the index are
+// unchanged since the parent (overlay) or never written (base).
+//
+// Thread-safety: a DiskFileWriter belongs to one thread.  A DiskFile is
+// immutable after Open and its Read* methods may be called concurrently.
+#ifndef CBT_REPO_DISK_FILE_H_
+#define CBT_REPO_DISK_FILE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/file.h"
+#include "util/status.h"
+
+namespace cbt::repo {
+
+inline constexpr char kDiskMagic[8] = {'C', 'B', 'T', 'D', 'I', 'S', 'K', '\0'};
+inline constexpr uint32_t kDiskFormatVersion = 1;
+inline constexpr uint32_t kHeaderSize = 4096;
+inline constexpr uint32_t kBlockSize = 64 * 1024;
+inline constexpr uint32_t kIndexEntrySize = 32;
+// Feature masks: a reader refuses a file with an unknown incompatible bit and
+// ignores unknown compatible bits.  Version 1 defines none.
+inline constexpr uint64_t kKnownIncompatibleFeatures = 0;
+
+enum class FileKind : uint32_t { kBase = 1, kOverlay = 2 };
+enum class EntryKind : uint32_t { kData = 1, kZero = 2 };
+
+struct IndexEntry {
+  uint64_t block;     // block number in the virtual disk
+  EntryKind kind;
+  uint64_t offset;    // byte offset of the block's data in the file (DATA only)
+  uint64_t checksum;  // XXH3-64 of the 64 KiB block (DATA only)
+};
+
+// XXH3-64 (seed 0) of `len` bytes: the checksum used throughout the format.
+uint64_t Checksum(const void* data, size_t len);
+// True if `len` bytes at `data` are all zero.
+bool IsAllZero(const void* data, size_t len);
+inline uint64_t BlockCount(uint64_t virtual_size) {
+  return (virtual_size + kBlockSize - 1) / kBlockSize;
+}
+
+// Writes one disk data file.  Blocks may be added in any order, each block
+// at most once; Finish() sorts the index, writes it and the header, and
+// fsyncs.  A file that was not finished has an all-zero header and is refused
+// by DiskFile::Open, so a half-written file can never be mistaken for data.
+class DiskFileWriter {
+ public:
+  // Creates `path` (must not exist, mode 0600).
+  static Result<std::unique_ptr<DiskFileWriter>> Create(const std::string& path, FileKind kind,
+                                                        uint64_t virtual_size);
+
+  // Records block `block` with its 64 KiB of data (the last block of a disk
+  // whose size is not a multiple of 64 KiB is padded with zeros by the
+  // caller).  InvalidArgument if the block is out of range or repeated.
+  Status AddData(uint64_t block, const void* data);
+  // Records block `block` as all zeros (overlays only; in a base a zero block
+  // is simply left out).
+  Status AddZero(uint64_t block);
+  // Writes index and header and fsyncs the file.  Must be called once.
+  Status Finish();
+
+  uint64_t data_blocks() const { return data_blocks_; }
+  uint64_t zero_blocks() const { return zero_blocks_; }
+  uint64_t file_size() const { return file_size_; }
+
+ private:
+  DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uint64_t virtual_size);
+  Status CheckBlock(uint64_t block);
+
+  std::string path_;
+  UniqueFd fd_;
+  FileKind kind_;
+  uint64_t virtual_size_;
+  uint64_t next_data_offset_ = kHeaderSize;
+  std::vector<IndexEntry> entries_;
+  std::vector<bool> seen_;
+  uint64_t data_blocks_ = 0;
+  uint64_t zero_blocks_ = 0;
+  uint64_t file_size_ = 0;
+  bool finished_ = false;
+};
+
+// A disk data file opened for reading; header and index are verified at
+// Open, each block's checksum on every read.
+class DiskFile {
+ public:
+  // Opens and validates `path`.  Corruption if the magic, header checksum,
+  // index checksum, index order or file length is wrong; NotSupported if the
+  // version or an incompatible feature bit is unknown; NotFound if missing.
+  static Result<std::shared_ptr<const DiskFile>> Open(const std::string& path);
+
+  FileKind kind() const { return kind_; }
+  uint64_t virtual_size() const { return virtual_size_; }
+  uint64_t file_size() const { return file_size_; }
+  const std::vector<IndexEntry>& entries() const { return entries_; }
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+
+  // Reads the DATA block of entry `e` into `buf` (kBlockSize bytes) and checks
+  // its checksum.  Corruption names the disk offset when it does not match.
+  Status ReadBlock(const IndexEntry& e, void* buf) const;
+
+ private:
+  DiskFile() = default;
+  std::string path_;
+  UniqueFd fd_;
+  FileKind kind_ = FileKind::kBase;
+  uint64_t virtual_size_ = 0;
+  uint64_t file_size_ = 0;
+  std::vector<IndexEntry> entries_;
+};
+
+}  // namespace cbt::repo
+
+#endif  // CBT_REPO_DISK_FILE_H_

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Every name in the repository is built and parsed here, and nowhere else
+// (docs/FORMAT.md, "Repository layout", is the grammar these follow).
+//
+//   REPO/config.json                       repository config (format version)
+//   REPO/<vm-uuid>/                        one directory per VM
+//   REPO/<vm-uuid>/lock                    per-VM lock (present while held)
+//   REPO/<vm-uuid>/<timestamp>/            a committed point
+//   REPO/<vm-uuid>/.tmp-<timestamp>-<pid>/ a point being written
+//   <point>/manifest.json, <point>/VM_metadata, <point>/<vdi-uuid>.cbd
+//
+// Thread-safety: pure functions.
+#ifndef CBT_REPO_LAYOUT_H_
+#define CBT_REPO_LAYOUT_H_
+
+#include <cstdint>
+#include <ctime>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace cbt::repo {
+
+inline constexpr char kConfigFile[] = "config.json";
+inline constexpr char kLockFile[] = "lock";
+inline constexpr char kManifestFile[] = "manifest.json";
+inline constexpr char kMetadataFile[] = "VM_metadata";
+inline constexpr char kTempPrefix[] = ".tmp-";
+inline constexpr char kDiskFileSuffix[] = ".cbd";
+
+// True for a lower-case 8-4-4-4-12 hexadecimal UUID.
+bool IsUuid(std::string_view s);
+// True for an ISO 8601 basic UTC timestamp "YYYYMMDDTHHMMSSZ" naming a real
+// date and time.
+bool IsTimestamp(std::string_view s);
+// Formats a UNIX time as a point timestamp.
+std::string FormatTimestamp(std::time_t t);
+// Parses a point timestamp into UNIX time; nullopt if not a timestamp.
+std::optional<std::time_t> ParseTimestamp(std::string_view s);
+
+std::string VmDir(const std::string& repo, const std::string& vm);
+std::string PointDir(const std::string& repo, const std::string& vm, const std::string& point);
+std::string TempPointName(const std::string& point, long pid);
+// Parses ".tmp-<timestamp>-<pid>"; returns the pid or nullopt.
+std::optional<long> ParseTempPointName(std::string_view name);
+std::string DiskFileName(const std::string& vdi_uuid);
+
+}  // namespace cbt::repo
+
+#endif  // CBT_REPO_LAYOUT_H_

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "repo/manifest.h"
+
+#include <nlohmann/json.hpp>
+
+#include "repo/layout.h"
+
+namespace cbt::repo {
+
+using nlohmann::json;
+
+const DiskRecord* Manifest::FindDisk(const std::string& vdi_uuid) const {
+  for (const auto& d : disks) {
+    if (d.vdi_uuid == vdi_uuid) return &d;
+  }
+  return nullptr;
+}
+
+std::string EncodeManifest(const Manifest& m) {
+  json disks = json::array();
+  for (const auto& d : m.disks) {
+    disks.push_back({{"vdi_uuid", d.vdi_uuid},
+                     {"name", d.name},
+                     {"snapshot_vdi_uuid", d.snapshot_vdi_uuid},
+                     {"userdevice", d.userdevice},
+                     {"virtual_size", d.virtual_size},
+                     {"block_size", 65536},
+                     {"file", d.file},
+                     {"kind", d.base ? "base" : "overlay"},
+                     {"parent_point", d.base ? json(nullptr) : json(d.parent_point)},
+                     {"data_blocks", d.data_blocks},
+                     {"zero_blocks", d.zero_blocks},
+                     {"stored_bytes", d.stored_bytes},
+                     {"reason", d.reason}});
+  }
+  json j = {{"format_version", m.format_version},
+            {"vm_uuid", m.vm_uuid},
+            {"vm_name", m.vm_name},
+            {"point", m.point},
+            {"created_by", m.created_by},
+            {"source", m.source},
+            {"metadata_file", kMetadataFile},
+            {"disks", disks}};
+  return j.dump(2) + "\n";
+}
+
+Result<Manifest> DecodeManifest(const std::string& text, const std::string& what) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Status::Corruption(what + ": manifest is not valid JSON");
+  }
+  try {
+    Manifest m;
+    m.format_version = j.at("format_version").get<int>();
+    if (m.format_version != kRepoFormatVersion) {
+      return Status::NotSupported(what + ": manifest format version " +
+                                  std::to_string(m.format_version) + " is not supported");
+    }
+    m.vm_uuid = j.at("vm_uuid").get<std::string>();
+    m.vm_name = j.value("vm_name", "");
+    m.point = j.at("point").get<std::string>();
+    m.created_by = j.value("created_by", "");
+    m.source = j.value("source", "");
+    if (!IsUuid(m.vm_uuid) || !IsTimestamp(m.point)) {
+      return Status::Corruption(what + ": manifest has a malformed VM UUID or point name");
+    }
+    for (const auto& jd : j.at("disks")) {
+      DiskRecord d;
+      d.vdi_uuid = jd.at("vdi_uuid").get<std::string>();
+      d.name = jd.value("name", "");
+      d.snapshot_vdi_uuid = jd.value("snapshot_vdi_uuid", "");
+      d.userdevice = jd.value("userdevice", "");
+      d.virtual_size = jd.at("virtual_size").get<uint64_t>();
+      d.file = jd.at("file").get<std::string>();
+      std::string kind = jd.at("kind").get<std::string>();
+      if (kind != "base" && kind != "overlay") {
+        return Status::Corruption(what + ": disk kind '" + kind + "' is unknown");
+      }
+      d.base = kind == "base";
+      if (!d.base) d.parent_point = jd.at("parent_point").get<std::string>();
+      d.data_blocks = jd.value("data_blocks", uint64_t{0});
+      d.zero_blocks = jd.value("zero_blocks", uint64_t{0});
+      d.stored_bytes = jd.value("stored_bytes", uint64_t{0});
+      d.reason = jd.value("reason", "");
+      if (jd.value("block_size", 65536) != 65536 || !IsUuid(d.vdi_uuid) ||
+          d.file != DiskFileName(d.vdi_uuid) ||
+          (!d.base && (!IsTimestamp(d.parent_point) || d.parent_point >= m.point))) {
+        return Status::Corruption(what + ": disk record for '" + d.vdi_uuid + "' is invalid");
+      }
+      if (m.FindDisk(d.vdi_uuid) != nullptr) {
+        return Status::Corruption(what + ": disk " + d.vdi_uuid + " is listed twice");
+      }
+      m.disks.push_back(std::move(d));
+    }
+    return m;
+  } catch (const json::exception& e) {
+    return Status::Corruption(what + ": manifest field missing or of the wrong type (" +
+                              e.what() + ")");
+  }
+}
+
+std::string EncodeConfig() {
+  json j = {{"format", "cbt-backup repository"}, {"version", kRepoFormatVersion}};
+  return j.dump(2) + "\n";
+}
+
+Status CheckConfig(const std::string& text, const std::string& what) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("version") ||
+      !j["version"].is_number_integer()) {
+    return Status::Corruption(what + ": repository config is not valid");
+  }
+  int version = j["version"].get<int>();
+  if (version != kRepoFormatVersion) {
+    return Status::NotSupported(what + ": repository format version " + std::to_string(version) +
+                                " is not supported by this build (it reads version " +
+                                std::to_string(kRepoFormatVersion) + ")");
+  }
+  return Status::Ok();
+}
+
+}  // namespace cbt::repo

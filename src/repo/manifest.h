@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The point manifest (manifest.json) and the repository config
+// (config.json): their in-memory form and their JSON encoding, as specified
+// in docs/FORMAT.md.  Parsing validates every field a reader relies on, so
+// the rest of the engine can trust a Manifest it was handed.
+//
+// Thread-safety: values.
+#ifndef CBT_REPO_MANIFEST_H_
+#define CBT_REPO_MANIFEST_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace cbt::repo {
+
+inline constexpr int kRepoFormatVersion = 1;
+
+struct DiskRecord {
+  std::string vdi_uuid;           // the original VDI (never the snapshot)
+  std::string name;               // VDI name_label at backup time, may be empty
+  std::string snapshot_vdi_uuid;  // the server snapshot this point was read from, may be empty
+  std::string userdevice;         // VBD position ("0", "1", ...), may be empty
+  uint64_t virtual_size = 0;
+  std::string file;               // disk data file name inside the point directory
+  bool base = true;               // base of a chain, or overlay on `parent_point`
+  std::string parent_point;       // empty for a base
+  uint64_t data_blocks = 0;
+  uint64_t zero_blocks = 0;
+  uint64_t stored_bytes = 0;      // size of `file`
+  std::string reason;             // why this disk is a base ("first backup", "--full", ...)
+};
+
+struct Manifest {
+  int format_version = kRepoFormatVersion;
+  std::string vm_uuid;
+  std::string vm_name;
+  std::string point;       // timestamp, equals the point directory name
+  std::string created_by;  // tool and version
+  std::string source;      // "xapi", "import-legacy", ...
+  std::vector<DiskRecord> disks;
+
+  const DiskRecord* FindDisk(const std::string& vdi_uuid) const;
+};
+
+std::string EncodeManifest(const Manifest& m);
+// Corruption if the text is not a valid manifest; NotSupported if its
+// format version is unknown.
+Result<Manifest> DecodeManifest(const std::string& text, const std::string& what);
+
+std::string EncodeConfig();
+// Checks the repository config; NotSupported for an unknown version.
+Status CheckConfig(const std::string& text, const std::string& what);
+
+}  // namespace cbt::repo
+
+#endif  // CBT_REPO_MANIFEST_H_

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The repository: a directory of VMs, each a directory of committed points
+// (see layout.h and docs/FORMAT.md).  This header holds the three things
+// every command needs: opening and listing (Repository), excluding other
+// writers of a VM (VmLock), and adding a point atomically (PointWriter).
+//
+// Readers take no lock: committed points are immutable, and a point appears
+// by a single rename, so a reader sees it whole or not at all.
+//
+// Thread-safety: Repository is immutable after Open and safe to share.
+// VmLock and PointWriter belong to one thread.
+#ifndef CBT_REPO_REPOSITORY_H_
+#define CBT_REPO_REPOSITORY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "repo/disk_file.h"
+#include "repo/manifest.h"
+#include "util/status.h"
+
+namespace cbt::repo {
+
+class Repository {
+ public:
+  // Opens the repository at `path`.  With `create`, a missing directory is
+  // created (0700) with a fresh config.  NotFound if missing and !create;
+  // NotSupported if its format version is unknown.
+  static Result<Repository> Open(const std::string& path, bool create);
+
+  const std::string& path() const { return path_; }
+
+  // UUIDs of the VM directories, sorted.
+  Result<std::vector<std::string>> ListVms() const;
+  // Committed points of `vm`, oldest first.  Temporaries are never listed.
+  Result<std::vector<std::string>> ListPoints(const std::string& vm) const;
+  Result<Manifest> ReadManifest(const std::string& vm, const std::string& point) const;
+  std::string PointPath(const std::string& vm, const std::string& point) const;
+
+  // The chain of points whose files compose disk `vdi` at `point`, base
+  // first and `point` last.  Corruption if a link is missing or inconsistent
+  // (another virtual size, a parent without the disk).
+  Result<std::vector<std::string>> DiskChain(const std::string& vm, const std::string& point,
+                                             const std::string& vdi) const;
+
+ private:
+  explicit Repository(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+// An exclusive lock on one VM directory, held by a backup, import or prune.
+// The lock file names its holder (host, pid, command, start time).  A lock
+// whose holder is a dead process on this host is stale and is taken over.
+class VmLock {
+ public:
+  // Takes the lock of `vm` (creating the VM directory if needed), then
+  // removes temporaries left by interrupted writers.  Busy, naming the
+  // holder, if another live process holds it.
+  static Result<VmLock> Acquire(const Repository& repo, const std::string& vm,
+                                const std::string& command);
+  VmLock(VmLock&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  VmLock& operator=(VmLock&&) = delete;
+  VmLock(const VmLock&) = delete;
+  ~VmLock();
+
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit VmLock(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+// Writes one new point into a temporary directory and commits it with a
+// rename.  Destroying an uncommitted writer removes the temporary.
+class PointWriter {
+ public:
+  // REQUIRES: `lock` is the lock of `vm`.  Exists if the point already
+  // exists (committed).
+  static Result<std::unique_ptr<PointWriter>> Begin(const Repository& repo, const VmLock& lock,
+                                                    const std::string& vm,
+                                                    const std::string& point);
+  ~PointWriter();
+
+  const std::string& temp_dir() const { return temp_dir_; }
+  // Creates the data file of disk `vdi` in the temporary directory.
+  Result<std::unique_ptr<DiskFileWriter>> CreateDisk(const std::string& vdi, FileKind kind,
+                                                     uint64_t virtual_size);
+  // Stores the VM metadata blob verbatim.
+  Status WriteMetadata(const std::string& blob);
+  // Writes the manifest and makes the point durable and visible.  On failure
+  // the point is not visible and the temporary is removed.
+  Status Commit(const Manifest& manifest);
+
+ private:
+  PointWriter(std::string vm_dir, std::string temp_dir, std::string final_dir)
+      : vm_dir_(std::move(vm_dir)),
+        temp_dir_(std::move(temp_dir)),
+        final_dir_(std::move(final_dir)) {}
+  std::string vm_dir_;
+  std::string temp_dir_;
+  std::string final_dir_;
+  bool committed_ = false;
+};
+
+}  // namespace cbt::repo
+
+#endif  // CBT_REPO_REPOSITORY_H_

@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Thin POSIX file helpers.  Every system call the engine makes on the
+// repository goes through here, so errno is turned into a Status in one
+// place, short reads/writes and EINTR are handled once, and the modes of
+// created files (0600) and directories (0700) are decided once.
+//
+// Thread-safety: free functions are thread-safe; a UniqueFd is a value that
+// one thread owns (pread/pwrite on the same fd from many threads is fine).
+#ifndef CBT_UTIL_FILE_H_
+#define CBT_UTIL_FILE_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace cbt {
+
+inline constexpr mode_t kFileMode = 0600;
+inline constexpr mode_t kDirMode = 0700;
+
+// Owns a file descriptor and closes it on destruction.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.Release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept;
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd();
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int Release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Opens `path` read-only (O_CLOEXEC).  NotFound if it does not exist.
+Result<UniqueFd> OpenRead(const std::string& path);
+// Creates `path` for writing with mode 0600; fails with Exists if present.
+Result<UniqueFd> CreateExclusive(const std::string& path);
+
+// Reads exactly `len` bytes at `off`.  Corruption if the file ends first.
+Status PreadAll(int fd, void* buf, size_t len, uint64_t off, const std::string& what);
+// Writes exactly `len` bytes at `off` (retrying short writes).
+Status PwriteAll(int fd, const void* buf, size_t len, uint64_t off, const std::string& what);
+Status Fsync(int fd, const std::string& what);
+// fsyncs a directory, making the entries created or renamed in it durable.
+Status FsyncDir(const std::string& dir);
+Result<uint64_t> FileSize(int fd, const std::string& what);
+
+// Reads a whole (small) file.
+Result<std::string> ReadFile(const std::string& path);
+// Writes `data` to a new file `path` (0600, must not exist) and fsyncs it.
+Status WriteNewFile(const std::string& path, const std::string& data);
+// Writes `data` to `path` through a temporary sibling and rename, fsyncing the
+// file and the directory, so a reader sees the old or the new content only.
+Status WriteFileAtomic(const std::string& path, const std::string& data);
+
+// mkdir with mode 0700; OK if the directory already exists.
+Status MakeDir(const std::string& path);
+// mkdir -p with mode 0700 for every created component.
+Status MakeDirs(const std::string& path);
+// Recursively removes a directory tree (used on temporaries only).
+Status RemoveTree(const std::string& path);
+// Names in a directory, without "." and "..", sorted.
+Result<std::vector<std::string>> ListDir(const std::string& path);
+bool IsDirectory(const std::string& path);
+bool PathExists(const std::string& path);
+
+std::string JoinPath(const std::string& a, const std::string& b);
+
+}  // namespace cbt
+
+#endif  // CBT_UTIL_FILE_H_

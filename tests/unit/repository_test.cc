@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include "repo/layout.h"
+#include "repo/repository.h"
+#include "testutil.h"
+#include "util/file.h"
+
+using namespace cbt;
+using namespace cbt::repo;
+using cbt::testing::Block;
+using cbt::testing::TempDir;
+
+namespace {
+
+const std::string kVm = "11111111-2222-4333-8444-555555555555";
+const std::string kVdi = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+
+Manifest OneDisk(const std::string& point, bool base, const std::string& parent) {
+  Manifest m;
+  m.vm_uuid = kVm;
+  m.point = point;
+  DiskRecord d;
+  d.vdi_uuid = kVdi;
+  d.virtual_size = 4 * kBlockSize;
+  d.file = DiskFileName(kVdi);
+  d.base = base;
+  d.parent_point = parent;
+  m.disks.push_back(d);
+  return m;
+}
+
+void WritePoint(const Repository& repo, const VmLock& lock, const std::string& point, bool base,
+                const std::string& parent) {
+  auto w = PointWriter::Begin(repo, lock, kVm, point);
+  REQUIRE(w.ok());
+  auto d = (*w)->CreateDisk(kVdi, base ? FileKind::kBase : FileKind::kOverlay, 4 * kBlockSize);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->AddData(base ? 0 : 1, Block(base ? 0 : 1).data()).ok());
+  REQUIRE((*d)->Finish().ok());
+  REQUIRE((*w)->WriteMetadata("metadata").ok());
+  REQUIRE((*w)->Commit(OneDisk(point, base, parent)).ok());
+}
+
+}  // namespace
+
+TEST_CASE("Repository: a committed point is listed with its manifest and chain", "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  auto lock = VmLock::Acquire(*repo, kVm, "test");
+  REQUIRE(lock.ok());
+  WritePoint(*repo, *lock, "20260101T000000Z", true, "");
+  WritePoint(*repo, *lock, "20260102T000000Z", false, "20260101T000000Z");
+  auto points = repo->ListPoints(kVm);
+  REQUIRE(points.ok());
+  CHECK(*points == std::vector<std::string>{"20260101T000000Z", "20260102T000000Z"});
+  auto chain = repo->DiskChain(kVm, "20260102T000000Z", kVdi);
+  REQUIRE(chain.ok());
+  CHECK(chain->size() == 2);
+  struct stat st;
+  REQUIRE(::stat(repo->PointPath(kVm, "20260101T000000Z").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+}
+
+TEST_CASE("Repository: an uncommitted point is invisible and cleaned up by the next lock",
+          "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  std::string temp;
+  // A child process starts a point and dies without committing (as kill -9).
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    auto lock = VmLock::Acquire(*repo, kVm, "child");
+    auto w = PointWriter::Begin(*repo, *lock, kVm, "20260101T000000Z");
+    (void)(*w)->WriteMetadata("x");
+    ::_exit(0);  // no destructors: the temporary and the lock stay behind
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  auto names = ListDir(VmDir(repo->path(), kVm));
+  REQUIRE(names.ok());
+  CHECK(std::count(names->begin(), names->end(), std::string(kLockFile)) == 1);
+  auto points = repo->ListPoints(kVm);
+  REQUIRE(points.ok());
+  CHECK(points->empty());
+  // The dead holder's lock is stale: taking it removes the temporary.
+  auto lock = VmLock::Acquire(*repo, kVm, "test");
+  REQUIRE(lock.ok());
+  names = ListDir(VmDir(repo->path(), kVm));
+  REQUIRE(names.ok());
+  CHECK(*names == std::vector<std::string>{kLockFile});
+}
+
+TEST_CASE("VmLock: a live holder excludes others and is named", "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  auto first = VmLock::Acquire(*repo, kVm, "backup");
+  REQUIRE(first.ok());
+  auto second = VmLock::Acquire(*repo, kVm, "prune");
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.status().code() == Status::Code::kBusy);
+  CHECK(second.status().message().find("backup") != std::string::npos);
+  CHECK(second.status().message().find(std::to_string(::getpid())) != std::string::npos);
+}
+
+TEST_CASE("VmLock: released on destruction", "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  { auto l = VmLock::Acquire(*repo, kVm, "a"); REQUIRE(l.ok()); }
+  CHECK(VmLock::Acquire(*repo, kVm, "b").ok());
+}
+
+TEST_CASE("Repository: unknown format version is refused", "[repo]") {
+  TempDir dir;
+  REQUIRE(MakeDir(dir.Sub("r")).ok());
+  REQUIRE(WriteNewFile(dir.Sub("r/config.json"), "{\"version\": 99}").ok());
+  auto repo = Repository::Open(dir.Sub("r"), false);
+  REQUIRE_FALSE(repo.ok());
+  CHECK(repo.status().code() == Status::Code::kNotSupported);
+}
+
+TEST_CASE("Repository: a point cannot be committed twice", "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  auto lock = VmLock::Acquire(*repo, kVm, "test");
+  REQUIRE(lock.ok());
+  WritePoint(*repo, *lock, "20260101T000000Z", true, "");
+  auto w = PointWriter::Begin(*repo, *lock, kVm, "20260101T000000Z");
+  CHECK(w.status().code() == Status::Code::kExists);
+}
+
+TEST_CASE("Manifest: malformed manifests are corruption, not crashes", "[repo]") {
+  CHECK(DecodeManifest("not json", "m").status().IsCorruption());
+  CHECK(DecodeManifest("{\"format_version\": 1}", "m").status().IsCorruption());
+  Manifest m = OneDisk("20260102T000000Z", false, "20260103T000000Z");  // parent in the future
+  CHECK(DecodeManifest(EncodeManifest(m), "m").status().IsCorruption());
+  Manifest ok = OneDisk("20260102T000000Z", false, "20260101T000000Z");
+  auto back = DecodeManifest(EncodeManifest(ok), "m");
+  REQUIRE(back.ok());
+  CHECK(back->disks.at(0).parent_point == "20260101T000000Z");
+}

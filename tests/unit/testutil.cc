@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "testutil.h"
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "repo/disk_file.h"
+#include "util/file.h"
+
+namespace cbt::testing {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/cbt-unit-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() { (void)RemoveTree(path_); }
+
+std::vector<char> Block(uint32_t seed) {
+  std::vector<char> b(repo::kBlockSize);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& c : b) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c = static_cast<char>(x);
+  }
+  b[0] = 1;
+  return b;
+}
+
+}  // namespace cbt::testing

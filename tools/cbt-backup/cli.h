@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Shared pieces of the cbt-backup command line: global options, the command
+// table, and how errors reach the user (one line on stderr, non-zero exit).
+// Each command lives in its own cmd_<verb>.cc.
+#ifndef CBT_TOOLS_CLI_H_
+#define CBT_TOOLS_CLI_H_
+
+#include <boost/program_options.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "repo/repository.h"
+#include "util/status.h"
+
+namespace cbt::cli {
+
+namespace po = boost::program_options;
+
+// Exit codes: 0 success, 1 the operation failed (or found damage), 2 usage.
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+struct Globals {
+  std::string repo;
+  bool json = false;
+  int verbosity = 1;  // 0 with -q, 2 with -v
+  std::string server;
+  std::string user = "root";
+  std::string password_file;
+  std::string ca_cert;
+  bool tls = true;
+};
+
+struct Command {
+  std::string name;
+  std::string summary;
+  std::string usage;  // arguments after the command name
+  std::function<void(po::options_description&, po::positional_options_description&)> options;
+  std::function<int(const Globals&, const po::variables_map&)> run;
+};
+
+Command ImportLegacyCommand();
+Command ListCommand();
+Command VerifyCommand();
+
+// Prints "cbt-backup: <message>" on stderr and returns kExitFailure.
+int Fail(const Status& status);
+// Opens the repository named by the globals.
+Result<repo::Repository> OpenRepo(const Globals& g, bool create);
+// Prints an informational line on stderr unless -q or --json.
+void Info(const Globals& g, const std::string& line);
+std::string HumanBytes(uint64_t bytes);
+
+}  // namespace cbt::cli
+
+#endif  // CBT_TOOLS_CLI_H_

@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// cbt-backup: the command-line front end.  Global options may stand before
+// or after the command (as restic allows); the predecessor's option names
+// are accepted as aliases, except --pwd, which is refused because a
+// password on the command line is visible to every user of the host.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+
+namespace po = boost::program_options;
+using cbt::cli::Command;
+using cbt::cli::Globals;
+
+namespace {
+
+std::vector<Command> AllCommands() {
+  return {cbt::cli::ImportLegacyCommand(), cbt::cli::ListCommand(),
+          cbt::cli::VerifyCommand()};
+}
+
+po::options_description GlobalOptions() {
+  po::options_description g("Global options");
+  g.add_options()
+      ("repo", po::value<std::string>(), "repository directory (default $CBT_REPO or ~/.cbt_backups)")
+      ("server", po::value<std::string>(), "pool master URL (https:// unless http:// is given)")
+      ("master", po::value<std::string>(), "alias of --server")
+      ("user", po::value<std::string>(), "XenAPI user name (default root)")
+      ("uname", po::value<std::string>(), "alias of --user")
+      ("password-file", po::value<std::string>(), "file holding the password (or set CBT_PASSWORD)")
+      ("ca-cert", po::value<std::string>(), "PEM file of a CA or certificate to trust for HTTPS")
+      ("tls", "use TLS for NBD (default)")
+      ("no-tls", "do not use TLS for NBD")
+      ("json", "machine-readable output on stdout")
+      ("verbose,v", "more messages")
+      ("quiet,q", "fewer messages")
+      ("help,h", "show help");
+  return g;
+}
+
+const std::set<std::string> kGlobalsWithValue = {"--repo",   "--server",        "--master",
+                                                 "--user",   "--uname",         "--password-file",
+                                                 "--ca-cert"};
+
+void PrintUsage(const std::vector<Command>& cmds) {
+  std::printf("usage: cbt-backup [global options] COMMAND [options]\n\ncommands:\n");
+  for (const auto& c : cmds) std::printf("  %-15s %s\n", c.name.c_str(), c.summary.c_str());
+  std::cout << "\n" << GlobalOptions() << "\nRun 'cbt-backup COMMAND --help' for a command's options.\n";
+}
+
+std::string DefaultRepo() {
+  if (const char* env = std::getenv("CBT_REPO"); env && *env) return env;
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.cbt_backups";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (const auto& a : args) {
+    if (a == "--pwd" || a.rfind("--pwd=", 0) == 0) {
+      std::fprintf(stderr,
+                   "cbt-backup: --pwd is not accepted: a password on the command line is visible "
+                   "to every user of this host; put it in a file (mode 0600) and pass "
+                   "--password-file FILE, or set CBT_PASSWORD\n");
+      return cbt::cli::kExitUsage;
+    }
+  }
+  const auto cmds = AllCommands();
+  int cmd_index = -1;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.size() > 1 && a[0] == '-') {
+      if (kGlobalsWithValue.count(a)) ++i;
+      continue;
+    }
+    cmd_index = static_cast<int>(i);
+    break;
+  }
+  if (cmd_index < 0) {
+    bool help = false;
+    for (const auto& a : args) help |= (a == "--help" || a == "-h");
+    if (args.size() == 1 && args[0] == "--version") {
+      std::printf("cbt-backup %s\n", CBT_VERSION);
+      return 0;
+    }
+    PrintUsage(cmds);
+    return help ? 0 : cbt::cli::kExitUsage;
+  }
+  const Command* cmd = nullptr;
+  for (const auto& c : cmds) {
+    if (c.name == args[cmd_index]) cmd = &c;
+  }
+  if (cmd == nullptr) {
+    std::fprintf(stderr, "cbt-backup: unknown command '%s'; run 'cbt-backup --help'\n",
+                 args[cmd_index].c_str());
+    return cbt::cli::kExitUsage;
+  }
+  args.erase(args.begin() + cmd_index);
+
+  po::options_description cmd_opts(cmd->name + " options");
+  po::positional_options_description positional;
+  cmd->options(cmd_opts, positional);
+  po::options_description all;
+  all.add(GlobalOptions()).add(cmd_opts);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "cbt-backup %s: %s; run 'cbt-backup %s --help'\n", cmd->name.c_str(),
+                 e.what(), cmd->name.c_str());
+    return cbt::cli::kExitUsage;
+  }
+  if (vm.count("help")) {
+    std::printf("usage: cbt-backup %s %s\n%s\n\n", cmd->name.c_str(), cmd->usage.c_str(),
+                cmd->summary.c_str());
+    std::cout << cmd_opts << "\n" << GlobalOptions();
+    return 0;
+  }
+
+  Globals g;
+  g.repo = vm.count("repo") ? vm["repo"].as<std::string>() : DefaultRepo();
+  if (vm.count("server")) g.server = vm["server"].as<std::string>();
+  if (vm.count("master")) g.server = vm["master"].as<std::string>();
+  if (vm.count("user")) g.user = vm["user"].as<std::string>();
+  if (vm.count("uname")) g.user = vm["uname"].as<std::string>();
+  if (vm.count("password-file")) g.password_file = vm["password-file"].as<std::string>();
+  if (vm.count("ca-cert")) g.ca_cert = vm["ca-cert"].as<std::string>();
+  if (vm.count("no-tls")) g.tls = false;
+  g.json = vm.count("json") > 0;
+  if (vm.count("quiet")) g.verbosity = 0;
+  if (vm.count("verbose")) g.verbosity = 2;
+  return cmd->run(g, vm);
+}
