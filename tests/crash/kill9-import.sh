@@ -47,11 +47,19 @@ check_committed() {
   umount_cbtfs "$MNT"
 }
 
+# Time one full import, then kill at random moments inside that span.
+t0=$(date +%s%N)
+"$CBT_BACKUP" import-legacy "$SRC" --repo "$WORK/timing" -q
+span_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+rm -rf "$WORK/timing"
+echo "one import takes ${span_ms} ms"
+
 killed=0
 for r in $(seq "$ROUNDS"); do
   "$CBT_BACKUP" import-legacy "$SRC" --repo "$REPO" -q &
   pid=$!
-  sleep "0.$(printf '%03d' $((RANDOM % 400)))"
+  delay=$((RANDOM % (span_ms + 1)))
+  sleep "$((delay / 1000)).$(printf '%03d' $((delay % 1000)))"
   if kill -9 $pid 2>/dev/null; then killed=$((killed + 1)); fi
   wait $pid 2>/dev/null || true
   check_committed
