@@ -21,8 +21,14 @@
 // threads; the only shared mutable state is the cache, guarded by a mutex.
 #define FUSE_USE_VERSION 35
 
-#include <fcntl.h>
+#include "image/composed_image.h"
+#include "repo/layout.h"
+#include "repo/repository.h"
+#include "util/file.h"
+
 #include <fuse.h>
+
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <syslog.h>
@@ -39,11 +45,6 @@
 #include <string>
 #include <vector>
 
-#include "image/composed_image.h"
-#include "repo/layout.h"
-#include "repo/repository.h"
-#include "util/file.h"
-
 namespace {
 
 using cbt::Result;
@@ -57,8 +58,16 @@ constexpr size_t kImageCacheSize = 64;
 
 // What a path names.
 struct Node {
-  enum class Kind { kNone, kRoot, kVm, kLatest, kPoint, kRaw, kMetadata, kDescription } kind =
-      Kind::kNone;
+  enum class Kind {
+    kNone,
+    kRoot,
+    kVm,
+    kLatest,
+    kPoint,
+    kRaw,
+    kMetadata,
+    kDescription
+  } kind = Kind::kNone;
   std::string vm, point, vdi;
 };
 
@@ -224,6 +233,8 @@ int OpGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
       return DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
     case Node::Kind::kLatest: {
       std::string target = fs->Newest(n.vm);
+      int r = DirAttr(cbt::repo::PointDir(root, n.vm, target), st);
+      if (r != 0) return r;
       st->st_mode = S_IFLNK | 0777;
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(target.size());
@@ -232,8 +243,8 @@ int OpGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
     case Node::Kind::kMetadata: {
       int r = DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
       struct stat real;
-      std::string file = cbt::JoinPath(cbt::repo::PointDir(root, n.vm, n.point),
-                                       cbt::repo::kMetadataFile);
+      std::string file =
+          cbt::JoinPath(cbt::repo::PointDir(root, n.vm, n.point), cbt::repo::kMetadataFile);
       if (r != 0 || ::stat(file.c_str(), &real) != 0) return -ENOENT;
       st->st_mode = S_IFREG | 0400;
       st->st_nlink = 1;
@@ -258,7 +269,8 @@ int OpGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
       st->st_mode = S_IFREG | 0400;
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>((*img)->size());
-      st->st_blocks = static_cast<blkcnt_t>((*img)->DataBlockCount() * (cbt::repo::kBlockSize / 512));
+      st->st_blocks =
+          static_cast<blkcnt_t>((*img)->DataBlockCount() * (cbt::repo::kBlockSize / 512));
       st->st_blksize = cbt::repo::kBlockSize;
       return r;
     }
@@ -329,8 +341,8 @@ int OpOpen(const char* path, struct fuse_file_info* fi) {
       break;
     }
     case Node::Kind::kMetadata: {
-      auto fd = cbt::OpenRead(cbt::JoinPath(fs->repo().PointPath(n.vm, n.point),
-                                            cbt::repo::kMetadataFile));
+      auto fd = cbt::OpenRead(
+          cbt::JoinPath(fs->repo().PointPath(n.vm, n.point), cbt::repo::kMetadataFile));
       if (!fd.ok()) return fd.status().ToNegErrno();
       file->fd = std::move(*fd);
       break;
@@ -480,8 +492,7 @@ int main(int argc, char** argv) {
   char real[PATH_MAX];
   // The daemon changes to "/", so the repository path must be absolute.
   if (::realpath(positional[0].c_str(), real) == nullptr) {
-    std::fprintf(stderr, "cbtfs: repository %s: %s\n", positional[0].c_str(),
-                 std::strerror(errno));
+    std::fprintf(stderr, "cbtfs: repository %s: %s\n", positional[0].c_str(), std::strerror(errno));
     return 1;
   }
   auto repo = cbt::repo::Repository::Open(real, /*create=*/false);

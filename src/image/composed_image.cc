@@ -13,11 +13,11 @@
 // the hot path does not allocate).
 #include "image/composed_image.h"
 
-#include <algorithm>
-#include <cstring>
-
 #include "repo/layout.h"
 #include "util/file.h"
+
+#include <algorithm>
+#include <cstring>
 
 namespace cbt::image {
 
@@ -64,10 +64,9 @@ Result<std::shared_ptr<const ComposedImage>> ComposedImage::FromChain(
     }
     const auto& entries = f.entries();
     for (size_t j = 0; j < entries.size(); ++j) {
-      img->map_[entries[j].block] =
-          entries[j].kind == EntryKind::kData
-              ? Slot{static_cast<uint32_t>(i), static_cast<uint32_t>(j)}
-              : Slot{kNoFile, 0};
+      img->map_[entries[j].block] = entries[j].kind == EntryKind::kData
+                                        ? Slot{static_cast<uint32_t>(i), static_cast<uint32_t>(j)}
+                                        : Slot{kNoFile, 0};
     }
   }
   img->chain_ = std::move(chain);

@@ -14,14 +14,14 @@
 #ifndef CBT_IMAGE_COMPOSED_IMAGE_H_
 #define CBT_IMAGE_COMPOSED_IMAGE_H_
 
+#include "repo/disk_file.h"
+#include "repo/repository.h"
+#include "util/status.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include "repo/disk_file.h"
-#include "repo/repository.h"
-#include "util/status.h"
 
 namespace cbt::image {
 

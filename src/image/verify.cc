@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "image/verify.h"
 
-#include <algorithm>
-#include <memory>
-
 #include "repo/disk_file.h"
 #include "repo/layout.h"
 #include "util/file.h"
+
+#include <algorithm>
+#include <memory>
 
 namespace cbt::image {
 

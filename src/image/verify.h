@@ -8,12 +8,12 @@
 #ifndef CBT_IMAGE_VERIFY_H_
 #define CBT_IMAGE_VERIFY_H_
 
+#include "repo/repository.h"
+#include "util/status.h"
+
 #include <functional>
 #include <string>
 #include <vector>
-
-#include "repo/repository.h"
-#include "util/status.h"
 
 namespace cbt::image {
 

@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "legacy/import_legacy.h"
 
+#include "image/composed_image.h"
+#include "repo/layout.h"
+#include "util/file.h"
+
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
-
-#include "image/composed_image.h"
-#include "repo/layout.h"
-#include "util/file.h"
 
 namespace cbt::legacy {
 
@@ -170,8 +170,7 @@ Status ImportVm(const repo::Repository& repo, const std::string& source_vm_dir,
       r.zero_blocks = w->zero_blocks();
       r.stored_bytes = w->file_size();
       r.reason = parent ? "" : reason;
-      rec.disks.push_back({r.vdi_uuid, r.base, size, r.data_blocks, r.zero_blocks,
-                           r.stored_bytes});
+      rec.disks.push_back({r.vdi_uuid, r.base, size, r.data_blocks, r.zero_blocks, r.stored_bytes});
       m.disks.push_back(std::move(r));
     }
     CBT_RETURN_IF_ERROR(writer->Commit(m));

@@ -16,12 +16,12 @@
 #ifndef CBT_LEGACY_IMPORT_LEGACY_H_
 #define CBT_LEGACY_IMPORT_LEGACY_H_
 
+#include "repo/repository.h"
+#include "util/status.h"
+
 #include <functional>
 #include <string>
 #include <vector>
-
-#include "repo/repository.h"
-#include "util/status.h"
 
 namespace cbt::legacy {
 
@@ -43,7 +43,7 @@ struct ImportedPoint {
 };
 
 struct ImportOptions {
-  std::string only_vm;  // empty: every VM under SOURCE
+  std::string only_vm;                          // empty: every VM under SOURCE
   std::function<void(const std::string&)> log;  // one line per event; may be empty
 };
 

@@ -62,8 +62,7 @@ bool IsAllZero(const void* data, size_t len) {
   return std::memcmp(p, p + 1, len - 1) == 0;
 }
 
-DiskFileWriter::DiskFileWriter(std::string path, UniqueFd fd, FileKind kind,
-                               uint64_t virtual_size)
+DiskFileWriter::DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uint64_t virtual_size)
     : path_(std::move(path)),
       fd_(std::move(fd)),
       kind_(kind),
@@ -88,8 +87,7 @@ Status DiskFileWriter::CheckBlock(uint64_t block) {
                                    " is beyond the end of the disk");
   }
   if (seen_[block]) {
-    return Status::InvalidArgument(path_ + ": block " + std::to_string(block) +
-                                   " recorded twice");
+    return Status::InvalidArgument(path_ + ": block " + std::to_string(block) + " recorded twice");
   }
   seen_[block] = true;
   return Status::Ok();

@@ -17,13 +17,13 @@
 #ifndef CBT_REPO_DISK_FILE_H_
 #define CBT_REPO_DISK_FILE_H_
 
+#include "util/file.h"
+#include "util/status.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include "util/file.h"
-#include "util/status.h"
 
 namespace cbt::repo {
 
@@ -40,7 +40,7 @@ enum class FileKind : uint32_t { kBase = 1, kOverlay = 2 };
 enum class EntryKind : uint32_t { kData = 1, kZero = 2 };
 
 struct IndexEntry {
-  uint64_t block;     // block number in the virtual disk
+  uint64_t block;  // block number in the virtual disk
   EntryKind kind;
   uint64_t offset;    // byte offset of the block's data in the file (DATA only)
   uint64_t checksum;  // XXH3-64 of the 64 KiB block (DATA only)

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "repo/layout.h"
 
-#include <charconv>
-
 #include "util/file.h"
+
+#include <charconv>
 
 namespace cbt::repo {
 

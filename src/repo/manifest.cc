@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "repo/manifest.h"
 
-#include <nlohmann/json.hpp>
-
 #include "repo/layout.h"
+
+#include <nlohmann/json.hpp>
 
 namespace cbt::repo {
 
@@ -94,8 +94,8 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
     }
     return m;
   } catch (const json::exception& e) {
-    return Status::Corruption(what + ": manifest field missing or of the wrong type (" +
-                              e.what() + ")");
+    return Status::Corruption(what + ": manifest field missing or of the wrong type (" + e.what() +
+                              ")");
   }
 }
 

@@ -9,11 +9,11 @@
 #ifndef CBT_REPO_MANIFEST_H_
 #define CBT_REPO_MANIFEST_H_
 
+#include "util/status.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include "util/status.h"
 
 namespace cbt::repo {
 
@@ -25,13 +25,13 @@ struct DiskRecord {
   std::string snapshot_vdi_uuid;  // the server snapshot this point was read from, may be empty
   std::string userdevice;         // VBD position ("0", "1", ...), may be empty
   uint64_t virtual_size = 0;
-  std::string file;               // disk data file name inside the point directory
-  bool base = true;               // base of a chain, or overlay on `parent_point`
-  std::string parent_point;       // empty for a base
+  std::string file;          // disk data file name inside the point directory
+  bool base = true;          // base of a chain, or overlay on `parent_point`
+  std::string parent_point;  // empty for a base
   uint64_t data_blocks = 0;
   uint64_t zero_blocks = 0;
-  uint64_t stored_bytes = 0;      // size of `file`
-  std::string reason;             // why this disk is a base ("first backup", "--full", ...)
+  uint64_t stored_bytes = 0;  // size of `file`
+  std::string reason;         // why this disk is a base ("first backup", "--full", ...)
 };
 
 struct Manifest {

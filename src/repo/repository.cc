@@ -21,16 +21,17 @@
 // acquisition is retried.
 #include "repo/repository.h"
 
+#include "repo/layout.h"
+#include "util/file.h"
+
+#include <nlohmann/json.hpp>
+
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
-#include <nlohmann/json.hpp>
-
-#include "repo/layout.h"
-#include "util/file.h"
 
 namespace cbt::repo {
 
@@ -223,8 +224,7 @@ VmLock::~VmLock() {
   if (!path_.empty()) ::unlink(path_.c_str());
 }
 
-Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo,
-                                                        const VmLock& lock,
+Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, const VmLock& lock,
                                                         const std::string& vm,
                                                         const std::string& point) {
   (void)lock;
@@ -256,8 +256,7 @@ Status PointWriter::Commit(const Manifest& manifest) {
   if (committed_) return Status::InvalidArgument("point committed twice");
   for (const auto& d : manifest.disks) {
     if (!PathExists(JoinPath(temp_dir_, d.file))) {
-      return Status::InvalidArgument("manifest names a disk file that was not written: " +
-                                     d.file);
+      return Status::InvalidArgument("manifest names a disk file that was not written: " + d.file);
     }
   }
   CBT_RETURN_IF_ERROR(WriteNewFile(JoinPath(temp_dir_, kManifestFile), EncodeManifest(manifest)));

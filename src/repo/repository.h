@@ -13,13 +13,13 @@
 #ifndef CBT_REPO_REPOSITORY_H_
 #define CBT_REPO_REPOSITORY_H_
 
-#include <memory>
-#include <string>
-#include <vector>
-
 #include "repo/disk_file.h"
 #include "repo/manifest.h"
 #include "util/status.h"
+
+#include <memory>
+#include <string>
+#include <vector>
 
 namespace cbt::repo {
 

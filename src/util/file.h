@@ -10,13 +10,13 @@
 #ifndef CBT_UTIL_FILE_H_
 #define CBT_UTIL_FILE_H_
 
+#include "util/status.h"
+
 #include <sys/types.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include "util/status.h"
 
 namespace cbt {
 

@@ -26,11 +26,11 @@ class [[nodiscard]] Status {
     kNotSupported,
     kInvalidArgument,
     kIoError,
-    kBusy,      // another process holds a lock
-    kExists,    // the thing to create is already there
-    kNoSpace,   // ENOSPC / EDQUOT
-    kAborted,   // stopped on purpose (signal, user)
-    kRemote,    // the server refused (XenAPI error)
+    kBusy,     // another process holds a lock
+    kExists,   // the thing to create is already there
+    kNoSpace,  // ENOSPC / EDQUOT
+    kAborted,  // stopped on purpose (signal, user)
+    kRemote,   // the server refused (XenAPI error)
   };
 
   Status() = default;
@@ -80,7 +80,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT
 
   bool ok() const { return value_.has_value(); }
@@ -105,18 +105,18 @@ class [[nodiscard]] Result {
 
 // Evaluates `expr` (a Status) and returns it from the enclosing function if
 // it is not OK.
-#define CBT_RETURN_IF_ERROR(expr)          \
-  do {                                     \
-    ::cbt::Status cbt_status_ = (expr);    \
+#define CBT_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::cbt::Status cbt_status_ = (expr);        \
     if (!cbt_status_.ok()) return cbt_status_; \
   } while (0)
 
 // Evaluates `rexpr` (a Result<T>); on error returns its Status, otherwise
 // moves the value into `lhs` (which may be a declaration).
-#define CBT_ASSIGN_OR_RETURN(lhs, rexpr)                          \
-  auto CBT_CONCAT_(cbt_result_, __LINE__) = (rexpr);              \
-  if (!CBT_CONCAT_(cbt_result_, __LINE__).ok())                   \
-    return CBT_CONCAT_(cbt_result_, __LINE__).status();           \
+#define CBT_ASSIGN_OR_RETURN(lhs, rexpr)                \
+  auto CBT_CONCAT_(cbt_result_, __LINE__) = (rexpr);    \
+  if (!CBT_CONCAT_(cbt_result_, __LINE__).ok())         \
+    return CBT_CONCAT_(cbt_result_, __LINE__).status(); \
   lhs = std::move(CBT_CONCAT_(cbt_result_, __LINE__)).value()
 
 #endif  // CBT_UTIL_STATUS_H_

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "image/composed_image.h"
+
+#include "testutil.h"
+
+#include <catch2/catch.hpp>
+
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
 #include <cstring>
-
-#include "image/composed_image.h"
-#include "testutil.h"
 
 using namespace cbt;
 using namespace cbt::repo;
@@ -41,7 +43,8 @@ std::unique_ptr<Chain> MakeChain() {
     c->paths.push_back(path);
   };
   add("base", FileKind::kBase, [](DiskFileWriter& w) {
-    for (uint64_t b : {0, 1, 2, 5}) REQUIRE(w.AddData(b, Block(static_cast<uint32_t>(b)).data()).ok());
+    for (uint64_t b : {0, 1, 2, 5})
+      REQUIRE(w.AddData(b, Block(static_cast<uint32_t>(b)).data()).ok());
   });
   add("o1", FileKind::kOverlay, [](DiskFileWriter& w) {
     REQUIRE(w.AddData(1, Block(101).data()).ok());

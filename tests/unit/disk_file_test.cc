@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "repo/disk_file.h"
+
+#include "testutil.h"
+
+#include "util/file.h"
+
+#include <catch2/catch.hpp>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
 #include <cstring>
-
-#include "repo/disk_file.h"
-#include "testutil.h"
-#include "util/file.h"
 
 using namespace cbt;
 using namespace cbt::repo;

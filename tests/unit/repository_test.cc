@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include "repo/repository.h"
+
+#include "testutil.h"
+
+#include "repo/layout.h"
+#include "util/file.h"
 
 #include <catch2/catch.hpp>
 
-#include "repo/layout.h"
-#include "repo/repository.h"
-#include "testutil.h"
-#include "util/file.h"
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace cbt;
 using namespace cbt::repo;
@@ -114,7 +116,10 @@ TEST_CASE("VmLock: released on destruction", "[repo]") {
   TempDir dir;
   auto repo = Repository::Open(dir.Sub("r"), true);
   REQUIRE(repo.ok());
-  { auto l = VmLock::Acquire(*repo, kVm, "a"); REQUIRE(l.ok()); }
+  {
+    auto l = VmLock::Acquire(*repo, kVm, "a");
+    REQUIRE(l.ok());
+  }
   CHECK(VmLock::Acquire(*repo, kVm, "b").ok());
 }
 

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "testutil.h"
 
-#include <cstdlib>
-#include <stdexcept>
-
 #include "repo/disk_file.h"
 #include "util/file.h"
+
+#include <cstdlib>
+#include <stdexcept>
 
 namespace cbt::testing {
 

@@ -6,13 +6,14 @@
 #ifndef CBT_TOOLS_CLI_H_
 #define CBT_TOOLS_CLI_H_
 
+#include "repo/repository.h"
+#include "util/status.h"
+
 #include <boost/program_options.hpp>
+
 #include <functional>
 #include <string>
 #include <vector>
-
-#include "repo/repository.h"
-#include "util/status.h"
 
 namespace cbt::cli {
 

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <cstdio>
-#include <iostream>
+#include "cli.h"
+
 #include <nlohmann/json.hpp>
 
-#include "cli.h"
+#include <cstdio>
+#include <iostream>
 
 namespace cbt::cli {
 
@@ -32,17 +33,17 @@ int Run(const Globals& g, const po::variables_map& vm) {
       nlohmann::json jp = {{"point", p}, {"source", m->source}, {"disks", nlohmann::json::array()}};
       for (const auto& d : m->disks) {
         auto chain = repo->DiskChain(v, p, d.vdi_uuid);
-        jp["disks"].push_back({{"vdi", d.vdi_uuid},
-                               {"name", d.name},
-                               {"kind", d.base ? "base" : "overlay"},
-                               {"parent_point", d.base ? nlohmann::json(nullptr)
-                                                       : nlohmann::json(d.parent_point)},
-                               {"virtual_size", d.virtual_size},
-                               {"stored_bytes", d.stored_bytes},
-                               {"data_blocks", d.data_blocks},
-                               {"zero_blocks", d.zero_blocks},
-                               {"chain_depth", chain.ok() ? chain->size() : 0},
-                               {"reason", d.reason}});
+        jp["disks"].push_back(
+            {{"vdi", d.vdi_uuid},
+             {"name", d.name},
+             {"kind", d.base ? "base" : "overlay"},
+             {"parent_point", d.base ? nlohmann::json(nullptr) : nlohmann::json(d.parent_point)},
+             {"virtual_size", d.virtual_size},
+             {"stored_bytes", d.stored_bytes},
+             {"data_blocks", d.data_blocks},
+             {"zero_blocks", d.zero_blocks},
+             {"chain_depth", chain.ok() ? chain->size() : 0},
+             {"reason", d.reason}});
       }
       jv["points"].push_back(jp);
     }
@@ -57,8 +58,8 @@ int Run(const Globals& g, const po::variables_map& vm) {
     std::string name = jv["name"].get<std::string>();
     std::printf("VM %s%s\n", jv["vm"].get<std::string>().c_str(),
                 name.empty() ? "" : ("  (" + name + ")").c_str());
-    std::printf("  %-17s %-36s %10s %10s %5s  %s\n", "POINT", "DISK", "VIRTUAL", "STORED",
-                "DEPTH", "KIND");
+    std::printf("  %-17s %-36s %10s %10s %5s  %s\n", "POINT", "DISK", "VIRTUAL", "STORED", "DEPTH",
+                "KIND");
     for (const auto& jp : jv["points"]) {
       if (jp["disks"].empty()) {
         std::printf("  %-17s (no disks)\n", jp["point"].get<std::string>().c_str());

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <cstdio>
-#include <iostream>
+#include "cli.h"
+
+#include "image/verify.h"
+
 #include <nlohmann/json.hpp>
 
-#include "cli.h"
-#include "image/verify.h"
+#include <cstdio>
+#include <iostream>
 
 namespace cbt::cli {
 
@@ -27,13 +29,12 @@ int Run(const Globals& g, const po::variables_map& vm) {
     return kExitUsage;
   }
   image::VerifyReport report;
-  Status s = image::VerifyRepository(*repo, vm_uuid, point, &report,
-                                     [&g](const image::VerifyProblem& p) {
-                                       if (!g.json) {
-                                         std::fprintf(stderr, "damaged: %s\n",
-                                                      Describe(p).c_str());
-                                       }
-                                     });
+  Status s =
+      image::VerifyRepository(*repo, vm_uuid, point, &report, [&g](const image::VerifyProblem& p) {
+        if (!g.json) {
+          std::fprintf(stderr, "damaged: %s\n", Describe(p).c_str());
+        }
+      });
   if (!s.ok()) return Fail(s);
   if (g.json) {
     nlohmann::json out = {{"points", report.points},

@@ -4,14 +4,14 @@
 // or after the command (as restic allows); the predecessor's option names
 // are accepted as aliases, except --pwd, which is refused because a
 // password on the command line is visible to every user of the host.
+#include "cli.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <set>
 #include <string>
 #include <vector>
-
-#include "cli.h"
 
 namespace po = boost::program_options;
 using cbt::cli::Command;
@@ -20,37 +20,33 @@ using cbt::cli::Globals;
 namespace {
 
 std::vector<Command> AllCommands() {
-  return {cbt::cli::ImportLegacyCommand(), cbt::cli::ListCommand(),
-          cbt::cli::VerifyCommand()};
+  return {cbt::cli::ImportLegacyCommand(), cbt::cli::ListCommand(), cbt::cli::VerifyCommand()};
 }
 
 po::options_description GlobalOptions() {
   po::options_description g("Global options");
-  g.add_options()
-      ("repo", po::value<std::string>(), "repository directory (default $CBT_REPO or ~/.cbt_backups)")
-      ("server", po::value<std::string>(), "pool master URL (https:// unless http:// is given)")
-      ("master", po::value<std::string>(), "alias of --server")
-      ("user", po::value<std::string>(), "XenAPI user name (default root)")
-      ("uname", po::value<std::string>(), "alias of --user")
-      ("password-file", po::value<std::string>(), "file holding the password (or set CBT_PASSWORD)")
-      ("ca-cert", po::value<std::string>(), "PEM file of a CA or certificate to trust for HTTPS")
-      ("tls", "use TLS for NBD (default)")
-      ("no-tls", "do not use TLS for NBD")
-      ("json", "machine-readable output on stdout")
-      ("verbose,v", "more messages")
-      ("quiet,q", "fewer messages")
-      ("help,h", "show help");
+  g.add_options()("repo", po::value<std::string>(),
+                  "repository directory (default $CBT_REPO or ~/.cbt_backups)")(
+      "server", po::value<std::string>(), "pool master URL (https:// unless http:// is given)")(
+      "master", po::value<std::string>(), "alias of --server")("user", po::value<std::string>(),
+                                                               "XenAPI user name (default root)")(
+      "uname", po::value<std::string>(), "alias of --user")(
+      "password-file", po::value<std::string>(), "file holding the password (or set CBT_PASSWORD)")(
+      "ca-cert", po::value<std::string>(), "PEM file of a CA or certificate to trust for HTTPS")(
+      "tls", "use TLS for NBD (default)")("no-tls", "do not use TLS for NBD")(
+      "json", "machine-readable output on stdout")("verbose,v", "more messages")(
+      "quiet,q", "fewer messages")("help,h", "show help");
   return g;
 }
 
-const std::set<std::string> kGlobalsWithValue = {"--repo",   "--server",        "--master",
-                                                 "--user",   "--uname",         "--password-file",
-                                                 "--ca-cert"};
+const std::set<std::string> kGlobalsWithValue = {"--repo",  "--server",        "--master", "--user",
+                                                 "--uname", "--password-file", "--ca-cert"};
 
 void PrintUsage(const std::vector<Command>& cmds) {
   std::printf("usage: cbt-backup [global options] COMMAND [options]\n\ncommands:\n");
   for (const auto& c : cmds) std::printf("  %-15s %s\n", c.name.c_str(), c.summary.c_str());
-  std::cout << "\n" << GlobalOptions() << "\nRun 'cbt-backup COMMAND --help' for a command's options.\n";
+  std::cout << "\n"
+            << GlobalOptions() << "\nRun 'cbt-backup COMMAND --help' for a command's options.\n";
 }
 
 std::string DefaultRepo() {
