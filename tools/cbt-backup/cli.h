@@ -43,6 +43,7 @@ struct Command {
 };
 
 Command ImportLegacyCommand();
+Command ImportImageCommand();
 Command ListCommand();
 Command VerifyCommand();
 

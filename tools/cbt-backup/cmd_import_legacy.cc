@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
-
-#include "legacy/import_legacy.h"
+#include "local/import_legacy.h"
 
 #include <nlohmann/json.hpp>
 
@@ -18,11 +17,11 @@ int Run(const Globals& g, const po::variables_map& vm) {
   }
   auto repo = OpenRepo(g, /*create=*/true);
   if (!repo.ok()) return Fail(repo.status());
-  legacy::ImportOptions opts;
+  local::ImportOptions opts;
   if (vm.count("vm")) opts.only_vm = vm["vm"].as<std::string>();
   opts.log = [&g](const std::string& line) { Info(g, line); };
-  std::vector<legacy::ImportedPoint> points;
-  Status s = legacy::ImportLegacy(*repo, vm["source"].as<std::string>(), opts, &points);
+  std::vector<local::ImportedPoint> points;
+  Status s = local::ImportLegacy(*repo, vm["source"].as<std::string>(), opts, &points);
   size_t imported = 0, skipped = 0;
   for (const auto& p : points) (p.skipped ? skipped : imported)++;
   if (g.json) {

@@ -20,7 +20,8 @@ using cbt::cli::Globals;
 namespace {
 
 std::vector<Command> AllCommands() {
-  return {cbt::cli::ImportLegacyCommand(), cbt::cli::ListCommand(), cbt::cli::VerifyCommand()};
+  return {cbt::cli::ImportLegacyCommand(), cbt::cli::ImportImageCommand(), cbt::cli::ListCommand(),
+          cbt::cli::VerifyCommand()};
 }
 
 po::options_description GlobalOptions() {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "legacy/import_legacy.h"
+#include "local/import_legacy.h"
 
 #include "image/composed_image.h"
+#include "image/image_import.h"
 #include "repo/layout.h"
 #include "util/file.h"
 
@@ -12,57 +13,16 @@
 #include <map>
 #include <set>
 
-namespace cbt::legacy {
+namespace cbt::local {
 
 namespace {
 
 using image::ComposedImage;
-using repo::kBlockSize;
-
-constexpr uint64_t kChunk = 64 * kBlockSize;  // 4 MiB per read
 
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   while (!s.empty() && s.front() == ' ') s.erase(0, 1);
   return s;
-}
-
-// Writes the blocks of raw image `fd` (of `size` bytes) that differ from
-// `parent` (all of its non-zero blocks when `parent` is null) into `w`.
-Status CopyDiffs(int fd, const std::string& path, uint64_t size, const ComposedImage* parent,
-                 repo::DiskFileWriter* w) {
-  std::vector<char> cur(kChunk), old(kChunk);
-  for (uint64_t off = 0; off < size; off += kChunk) {
-    const uint64_t n = std::min(kChunk, size - off);
-    // Skip holes of a sparse source without reading them (base only: in an
-    // overlay a hole may still hide parent data that must become ZERO).
-    if (parent == nullptr) {
-      off_t data = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
-      if (data < 0 && errno == ENXIO) break;
-      if (data >= 0 && static_cast<uint64_t>(data) >= off + n) {
-        continue;
-      }
-    }
-    const uint64_t padded = (n + kBlockSize - 1) / kBlockSize * kBlockSize;
-    std::memset(cur.data() + n, 0, padded - n);
-    CBT_RETURN_IF_ERROR(PreadAll(fd, cur.data(), n, off, path));
-    if (parent != nullptr) {
-      std::memset(old.data() + n, 0, padded - n);
-      CBT_ASSIGN_OR_RETURN(size_t got, parent->Read(old.data(), n, off));
-      if (got != n) return Status::Corruption("parent image is shorter than the disk");
-    }
-    for (uint64_t b = 0; b < padded / kBlockSize; ++b) {
-      const char* blk = cur.data() + b * kBlockSize;
-      const uint64_t block = off / kBlockSize + b;
-      const bool zero = repo::IsAllZero(blk, kBlockSize);
-      if (parent == nullptr) {
-        if (!zero) CBT_RETURN_IF_ERROR(w->AddData(block, blk));
-      } else if (std::memcmp(blk, old.data() + b * kBlockSize, kBlockSize) != 0) {
-        CBT_RETURN_IF_ERROR(zero ? w->AddZero(block) : w->AddData(block, blk));
-      }
-    }
-  }
-  return Status::Ok();
 }
 
 struct LegacyDisk {
@@ -155,7 +115,8 @@ Status ImportVm(const repo::Repository& repo, const std::string& source_vm_dir,
       }
       auto kind = parent ? repo::FileKind::kOverlay : repo::FileKind::kBase;
       CBT_ASSIGN_OR_RETURN(auto w, writer->CreateDisk(d.original, kind, size));
-      CBT_RETURN_IF_ERROR(CopyDiffs(fd.get(), d.data_path, size, parent.get(), w.get()));
+      CBT_RETURN_IF_ERROR(
+          image::WriteDifferences(fd.get(), d.data_path, size, parent.get(), w.get()));
       CBT_RETURN_IF_ERROR(w->Finish());
 
       repo::DiskRecord r;
@@ -202,4 +163,4 @@ Status ImportLegacy(const repo::Repository& repo, const std::string& source,
   return Status::Ok();
 }
 
-}  // namespace cbt::legacy
+}  // namespace cbt::local

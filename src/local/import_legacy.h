@@ -13,8 +13,8 @@
 // repository is skipped, so importing twice adds nothing twice.
 //
 // Thread-safety: one import per VM at a time (enforced by the VM lock).
-#ifndef CBT_LEGACY_IMPORT_LEGACY_H_
-#define CBT_LEGACY_IMPORT_LEGACY_H_
+#ifndef CBT_LOCAL_IMPORT_LEGACY_H_
+#define CBT_LOCAL_IMPORT_LEGACY_H_
 
 #include "repo/repository.h"
 #include "util/status.h"
@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-namespace cbt::legacy {
+namespace cbt::local {
 
 struct ImportedDisk {
   std::string vdi_uuid;
@@ -53,6 +53,6 @@ struct ImportOptions {
 Status ImportLegacy(const repo::Repository& repo, const std::string& source,
                     const ImportOptions& options, std::vector<ImportedPoint>* out);
 
-}  // namespace cbt::legacy
+}  // namespace cbt::local
 
-#endif  // CBT_LEGACY_IMPORT_LEGACY_H_
+#endif  // CBT_LOCAL_IMPORT_LEGACY_H_

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Benchmark (prints figures, asserts nothing): sequential read of the newest
+# point of chains of depth 1, 10 and 100 through cbtfs, cold and warm,
+# against qemu-img reading an equivalent qcow2 backing chain and against
+# qemu-storage-daemon's FUSE export of that chain.
+#
+# A SIZE disk (default 4 GiB) about half full of data; each later point
+# rewrites 1% of the blocks, chosen at random.  Both chains hold the same
+# bytes (checked with cmp at the end).  Run as root (drop_caches, FUSE).
+#   scripts/bench/composed-read.sh [--size GIB] [--depth N] [--keep DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SIZE_GIB=4
+MAX_DEPTH=100
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) SIZE_GIB=$2; shift 2 ;;
+    --depth) MAX_DEPTH=$2; shift 2 ;;
+    *) echo "usage: $0 [--size GIB] [--depth N]" >&2; exit 2 ;;
+  esac
+done
+scripts/setup-deps.sh
+command -v qemu-storage-daemon >/dev/null || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-common >/dev/null
+}
+[ -x build/tools/cbt-backup ] || scripts/build.sh release
+BIN=$PWD/build
+W=$(mktemp -d "${TMPDIR:-/var/tmp}/cbt-bench.XXXXXX")
+QSD_PID=""
+cleanup() {
+  fusermount3 -u "$W/mnt" 2>/dev/null || true
+  [ -n "$QSD_PID" ] && kill "$QSD_PID" 2>/dev/null || true
+  sleep 0.3
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+BS=65536
+NBLOCKS=$((SIZE_GIB * 1024 * 1024 * 1024 / BS))
+CHANGED=$((NBLOCKS / 100))
+VM=$(cat /proc/sys/kernel/random/uuid)
+VDI=$(cat /proc/sys/kernel/random/uuid)
+REPO=$W/repo
+echo "disk: ${SIZE_GIB} GiB, $NBLOCKS blocks; $CHANGED blocks (1%) rewritten per point; depth up to $MAX_DEPTH"
+
+# The base: every other 1 MiB extent holds random data (about half full).
+python3 - "$W/disk.img" "$SIZE_GIB" <<'PY'
+import os, sys
+path, gib = sys.argv[1], int(sys.argv[2])
+size = gib << 30
+with open(path, "wb") as f:
+    f.truncate(size)
+    chunk = 1 << 20
+    for off in range(0, size, 2 * chunk):
+        f.seek(off)
+        f.write(os.urandom(chunk))
+PY
+
+ts() { printf '2026%02d%02dT%02d0000Z' $((1 + $1 / 600)) $((1 + ($1 / 24) % 25)) $(($1 % 24)); }
+
+t0=$(date +%s.%N)
+"$BIN/tools/cbt-backup" --repo "$REPO" -q import-image --vm "$VM" --disk "$VDI" --point "$(ts 0)" "$W/disk.img"
+qemu-img convert -q -O qcow2 "$W/disk.img" "$W/q0.qcow2"
+echo "base written ($(du -sh "$REPO" | cut -f1) in the repository, $(du -sh "$W/q0.qcow2" | cut -f1) qcow2) in $(echo "$(date +%s.%N) - $t0" | bc) s"
+
+# Later points: the same random blocks rewritten with the same bytes in the
+# raw image (imported with a changed-block list) and in a new qcow2 overlay.
+for k in $(seq 1 $((MAX_DEPTH - 1))); do
+  python3 - "$W" "$k" "$NBLOCKS" "$CHANGED" <<'PY'
+import os, random, sys
+w, k, nblocks, changed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(k)
+blocks = sorted(rng.sample(range(nblocks), changed))
+data = os.urandom(65536)
+with open(f"{w}/disk.img", "r+b") as f:
+    for b in blocks:
+        f.seek(b * 65536)
+        f.write(data)
+with open(f"{w}/data.bin", "wb") as f:
+    f.write(data)
+with open(f"{w}/changed.txt", "w") as f:
+    f.write("\n".join(map(str, blocks)) + "\n")
+with open(f"{w}/qemu-io.cmds", "w") as f:
+    for b in blocks:
+        f.write(f"write -q -s {w}/data.bin {b * 65536} 65536\n")
+PY
+  "$BIN/tools/cbt-backup" --repo "$REPO" -q import-image --vm "$VM" --disk "$VDI" \
+    --point "$(ts "$k")" --changed-blocks "$W/changed.txt" "$W/disk.img"
+  qemu-img create -q -f qcow2 -b "$W/q$((k - 1)).qcow2" -F qcow2 "$W/q$k.qcow2"
+  qemu-io -f qcow2 "$W/q$k.qcow2" <"$W/qemu-io.cmds" >/dev/null
+  [ -e "$W/q$k.qcow2" ] || exit 1
+  [ $((k % 10)) = 9 ] && cp --sparse=always "$W/disk.img" "$W/ref$((k + 1)).img" 2>/dev/null || true
+done
+echo "repository after $MAX_DEPTH points: $(du -sh "$REPO" | cut -f1)"
+
+mkdir -p "$W/mnt"
+"$BIN/fuse/cbtfs" mount "$REPO" "$W/mnt"
+sleep 0.5
+CBTFS_PID=$(pgrep -n -f "cbtfs mount $REPO")
+
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# seconds for `dd` of a file to /dev/null with 1 MiB requests
+read_secs() {
+  local t
+  t=$(date +%s.%N)
+  dd if="$1" of=/dev/null bs=1M status=none
+  echo "$(date +%s.%N) - $t" | bc
+}
+qemu_secs() {
+  local t
+  t=$(date +%s.%N)
+  # The null-co target discards what it is given, as dd to /dev/null does.
+  qemu-img convert -n --target-image-opts "$1" "driver=null-co,size=$((SIZE_GIB << 30))"
+  echo "$(date +%s.%N) - $t" | bc
+}
+mibs() { echo "scale=0; $SIZE_GIB * 1024 / $1" | bc; }
+
+declare -A COLD WARM QEMU QSD
+for depth in 1 10 $MAX_DEPTH; do
+  [ "$depth" -le "$MAX_DEPTH" ] || continue
+  raw="$W/mnt/$VM/$(ts $((depth - 1)))/$VDI.raw"
+  drop
+  COLD[$depth]=$(read_secs "$raw")
+  WARM[$depth]=$(read_secs "$raw")
+  drop
+  QEMU[$depth]=$(qemu_secs "$W/q$((depth - 1)).qcow2")
+  touch "$W/qsd.raw"
+  qemu-storage-daemon --blockdev "driver=qcow2,node-name=top,file.driver=file,file.filename=$W/q$((depth - 1)).qcow2" \
+    --export "type=fuse,id=e,node-name=top,mountpoint=$W/qsd.raw,writable=off" &
+  QSD_PID=$!
+  for i in $(seq 50); do mountpoint -q "$W/qsd.raw" 2>/dev/null && break; [ "$(stat -c %s "$W/qsd.raw")" -gt 0 ] && break; sleep 0.1; done
+  drop
+  QSD[$depth]=$(read_secs "$W/qsd.raw")
+  if [ "$depth" = "$MAX_DEPTH" ]; then
+    cmp "$raw" "$W/qsd.raw" && echo "depth $depth: cbtfs and the qcow2 chain hold the same bytes"
+  fi
+  kill "$QSD_PID"; wait "$QSD_PID" 2>/dev/null || true; QSD_PID=""
+done
+RSS=$(grep VmHWM /proc/"$CBTFS_PID"/status | awk '{print $2}')
+exec 3<"$W/mnt/$VM/$(ts $((MAX_DEPTH - 1)))/$VDI.raw"
+RSS_OPEN=$(grep VmRSS /proc/"$CBTFS_PID"/status | awk '{print $2}')
+exec 3<&-
+
+echo
+printf '%-6s %14s %14s %14s %14s %12s\n' depth "cbtfs cold" "cbtfs warm" "qemu-img cold" "qsd FUSE cold" "cbtfs/qemu"
+for depth in 1 10 $MAX_DEPTH; do
+  [ -n "${COLD[$depth]:-}" ] || continue
+  printf '%-6s %9s MiB/s %9s MiB/s %9s MiB/s %9s MiB/s %11sx\n' "$depth" \
+    "$(mibs "${COLD[$depth]}")" "$(mibs "${WARM[$depth]}")" "$(mibs "${QEMU[$depth]}")" \
+    "$(mibs "${QSD[$depth]}")" "$(echo "scale=2; ${QEMU[$depth]} / ${COLD[$depth]}" | bc)"
+done
+echo
+echo "cbtfs cold throughput, depth $MAX_DEPTH vs depth 1: $(echo "scale=2; ${COLD[1]} / ${COLD[$MAX_DEPTH]}" | bc)x"
+echo "cbtfs peak memory (VmHWM) after all reads: $((RSS / 1024)) MiB; RSS with the depth-$MAX_DEPTH image open: $((RSS_OPEN / 1024)) MiB"

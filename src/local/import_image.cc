@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "local/import_image.h"
+
+#include "image/composed_image.h"
+#include "image/image_import.h"
+#include "repo/layout.h"
+#include "util/file.h"
+
+namespace cbt::local {
+
+Result<ImageImportResult> ImportImage(const repo::Repository& repo, const ImageImportRequest& req) {
+  if (!repo::IsUuid(req.vm)) return Status::InvalidArgument("'" + req.vm + "' is not a VM UUID");
+  if (!repo::IsUuid(req.vdi)) {
+    return Status::InvalidArgument("'" + req.vdi + "' is not a VDI UUID");
+  }
+  if (!repo::IsTimestamp(req.point)) {
+    return Status::InvalidArgument("'" + req.point + "' is not a point name (YYYYMMDDTHHMMSSZ)");
+  }
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(req.image_path));
+  CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), req.image_path));
+  if (size == 0) return Status::InvalidArgument(req.image_path + " is empty");
+  std::string metadata;
+  if (!req.metadata_path.empty()) {
+    CBT_ASSIGN_OR_RETURN(metadata, ReadFile(req.metadata_path));
+  }
+
+  CBT_ASSIGN_OR_RETURN(repo::VmLock lock, repo::VmLock::Acquire(repo, req.vm, "import-image"));
+  CBT_ASSIGN_OR_RETURN(auto points, repo.ListPoints(req.vm));
+  if (req.changed_blocks && !points.empty() && points.back() >= req.point) {
+    return Status::InvalidArgument("with a changed-block list the new point must be newer than " +
+                                   points.back());
+  }
+
+  ImageImportResult result;
+  std::shared_ptr<const image::ComposedImage> parent;
+  result.reason = req.full ? "--full" : "first point of this disk";
+  for (auto it = points.rbegin(); it != points.rend() && !req.full; ++it) {
+    if (*it >= req.point) continue;
+    CBT_ASSIGN_OR_RETURN(repo::Manifest pm, repo.ReadManifest(req.vm, *it));
+    const repo::DiskRecord* pd = pm.FindDisk(req.vdi);
+    if (pd == nullptr) continue;
+    if (pd->virtual_size != size) {
+      result.reason = "virtual size changed since point " + *it;
+      break;
+    }
+    CBT_ASSIGN_OR_RETURN(parent, image::ComposedImage::Open(repo, req.vm, *it, req.vdi));
+    result.parent_point = *it;
+    break;
+  }
+  result.base = parent == nullptr;
+  if (!result.base) result.reason.clear();
+
+  CBT_ASSIGN_OR_RETURN(auto writer, repo::PointWriter::Begin(repo, lock, req.vm, req.point));
+  CBT_RETURN_IF_ERROR(writer->WriteMetadata(metadata));
+  CBT_ASSIGN_OR_RETURN(
+      auto w, writer->CreateDisk(
+                  req.vdi, result.base ? repo::FileKind::kBase : repo::FileKind::kOverlay, size));
+  if (!result.base && req.changed_blocks) {
+    CBT_RETURN_IF_ERROR(
+        image::WriteListedBlocks(fd.get(), req.image_path, size, *req.changed_blocks, w.get()));
+  } else {
+    CBT_RETURN_IF_ERROR(
+        image::WriteDifferences(fd.get(), req.image_path, size, parent.get(), w.get()));
+  }
+  CBT_RETURN_IF_ERROR(w->Finish());
+
+  repo::Manifest m;
+  m.vm_uuid = req.vm;
+  m.point = req.point;
+  m.created_by = std::string("cbt-backup ") + CBT_VERSION;
+  m.source = "import-image";
+  repo::DiskRecord d;
+  d.vdi_uuid = req.vdi;
+  d.virtual_size = size;
+  d.file = repo::DiskFileName(req.vdi);
+  d.base = result.base;
+  d.parent_point = result.parent_point;
+  d.data_blocks = result.data_blocks = w->data_blocks();
+  d.zero_blocks = result.zero_blocks = w->zero_blocks();
+  d.stored_bytes = result.stored_bytes = w->file_size();
+  d.reason = result.reason;
+  m.disks.push_back(d);
+  CBT_RETURN_IF_ERROR(writer->Commit(m));
+  return result;
+}
+
+}  // namespace cbt::local
