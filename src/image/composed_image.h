@@ -51,6 +51,9 @@ class ComposedImage {
 
   uint64_t size() const { return size_; }
   const Label& label() const { return label_; }
+  // The files of the chain, base first, and the points holding them.
+  const std::vector<std::shared_ptr<const repo::DiskFile>>& chain() const { return chain_; }
+  const std::vector<std::string>& file_points() const { return file_points_; }
   size_t depth() const { return chain_.size(); }
 
   // Reads `len` bytes at `off` into `buf`.  Bytes past size() are not

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace cbt {
 
@@ -48,7 +49,13 @@ class [[nodiscard]] Status {
   static Status Exists(std::string msg) { return Status(Code::kExists, std::move(msg)); }
   static Status NoSpace(std::string msg) { return Status(Code::kNoSpace, std::move(msg)); }
   static Status Aborted(std::string msg) { return Status(Code::kAborted, std::move(msg)); }
-  static Status Remote(std::string msg) { return Status(Code::kRemote, std::move(msg)); }
+  // A refusal by the server; `detail` is the XenAPI ErrorDescription
+  // ([code, params...]) so callers can act on the code.
+  static Status Remote(std::string msg, std::vector<std::string> detail = {}) {
+    Status s(Code::kRemote, std::move(msg));
+    s.detail_ = std::move(detail);
+    return s;
+  }
 
   // Maps an errno value from a failed system call on `context` (usually a
   // path) to a Status: ENOENT -> NotFound, ENOSPC/EDQUOT -> NoSpace,
@@ -60,11 +67,17 @@ class [[nodiscard]] Status {
   const std::string& message() const { return message_; }
   bool IsNotFound() const { return code_ == Code::kNotFound; }
   bool IsCorruption() const { return code_ == Code::kCorruption; }
+  // XenAPI error description of a Remote status (empty otherwise).
+  const std::vector<std::string>& detail() const { return detail_; }
+  // The XenAPI error code of a Remote status, or "".
+  std::string remote_code() const { return detail_.empty() ? "" : detail_[0]; }
 
   // Returns a copy whose message is prefixed by `context: `.
   Status WithContext(const std::string& context) const {
     if (ok()) return *this;
-    return Status(code_, context + ": " + message_);
+    Status s(code_, context + ": " + message_);
+    s.detail_ = detail_;
+    return s;
   }
 
   // The negative errno a FUSE handler should return for this status.
@@ -74,6 +87,7 @@ class [[nodiscard]] Status {
   Status(Code code, std::string msg) : code_(code), message_(std::move(msg)) {}
   Code code_ = Code::kOk;
   std::string message_;
+  std::vector<std::string> detail_;
 };
 
 // Either a T or a non-OK Status.  REQUIRES: never built from an OK Status.

@@ -1,7 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
 
+#include "util/file.h"
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <iostream>
 
 namespace cbt::cli {
 
@@ -29,6 +37,93 @@ std::string HumanBytes(uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
   return buf;
+}
+
+}  // namespace cbt::cli
+
+namespace cbt::cli {
+
+namespace {
+
+double NowSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Result<std::string> ReadPassword(const Globals& g) {
+  if (!g.password_file.empty()) {
+    auto text = ReadFile(g.password_file);
+    if (!text.ok()) return text.status().WithContext("--password-file");
+    std::string pw = *text;
+    while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
+    return pw;
+  }
+  if (const char* env = std::getenv("CBT_PASSWORD"); env != nullptr) return std::string(env);
+  if (::isatty(STDIN_FILENO)) {
+    // Prompt without echo, as ssh and sudo do.
+    std::fprintf(stderr, "Password for %s: ", g.user.c_str());
+    struct termios old_t;
+    bool restore = ::tcgetattr(STDIN_FILENO, &old_t) == 0;
+    if (restore) {
+      struct termios t = old_t;
+      t.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &t);
+    }
+    std::string pw;
+    std::getline(std::cin, pw);
+    if (restore) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old_t);
+    std::fprintf(stderr, "\n");
+    return pw;
+  }
+  return Status::InvalidArgument(
+      "no password: put it in a file (mode 0600) and pass --password-file FILE, or set "
+      "CBT_PASSWORD");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<xapi::Session>> Login(const Globals& g) {
+  if (g.server.empty()) {
+    return Status::InvalidArgument(
+        "no server: pass --server URL (the pool master) or set server= in the config file");
+  }
+  CBT_ASSIGN_OR_RETURN(std::string password, ReadPassword(g));
+  xapi::ConnectOptions o;
+  o.server = g.server;
+  o.ca_cert = g.ca_cert;
+  o.user = g.user;
+  o.password = password;
+  return xapi::Session::Login(o);
+}
+
+ProgressBar::ProgressBar(const Globals& g)
+    : enabled_(::isatty(STDERR_FILENO) && g.verbosity > 0 && !g.json) {}
+
+void ProgressBar::Update(const std::string& label, uint64_t done, uint64_t total) {
+  if (!enabled_) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  double now = NowSeconds();
+  if (label != label_) {
+    if (drawn_) std::fprintf(stderr, "\n");
+    label_ = label;
+    start_ = now;
+    last_draw_ = 0;
+  }
+  if (now - last_draw_ < 0.1 && done < total) return;
+  last_draw_ = now;
+  const int width = 30;
+  double frac = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
+  int fill = static_cast<int>(frac * width);
+  double rate = now > start_ ? static_cast<double>(done) / (now - start_) : 0;
+  std::fprintf(stderr, "\r%s [%.*s%*s] %3d%% %s/%s %s/s ", label.c_str(), fill,
+               "##############################", width - fill, "", static_cast<int>(frac * 100),
+               HumanBytes(done).c_str(), HumanBytes(total).c_str(),
+               HumanBytes(static_cast<uint64_t>(rate)).c_str());
+  drawn_ = true;
+}
+
+void ProgressBar::Finish() {
+  if (enabled_ && drawn_) std::fprintf(stderr, "\n");
+  drawn_ = false;
 }
 
 }  // namespace cbt::cli

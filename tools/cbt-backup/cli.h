@@ -8,10 +8,13 @@
 
 #include "repo/repository.h"
 #include "util/status.h"
+#include "xapi/session.h"
 
 #include <boost/program_options.hpp>
 
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -42,6 +45,7 @@ struct Command {
   std::function<int(const Globals&, const po::variables_map&)> run;
 };
 
+Command BackupCommand();
 Command ImportLegacyCommand();
 Command ImportImageCommand();
 Command ListCommand();
@@ -54,6 +58,27 @@ Result<repo::Repository> OpenRepo(const Globals& g, bool create);
 // Prints an informational line on stderr unless -q or --json.
 void Info(const Globals& g, const std::string& line);
 std::string HumanBytes(uint64_t bytes);
+
+// Logs in to the server named by the globals, with the password from
+// --password-file, CBT_PASSWORD, or a prompt on the terminal.
+Result<std::unique_ptr<xapi::Session>> Login(const Globals& g);
+
+// A one-line progress bar on stderr, drawn only on a terminal and never with
+// -q or --json.  Thread-safe.
+class ProgressBar {
+ public:
+  explicit ProgressBar(const Globals& g);
+  void Update(const std::string& label, uint64_t done, uint64_t total);
+  void Finish();
+
+ private:
+  bool enabled_;
+  std::mutex mu_;
+  double start_ = 0;
+  double last_draw_ = 0;
+  std::string label_;
+  bool drawn_ = false;
+};
 
 }  // namespace cbt::cli
 

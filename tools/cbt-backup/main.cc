@@ -6,6 +6,8 @@
 // password on the command line is visible to every user of the host.
 #include "cli.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -20,8 +22,8 @@ using cbt::cli::Globals;
 namespace {
 
 std::vector<Command> AllCommands() {
-  return {cbt::cli::ImportLegacyCommand(), cbt::cli::ImportImageCommand(), cbt::cli::ListCommand(),
-          cbt::cli::VerifyCommand()};
+  return {cbt::cli::BackupCommand(), cbt::cli::ImportLegacyCommand(),
+          cbt::cli::ImportImageCommand(), cbt::cli::ListCommand(), cbt::cli::VerifyCommand()};
 }
 
 po::options_description GlobalOptions() {
@@ -40,8 +42,9 @@ po::options_description GlobalOptions() {
   return g;
 }
 
-const std::set<std::string> kGlobalsWithValue = {"--repo",  "--server",        "--master", "--user",
-                                                 "--uname", "--password-file", "--ca-cert"};
+const std::set<std::string> kGlobalsWithValue = {"--repo",    "--server", "--master",
+                                                 "--user",    "--uname",  "--password-file",
+                                                 "--ca-cert", "--config"};
 
 void PrintUsage(const std::vector<Command>& cmds) {
   std::printf("usage: cbt-backup [global options] COMMAND [options]\n\ncommands:\n");
@@ -50,10 +53,29 @@ void PrintUsage(const std::vector<Command>& cmds) {
             << GlobalOptions() << "\nRun 'cbt-backup COMMAND --help' for a command's options.\n";
 }
 
-std::string DefaultRepo() {
-  if (const char* env = std::getenv("CBT_REPO"); env && *env) return env;
+std::string Home() {
   const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : ".") + "/.cbt_backups";
+  return home && *home ? home : ".";
+}
+
+// The config file holds defaults for the global options, one "name = value"
+// per line (e.g. server = https://pool-master).  Returns "" if there is none.
+std::string ConfigPath(const po::variables_map& vm) {
+  if (vm.count("config")) return vm["config"].as<std::string>();
+  if (const char* env = std::getenv("CBT_CONFIG"); env && *env) return env;
+  for (const std::string& p :
+       {Home() + "/.config/cbt-backup/config", std::string("/etc/cbt-backup.conf")}) {
+    if (access(p.c_str(), R_OK) == 0) return p;
+  }
+  return "";
+}
+
+po::options_description ConfigOptions() {
+  po::options_description c;
+  c.add_options()("repo", po::value<std::string>())("server", po::value<std::string>())(
+      "user", po::value<std::string>())("password-file", po::value<std::string>())(
+      "ca-cert", po::value<std::string>())("tls", po::value<bool>());
+  return c;
 }
 
 }  // namespace
@@ -122,8 +144,29 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  po::variables_map cfg;
+  const std::string config = ConfigPath(vm);
+  if (!config.empty()) {
+    try {
+      po::store(po::parse_config_file<char>(config.c_str(), ConfigOptions()), cfg);
+    } catch (const po::error& e) {
+      std::fprintf(stderr, "cbt-backup: config file %s: %s\n", config.c_str(), e.what());
+      return cbt::cli::kExitUsage;
+    }
+  }
+  auto from_cfg = [&cfg](const char* name, std::string* out) {
+    if (cfg.count(name)) *out = cfg[name].as<std::string>();
+  };
   Globals g;
-  g.repo = vm.count("repo") ? vm["repo"].as<std::string>() : DefaultRepo();
+  g.repo = Home() + "/.cbt_backups";
+  from_cfg("repo", &g.repo);
+  if (const char* env = std::getenv("CBT_REPO"); env && *env) g.repo = env;
+  if (vm.count("repo")) g.repo = vm["repo"].as<std::string>();
+  from_cfg("server", &g.server);
+  from_cfg("user", &g.user);
+  from_cfg("password-file", &g.password_file);
+  from_cfg("ca-cert", &g.ca_cert);
+  if (cfg.count("tls")) g.tls = cfg["tls"].as<bool>();
   if (vm.count("server")) g.server = vm["server"].as<std::string>();
   if (vm.count("master")) g.server = vm["master"].as<std::string>();
   if (vm.count("user")) g.user = vm["user"].as<std::string>();

@@ -1,0 +1,565 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Design notes: the backup flow and what each failure leaves behind.
+//
+//  1. Lock the VM in the repository (one writer per VM), resolve the VM.
+//  2. Clean up after an earlier run that was killed: snapshot VMs we named
+//     ("cbt-backup ...") are destroyed; their VDIs are data_destroyed if a
+//     committed point holds them, else destroyed outright (VDI.destroy merges
+//     the CBT log into the child, so the chain stays correct either way).
+//  3. Enable CBT on disks whose SR allows it; others are read in full.
+//  4. VM.snapshot, export_metadata.
+//  5. Per disk, decide full or incremental against the newest local point of
+//     that disk whose snapshot the server still knows; compute the changed
+//     blocks before opening NBD (xapi refuses list_changed_blocks while the
+//     VDI is attached for NBD).  Any broken chain means full, with a reason.
+//  6. Read over NBD into a temporary point; optionally compare MD5 with
+//     Async.VDI.checksum; commit.
+//  7. VM.destroy on the snapshot VM, VDI.data_destroy on its VDIs (retrying
+//     VDI_IN_USE): the server keeps only CBT metadata.
+// A failure before 6's commit removes this run's snapshot entirely; after
+// the commit, a failure of step 7 is reported but the point stays (it is
+// complete), and the next run finishes the cleanup.
+#include "backup/backup.h"
+
+#include "image/composed_image.h"
+#include "nbd/nbd_reader.h"
+#include "repo/disk_file.h"
+#include "repo/layout.h"
+#include "util/file.h"
+
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace cbt::backup {
+
+using xapi::Session;
+using xapi::Value;
+
+namespace {
+
+constexpr char kSnapshotPrefix[] = "cbt-backup ";
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Disk {
+  std::string vbd;
+  std::string userdevice;
+  std::string vdi_ref;  // original VDI
+  Value vdi;            // its record
+  bool cbt_capable = false;
+  std::string snapshot_ref;  // snapshot VDI
+  Value snapshot;            // its record
+};
+
+struct Context {
+  Session& s;
+  const repo::Repository& repo;
+  const Options& opt;
+  Report report;
+  void Log(const std::string& line) {
+    if (opt.log) opt.log(line);
+  }
+};
+
+Result<Value> Record(Session& s, const std::string& cls, const std::string& ref) {
+  return s.Call(cls + ".get_record", {Value(ref)});
+}
+
+// Retries VDI_IN_USE: xapi-nbd and snapshot VBDs take a moment to go away.
+Status CallRetryInUse(Session& s, const std::string& method, const std::string& ref) {
+  for (int attempt = 0;; ++attempt) {
+    auto r = s.Call(method, {Value(ref)});
+    if (r.ok()) return Status::Ok();
+    const std::string code = r.status().remote_code();
+    if ((code == "VDI_IN_USE" || code == "OTHER_OPERATION_IN_PROGRESS") && attempt < 10) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500 * (attempt + 1)));
+      continue;
+    }
+    return r.status();
+  }
+}
+
+Result<std::string> ResolveVm(Session& s, const std::string& vm) {
+  if (repo::IsUuid(vm)) {
+    auto ref = s.Call("VM.get_by_uuid", {Value(vm)});
+    if (!ref.ok() && ref.status().remote_code() == "UUID_INVALID") {
+      return Status::NotFound("the server has no VM with UUID " + vm);
+    }
+    if (!ref.ok()) return ref.status();
+    return ref->str();
+  }
+  CBT_ASSIGN_OR_RETURN(Value refs, s.Call("VM.get_by_name_label", {Value(vm)}));
+  std::vector<std::string> candidates;
+  for (const auto& r : refs.items()) {
+    CBT_ASSIGN_OR_RETURN(Value rec, Record(s, "VM", r.str()));
+    auto tmpl = rec.GetBool("is_a_template");
+    auto snap = rec.GetBool("is_a_snapshot");
+    auto dom0 = rec.GetBool("is_control_domain");
+    if ((tmpl.ok() && *tmpl) || (snap.ok() && *snap) || (dom0.ok() && *dom0)) continue;
+    candidates.push_back(r.str());
+  }
+  if (candidates.empty()) return Status::NotFound("the server has no VM named '" + vm + "'");
+  if (candidates.size() > 1) {
+    return Status::InvalidArgument(std::to_string(candidates.size()) + " VMs are named '" + vm +
+                                   "'; give the VM's UUID instead");
+  }
+  return candidates[0];
+}
+
+// Snapshot VDI UUIDs that committed points of `vm` hold.
+std::set<std::string> CommittedSnapshots(const repo::Repository& repo, const std::string& vm) {
+  std::set<std::string> out;
+  auto points = repo.ListPoints(vm);
+  if (!points.ok()) return out;
+  for (const auto& p : *points) {
+    auto m = repo.ReadManifest(vm, p);
+    if (!m.ok()) continue;
+    for (const auto& d : m->disks) {
+      if (!d.snapshot_vdi_uuid.empty()) out.insert(d.snapshot_vdi_uuid);
+    }
+  }
+  return out;
+}
+
+// Destroys a snapshot VM and its VDIs: data_destroy for VDIs a committed
+// point holds (their CBT metadata is the base of the next incremental),
+// destroy for the others.
+Status RemoveSnapshot(Context& c, const std::string& snap_vm,
+                      const std::set<std::string>& committed) {
+  std::vector<std::pair<std::string, Value>> vdis;
+  CBT_ASSIGN_OR_RETURN(Value vbds, c.s.Call("VM.get_VBDs", {Value(snap_vm)}));
+  for (const auto& vbd : vbds.items()) {
+    auto rec = Record(c.s, "VBD", vbd.str());
+    if (!rec.ok()) continue;
+    std::string vdi = rec->GetString("VDI");
+    if (vdi.empty() || vdi == "OpaqueRef:NULL") continue;
+    auto vrec = Record(c.s, "VDI", vdi);
+    if (vrec.ok()) vdis.emplace_back(vdi, *vrec);
+  }
+  CBT_RETURN_IF_ERROR(c.s.Call("VM.destroy", {Value(snap_vm)}).status());
+  for (const auto& [ref, rec] : vdis) {
+    const std::string uuid = rec.GetString("uuid");
+    auto cbt = rec.GetBool("cbt_enabled");
+    bool keep_metadata = committed.count(uuid) && cbt.ok() && *cbt;
+    if (rec.GetString("type") == "cbt_metadata") continue;
+    CBT_RETURN_IF_ERROR(
+        CallRetryInUse(c.s, keep_metadata ? "VDI.data_destroy" : "VDI.destroy", ref));
+  }
+  return Status::Ok();
+}
+
+Status CleanLeftovers(Context& c, const std::string& vm_ref, const std::string& vm_uuid) {
+  CBT_ASSIGN_OR_RETURN(Value snaps, c.s.Call("VM.get_snapshots", {Value(vm_ref)}));
+  std::set<std::string> committed = CommittedSnapshots(c.repo, vm_uuid);
+  for (const auto& snap : snaps.items()) {
+    auto name = c.s.Call("VM.get_name_label", {snap});
+    if (!name.ok() || name->str().rfind(kSnapshotPrefix, 0) != 0) continue;
+    c.Log("removing snapshot '" + name->str() + "' left by an interrupted backup");
+    CBT_RETURN_IF_ERROR(RemoveSnapshot(c, snap.str(), committed));
+    c.report.notes.push_back("removed leftover snapshot '" + name->str() + "'");
+  }
+  return Status::Ok();
+}
+
+Result<std::string> ExportMetadata(Session& s, const std::string& vm_uuid) {
+  CBT_ASSIGN_OR_RETURN(xapi::HttpResponse resp,
+                       s.http().Get("/export_metadata?session_id=" + xapi::UrlEncode(s.ref()) +
+                                    "&uuid=" + vm_uuid + "&export_snapshots=false"));
+  if (resp.status != 200) {
+    return Status::Remote("export_metadata answered HTTP " + std::to_string(resp.status));
+  }
+  if (resp.body.rfind("HTTP/", 0) == 0) {
+    return Status::Remote("export_metadata returned an error inside its body");
+  }
+  return std::move(resp.body);
+}
+
+struct Parent {
+  std::string point;
+  std::string snapshot_vdi_uuid;
+  uint64_t virtual_size = 0;
+};
+
+// The newest committed point holding `vdi`, if any.
+std::optional<Parent> NewestPointOf(const repo::Repository& repo, const std::string& vm,
+                                    const std::string& vdi) {
+  auto points = repo.ListPoints(vm);
+  if (!points.ok()) return std::nullopt;
+  for (auto it = points->rbegin(); it != points->rend(); ++it) {
+    auto m = repo.ReadManifest(vm, *it);
+    if (!m.ok()) continue;
+    if (const repo::DiskRecord* d = m->FindDisk(vdi)) {
+      return Parent{*it, d->snapshot_vdi_uuid, d->virtual_size};
+    }
+  }
+  return std::nullopt;
+}
+
+Result<std::string> Md5Hex(const image::ComposedImage& img) {
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_md5(), nullptr) != 1) {
+    return Status::IoError("MD5 is not available");
+  }
+  std::vector<char> buf(4 << 20);
+  for (uint64_t off = 0; off < img.size(); off += buf.size()) {
+    CBT_ASSIGN_OR_RETURN(size_t n, img.Read(buf.data(), buf.size(), off));
+    EVP_DigestUpdate(ctx.get(), buf.data(), n);
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+// Reads one disk into `w` and fills in the report.
+Status ReadDisk(Context& c, const Disk& d, const std::vector<nbd::Extent>& extents, bool overlay,
+                repo::DiskFileWriter* w, DiskReport* r) {
+  CBT_ASSIGN_OR_RETURN(Value infos, c.s.Call("VDI.get_nbd_info", {Value(d.snapshot_ref)}));
+  if (infos.items().empty()) {
+    return Status::NotSupported(
+        "the server offers no NBD access: no network has the 'nbd' purpose (on the pool master "
+        "run: xe network-param-add param-name=purpose param-key=nbd uuid=<network>)");
+  }
+  std::vector<nbd::Endpoint> eps;
+  for (const auto& info : infos.items()) {
+    nbd::Endpoint ep;
+    ep.address = info.GetString("address");
+    auto port = info.GetInt("port");
+    ep.port = port.ok() ? static_cast<int>(*port) : 10809;
+    ep.exportname = info.GetString("exportname");
+    ep.cert = info.GetString("cert");
+    ep.subject = info.GetString("subject");
+    eps.push_back(std::move(ep));
+  }
+  nbd::ReaderOptions ro;
+  ro.connections = c.opt.connections;
+  ro.require_tls = c.opt.require_tls;
+  CBT_ASSIGN_OR_RETURN(auto reader, nbd::Reader::Connect(eps, ro));
+  if (reader->size() < r->virtual_size) {
+    return Status::Corruption("NBD export of " + r->vdi_uuid + " is " +
+                              std::to_string(reader->size()) + " bytes, the VDI " +
+                              std::to_string(r->virtual_size));
+  }
+  std::mutex mu;
+  uint64_t total = 0;
+  for (const auto& e : extents) total += e.length;
+  std::atomic<uint64_t> done{0};
+  const std::string vdi = r->vdi_uuid;
+  Status s = reader->Read(extents, [&](uint64_t off, const char* data, size_t len) -> Status {
+    // Pieces start on block boundaries; only the disk's last block is short.
+    char pad[repo::kBlockSize];
+    for (size_t pos = 0; pos < len; pos += repo::kBlockSize) {
+      const char* blk = data + pos;
+      size_t n = std::min<size_t>(repo::kBlockSize, len - pos);
+      if (n < repo::kBlockSize) {
+        std::memset(pad, 0, sizeof pad);
+        std::memcpy(pad, blk, n);
+        blk = pad;
+      }
+      const uint64_t block = (off + pos) / repo::kBlockSize;
+      const bool zero = repo::IsAllZero(blk, repo::kBlockSize);
+      if (zero && !overlay) continue;
+      std::lock_guard<std::mutex> g(mu);
+      CBT_RETURN_IF_ERROR(zero ? w->AddZero(block) : w->AddData(block, blk));
+    }
+    uint64_t now = done += len;
+    if (c.opt.progress) c.opt.progress(vdi, now, total);
+    return Status::Ok();
+  });
+  r->bytes_read = reader->bytes_read();
+  return s.WithContext("disk " + r->vdi_uuid);
+}
+
+}  // namespace
+
+Result<std::string> DecodeBase64(const std::string& text) {
+  auto val = [](char ch) -> int {
+    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+    if (ch == '+') return 62;
+    if (ch == '/') return 63;
+    return -1;
+  };
+  std::string in;
+  for (char ch : text) {
+    if (ch != '\n' && ch != '\r' && ch != ' ') in += ch;
+  }
+  if (in.size() % 4 != 0) return Status::Corruption("changed-block bitmap is not valid base64");
+  std::string out;
+  out.reserve(in.size() / 4 * 3);
+  for (size_t i = 0; i < in.size(); i += 4) {
+    int v[4];
+    int pad = 0;
+    for (int k = 0; k < 4; ++k) {
+      if (in[i + k] == '=' && i + 4 == in.size() && k >= 2) {
+        v[k] = 0;
+        ++pad;
+      } else {
+        v[k] = val(in[i + k]);
+        if (v[k] < 0 || pad > 0)
+          return Status::Corruption("changed-block bitmap is not valid base64");
+      }
+    }
+    uint32_t triple = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
+    out += static_cast<char>(triple >> 16);
+    if (pad < 2) out += static_cast<char>((triple >> 8) & 0xff);
+    if (pad < 1) out += static_cast<char>(triple & 0xff);
+  }
+  return out;
+}
+
+Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt) {
+  const double t0 = Now();
+  Context c{s, repo, opt, {}};
+  CBT_ASSIGN_OR_RETURN(std::string vm_ref, ResolveVm(s, opt.vm));
+  CBT_ASSIGN_OR_RETURN(Value vm, Record(s, "VM", vm_ref));
+  c.report.vm_uuid = vm.GetString("uuid");
+  c.report.vm_name = vm.GetString("name_label");
+  const std::string& vm_uuid = c.report.vm_uuid;
+  CBT_ASSIGN_OR_RETURN(repo::VmLock lock, repo::VmLock::Acquire(repo, vm_uuid, "backup"));
+  CBT_RETURN_IF_ERROR(CleanLeftovers(c, vm_ref, vm_uuid));
+
+  // Disks of the VM, CBT enabled where the SR allows it.
+  std::vector<Disk> disks;
+  for (const auto& vbd : vm.GetStrings("VBDs")) {
+    CBT_ASSIGN_OR_RETURN(Value rec, Record(s, "VBD", vbd));
+    auto empty = rec.GetBool("empty");
+    std::string vdi = rec.GetString("VDI");
+    if (rec.GetString("type") != "Disk" || (empty.ok() && *empty) || vdi.empty() ||
+        vdi == "OpaqueRef:NULL") {
+      continue;
+    }
+    Disk d;
+    d.vbd = vbd;
+    d.userdevice = rec.GetString("userdevice");
+    d.vdi_ref = vdi;
+    CBT_ASSIGN_OR_RETURN(d.vdi, Record(s, "VDI", vdi));
+    CBT_ASSIGN_OR_RETURN(Value sr_ops,
+                         s.Call("SR.get_allowed_operations", {Value(d.vdi.GetString("SR"))}));
+    std::set<std::string> ops;
+    for (const auto& o : sr_ops.items()) ops.insert(o.str());
+    d.cbt_capable = ops.count("vdi_enable_cbt") && ops.count("vdi_list_changed_blocks") &&
+                    ops.count("vdi_data_destroy");
+    auto enabled = d.vdi.GetBool("cbt_enabled");
+    if (d.cbt_capable && !(enabled.ok() && *enabled)) {
+      auto r = s.Call("VDI.enable_cbt", {Value(vdi)});
+      if (!r.ok()) {
+        c.Log("cannot enable CBT on disk " + d.vdi.GetString("uuid") + " (" + r.status().message() +
+              "): it is backed up in full");
+        d.cbt_capable = false;
+      }
+    } else if (!d.cbt_capable) {
+      c.Log("the SR of disk " + d.vdi.GetString("uuid") +
+            " does not support CBT: it is backed up in full every time");
+    }
+    disks.push_back(std::move(d));
+  }
+  if (disks.empty()) return Status::InvalidArgument("VM " + vm_uuid + " has no disks to back up");
+
+  // Point name: now, and never equal to an existing point.
+  std::string point = repo::FormatTimestamp(std::time(nullptr));
+  while (PathExists(repo.PointPath(vm_uuid, point))) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    point = repo::FormatTimestamp(std::time(nullptr));
+  }
+  c.report.point = point;
+
+  c.Log("snapshotting VM " + c.report.vm_name + " (" + vm_uuid + ")");
+  CBT_ASSIGN_OR_RETURN(Value snap_vm,
+                       s.Call("VM.snapshot", {Value(vm_ref), Value(kSnapshotPrefix + point)}));
+  const std::string snap_ref = snap_vm.str();
+  bool committed = false;
+  // Removes this run's snapshot whatever happens before the commit.
+  struct SnapshotGuard {
+    Context& c;
+    const std::string& ref;
+    bool& committed;
+    ~SnapshotGuard() {
+      if (!committed) (void)RemoveSnapshot(c, ref, {});
+    }
+  } guard{c, snap_ref, committed};
+
+  // Map the snapshot's VDIs to the originals (by snapshot_of).
+  std::map<std::string, std::string> snap_of_original;
+  CBT_ASSIGN_OR_RETURN(Value snap_vbds, s.Call("VM.get_VBDs", {Value(snap_ref)}));
+  for (const auto& vbd : snap_vbds.items()) {
+    CBT_ASSIGN_OR_RETURN(Value rec, Record(s, "VBD", vbd.str()));
+    std::string vdi = rec.GetString("VDI");
+    if (vdi.empty() || vdi == "OpaqueRef:NULL") continue;
+    auto of = s.Call("VDI.get_snapshot_of", {Value(vdi)});
+    if (of.ok()) snap_of_original[of->str()] = vdi;
+  }
+  for (auto& d : disks) {
+    auto it = snap_of_original.find(d.vdi_ref);
+    if (it == snap_of_original.end()) {
+      return Status::Remote("the snapshot of VM " + vm_uuid + " has no copy of disk " +
+                            d.vdi.GetString("uuid"));
+    }
+    d.snapshot_ref = it->second;
+    CBT_ASSIGN_OR_RETURN(d.snapshot, Record(s, "VDI", d.snapshot_ref));
+  }
+  CBT_ASSIGN_OR_RETURN(std::string metadata, ExportMetadata(s, vm_uuid));
+
+  CBT_ASSIGN_OR_RETURN(auto writer, repo::PointWriter::Begin(repo, lock, vm_uuid, point));
+  CBT_RETURN_IF_ERROR(writer->WriteMetadata(metadata));
+  repo::Manifest m;
+  m.vm_uuid = vm_uuid;
+  m.vm_name = c.report.vm_name;
+  m.point = point;
+  m.created_by = std::string("cbt-backup ") + CBT_VERSION;
+  m.source = "xapi";
+
+  for (auto& d : disks) {
+    const double td = Now();
+    DiskReport r;
+    r.vdi_uuid = d.vdi.GetString("uuid");
+    r.name = d.vdi.GetString("name_label");
+    r.snapshot_vdi_uuid = d.snapshot.GetString("uuid");
+    CBT_ASSIGN_OR_RETURN(int64_t size, d.snapshot.GetInt("virtual_size"));
+    r.virtual_size = static_cast<uint64_t>(size);
+
+    // Full or incremental, and why.
+    std::optional<Parent> parent = NewestPointOf(repo, vm_uuid, r.vdi_uuid);
+    std::vector<nbd::Extent> extents;
+    std::string reason;
+    auto snap_cbt = d.snapshot.GetBool("cbt_enabled");
+    if (opt.full) {
+      reason = "--full was given";
+    } else if (!parent) {
+      reason = "first backup of this disk";
+    } else if (!d.cbt_capable) {
+      reason = "the disk's SR does not support CBT";
+    } else if (!(snap_cbt.ok() && *snap_cbt)) {
+      reason = "CBT is not enabled on the new snapshot (it was disabled or lost on the server)";
+    } else if (parent->virtual_size != r.virtual_size) {
+      reason = "the disk was resized since point " + parent->point;
+    } else if (parent->snapshot_vdi_uuid.empty()) {
+      reason = "point " + parent->point + " was not taken from this server";
+    } else {
+      auto prev = s.Call("VDI.get_by_uuid", {Value(parent->snapshot_vdi_uuid)});
+      if (!prev.ok()) {
+        reason = "the server no longer has the snapshot of point " + parent->point;
+      } else {
+        auto prev_cbt = s.Call("VDI.get_cbt_enabled", {*prev});
+        auto bitmap_b64 = s.Call("VDI.list_changed_blocks", {*prev, Value(d.snapshot_ref)});
+        auto prev_cbt_on = prev_cbt.ok() ? prev_cbt->AsBool() : Result<bool>(true);
+        if (prev_cbt_on.ok() && !*prev_cbt_on) {
+          reason = "the snapshot of point " + parent->point + " has no CBT log any more";
+        } else if (!bitmap_b64.ok()) {
+          reason = "the server cannot list changed blocks since point " + parent->point + " (" +
+                   bitmap_b64.status().message() + ")";
+        } else {
+          auto bitmap = DecodeBase64(bitmap_b64->str());
+          const uint64_t expect = (repo::BlockCount(r.virtual_size) + 7) / 8;
+          if (!bitmap.ok()) {
+            reason = bitmap.status().message();
+          } else if (bitmap->size() != expect) {
+            reason = "the server's changed-block bitmap has " + std::to_string(bitmap->size()) +
+                     " bytes where " + std::to_string(expect) + " were expected";
+          } else {
+            extents = nbd::ExtentsFromBitmap(*bitmap, r.virtual_size);
+          }
+        }
+      }
+    }
+    const bool overlay = reason.empty();
+    if (overlay) {
+      r.mode = "incremental";
+      r.parent_point = parent->point;
+    } else {
+      r.mode = "full";
+      r.reason = reason;
+      extents = {{0, r.virtual_size}};
+      c.Log("disk " + r.vdi_uuid + ": full backup: " + reason);
+    }
+    for (const auto& e : extents) r.changed_blocks += repo::BlockCount(e.length);
+
+    CBT_ASSIGN_OR_RETURN(
+        auto w,
+        writer->CreateDisk(r.vdi_uuid, overlay ? repo::FileKind::kOverlay : repo::FileKind::kBase,
+                           r.virtual_size));
+    CBT_RETURN_IF_ERROR(ReadDisk(c, d, extents, overlay, w.get(), &r));
+    CBT_RETURN_IF_ERROR(w->Finish());
+    r.bytes_stored = w->file_size();
+
+    if (opt.verify) {
+      // The new point is not committed yet: compose its chain by hand.
+      std::vector<std::shared_ptr<const repo::DiskFile>> files;
+      std::vector<std::string> points;
+      if (overlay) {
+        CBT_ASSIGN_OR_RETURN(auto pimg,
+                             image::ComposedImage::Open(repo, vm_uuid, r.parent_point, r.vdi_uuid));
+        files = pimg->chain();
+        points = pimg->file_points();
+      }
+      CBT_ASSIGN_OR_RETURN(auto nf, repo::DiskFile::Open(JoinPath(writer->temp_dir(),
+                                                                  repo::DiskFileName(r.vdi_uuid))));
+      files.push_back(nf);
+      points.push_back(point);
+      CBT_ASSIGN_OR_RETURN(
+          auto img, image::ComposedImage::FromChain(files, points, {vm_uuid, point, r.vdi_uuid}));
+      c.Log("verifying disk " + r.vdi_uuid + " against the server's checksum");
+      auto remote = s.CallAsync("VDI.checksum", {Value(d.snapshot_ref)});
+      if (!remote.ok()) return remote.status().WithContext("verify");
+      CBT_ASSIGN_OR_RETURN(std::string local, Md5Hex(*img));
+      if (local != remote->str()) {
+        return Status::Corruption("verify failed for disk " + r.vdi_uuid + ": local MD5 " + local +
+                                  ", server MD5 " + remote->str() + "; the point was not kept");
+      }
+      r.verify = "ok";
+    }
+
+    repo::DiskRecord rec;
+    rec.vdi_uuid = r.vdi_uuid;
+    rec.name = r.name;
+    rec.snapshot_vdi_uuid = r.snapshot_vdi_uuid;
+    rec.userdevice = d.userdevice;
+    rec.virtual_size = r.virtual_size;
+    rec.file = repo::DiskFileName(r.vdi_uuid);
+    rec.base = !overlay;
+    rec.parent_point = r.parent_point;
+    rec.data_blocks = w->data_blocks();
+    rec.zero_blocks = w->zero_blocks();
+    rec.stored_bytes = r.bytes_stored;
+    rec.reason = r.reason;
+    m.disks.push_back(rec);
+    r.seconds = Now() - td;
+    c.report.disks.push_back(r);
+  }
+
+  CBT_RETURN_IF_ERROR(writer->Commit(m));
+  committed = true;
+  c.Log("committed point " + point);
+
+  // Keep only CBT metadata on the server.
+  std::set<std::string> mine;
+  for (const auto& d : c.report.disks) mine.insert(d.snapshot_vdi_uuid);
+  Status cleanup = RemoveSnapshot(c, snap_ref, mine);
+  if (!cleanup.ok()) {
+    c.report.notes.push_back("point committed, but removing the snapshot failed (" +
+                             cleanup.message() + "); the next backup retries");
+    c.Log(c.report.notes.back());
+  }
+  c.report.seconds = Now() - t0;
+  return std::move(c.report);
+}
+
+}  // namespace cbt::backup

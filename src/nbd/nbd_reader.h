@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Reading a XenServer VDI over NBD with libnbd, as xapi-nbd serves it:
+// TLS with exactly the certificate VDI.get_nbd_info handed out, the export
+// name from that record (it embeds the session), old-style EXPORT_NAME
+// negotiation when NBD_OPT_GO is refused, no structured replies.
+//
+// Several connections read in parallel (xapi-nbd answers requests in order
+// on one connection and allows 16 connections per host).  A failed request
+// drops its connection, reconnects with back-off and retries, a bounded
+// number of times; then the whole read fails with a one-line error.
+//
+// Thread-safety: Read() runs its own worker threads and calls the sink from
+// them concurrently; one Read() at a time per reader.
+#ifndef CBT_NBD_NBD_READER_H_
+#define CBT_NBD_NBD_READER_H_
+
+#include "util/status.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cbt::nbd {
+
+struct Endpoint {
+  std::string address;
+  int port = 10809;
+  std::string exportname;
+  std::string cert;     // PEM; empty means the server offers no TLS
+  std::string subject;  // DNS name in the certificate
+};
+
+struct ReaderOptions {
+  int connections = 4;
+  uint64_t max_request = 2 * 1024 * 1024;
+  int attempts = 4;  // per request, counting the first
+  bool require_tls = true;
+};
+
+struct Extent {
+  uint64_t offset;
+  uint64_t length;
+};
+
+class Reader {
+ public:
+  // Connects (one connection first, to fail fast with a clear message).
+  // IoError naming the endpoint if no endpoint answers; NotSupported if the
+  // certificate does not verify.
+  static Result<std::unique_ptr<Reader>> Connect(const std::vector<Endpoint>& endpoints,
+                                                 const ReaderOptions& options);
+  ~Reader();
+
+  uint64_t size() const { return size_; }
+  uint64_t bytes_read() const { return bytes_read_.load(); }
+
+  // Reads every extent (split into requests of at most max_request bytes)
+  // and hands each piece to `sink(offset, data, length)`, from several
+  // threads at once and in no particular order.  The first error from the
+  // sink or from NBD stops the read and is returned.
+  Status Read(const std::vector<Extent>& extents,
+              const std::function<Status(uint64_t, const char*, size_t)>& sink);
+
+ private:
+  struct Conn;
+  Reader() = default;
+  Result<std::unique_ptr<Conn>> Open(size_t endpoint_hint);
+
+  std::vector<Endpoint> endpoints_;
+  ReaderOptions options_;
+  std::string tls_dir_;
+  uint64_t size_ = 0;
+  std::atomic<uint64_t> bytes_read_{0};
+  std::vector<std::unique_ptr<Conn>> conns_;
+};
+
+// Splits the blocks set in a CBT bitmap (MSB first, 64 KiB per bit) into
+// extents of consecutive blocks, clipped to `disk_size`.
+std::vector<Extent> ExtentsFromBitmap(const std::string& bitmap, uint64_t disk_size);
+
+}  // namespace cbt::nbd
+
+#endif  // CBT_NBD_NBD_READER_H_
