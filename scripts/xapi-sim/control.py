@@ -1,0 +1,249 @@
+"""The simulator's control interface: JSON over HTTP under /sim/.
+
+Tests use it to do what a guest or an administrator would do on a real pool
+(create VMs, write into disks, lose CBT, cut the network...) and to look
+behind the curtain (disk file paths, NBD bytes read).  It is served on the
+same ports as the API, only to 127.0.0.1, without authentication.
+"""
+
+import base64
+import json
+import os
+import urllib.parse
+
+from sim import XapiError, copy_file
+
+
+class ControlError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class Control:
+    def __init__(self, sim, nbd, ready_info):
+        self.sim = sim
+        self.nbd = nbd
+        self.ready_info = ready_info
+        self.routes = {
+            ("GET", "/sim/state"): self.state,
+            ("GET", "/sim/vms"): self.list_vms,
+            ("GET", "/sim/vdis"): self.list_vdis,
+            ("GET", "/sim/vdi"): self.get_vdi,
+            ("GET", "/sim/srs"): self.list_srs,
+            ("POST", "/sim/vm"): self.create_vm,
+            ("POST", "/sim/vm/power"): self.vm_power,
+            ("POST", "/sim/disk/write"): self.disk_write,
+            ("POST", "/sim/disk/zero"): self.disk_zero,
+            ("POST", "/sim/disk/replace"): self.disk_replace,
+            ("POST", "/sim/disk/copy"): self.disk_copy,
+            ("POST", "/sim/disk/cbt-lost"): self.cbt_lost,
+            ("POST", "/sim/sr/cbt"): self.sr_cbt,
+            ("GET", "/sim/faults"): self.get_faults,
+            ("POST", "/sim/faults"): self.set_faults,
+            ("GET", "/sim/nbd/stats"): self.nbd_stats,
+            ("POST", "/sim/nbd/reset"): self.nbd_reset,
+            ("POST", "/sim/nbd/drop"): self.nbd_drop,
+        }
+
+    def handle(self, method, path, query, body):
+        """Returns (status, JSON-able object)."""
+        fn = self.routes.get((method, path.rstrip("/")))
+        if fn is None:
+            return 404, {"error": "no such control endpoint: %s %s" % (method, path)}
+        try:
+            args = json.loads(body) if body else {}
+            if not isinstance(args, dict):
+                raise ControlError(400, "body must be a JSON object")
+            for k, v in urllib.parse.parse_qsl(query):
+                args.setdefault(k, v)
+            return 200, fn(args)
+        except ControlError as e:
+            return e.status, {"error": str(e)}
+        except XapiError as e:
+            return 409, {"error": " ".join(e.error), "xapi_error": e.error}
+        except (KeyError, ValueError, TypeError, OSError) as e:
+            return 400, {"error": "%s: %s" % (type(e).__name__, e)}
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _vdi(self, args):
+        key = args.get("vdi")
+        if not key:
+            raise ControlError(400, "missing 'vdi' (uuid or ref)")
+        with self.sim.lock:
+            return self.sim.vdi_ref(key)
+
+    def _vm(self, args):
+        key = args.get("vm")
+        if not key:
+            raise ControlError(400, "missing 'vm' (uuid, ref or name)")
+        with self.sim.lock:
+            if key in self.sim.db["VM"]:
+                return key
+            for ref, rec in self.sim.db["VM"].items():
+                if rec["uuid"] == key or rec["name_label"] == key:
+                    return ref
+        raise ControlError(404, "no VM %s" % key)
+
+    # ---- views --------------------------------------------------------------------------
+
+    def state(self, args):
+        return {"ready": self.ready_info, "vms": self.list_vms(args),
+                "vdis": self.list_vdis(args), "srs": self.list_srs(args),
+                "faults": self.get_faults(args), "nbd": self.nbd_stats(args)}
+
+    def list_vms(self, args):
+        with self.sim.lock:
+            return [self.sim.describe_vm(r) for r in self.sim.db["VM"]]
+
+    def list_vdis(self, args):
+        with self.sim.lock:
+            return [self.sim.describe_vdi(r) for r in self.sim.db["VDI"]]
+
+    def get_vdi(self, args):
+        ref = self._vdi(args)
+        with self.sim.lock:
+            return self.sim.describe_vdi(ref)
+
+    def list_srs(self, args):
+        with self.sim.lock:
+            return [{"ref": r, "uuid": s["uuid"], "name_label": s["name_label"],
+                     "type": s["type"],
+                     "cbt": "vdi_enable_cbt" in s["allowed_operations"]}
+                    for r, s in self.sim.db["SR"].items()]
+
+    # ---- actions ------------------------------------------------------------------------
+
+    def create_vm(self, args):
+        disks = args.get("disks", [])
+        for d in disks:
+            if d.get("image") and not os.path.isfile(d["image"]):
+                raise ControlError(400, "no such image file: %s" % d["image"])
+        ref = self.sim.create_vm(args.get("name", "test VM"), disks, bool(args.get("cd")),
+                                 args.get("power_state", "Running"))
+        with self.sim.lock:
+            out = self.sim.describe_vm(ref)
+            out["vdis"] = [self.sim.describe_vdi(self.sim.by_uuid("VDI", d["vdi"]))
+                           for d in out["disks"] if d["vdi"]]
+            return out
+
+    def vm_power(self, args):
+        ref = self._vm(args)
+        state = args.get("state")
+        if state not in ("Running", "Halted"):
+            raise ControlError(400, "state must be Running or Halted")
+        with self.sim.lock:
+            if self.sim.db["VM"][ref]["power_state"] != state:
+                if state == "Running":
+                    self.sim.vm_start(None, ref, False, False)
+                else:
+                    self.sim.vm_shutdown(None, ref)
+            return self.sim.describe_vm(ref)
+
+    def disk_write(self, args):
+        ref = self._vdi(args)
+        offset = int(args.get("offset", 0))
+        if "data_b64" in args:
+            data = base64.b64decode(args["data_b64"])
+        elif "file" in args:
+            with open(args["file"], "rb") as f:
+                f.seek(int(args.get("file_offset", 0)))
+                length = args.get("length")
+                data = f.read(int(length)) if length is not None else f.read()
+        elif "pattern" in args:
+            # A repeated byte value, handy for shell tests: {"pattern": 171, "length": N}
+            data = bytes([int(args["pattern"]) & 0xFF]) * int(args["length"])
+        else:
+            raise ControlError(400, "need data_b64, file or pattern")
+        self.sim.guest_write(ref, offset, data)
+        return {"written": len(data), "offset": offset}
+
+    def disk_zero(self, args):
+        ref = self._vdi(args)
+        self.sim.guest_zero(ref, int(args["offset"]), int(args["length"]))
+        return {"zeroed": int(args["length"])}
+
+    def disk_replace(self, args):
+        ref = self._vdi(args)
+        n = self.sim.guest_replace(ref, args["image"], bool(args.get("only_changed", True)))
+        return {"blocks_written": n}
+
+    def disk_copy(self, args):
+        """Copy the disk's current content (e.g. a frozen snapshot) to `dest`."""
+        ref = self._vdi(args)
+        with self.sim.lock:
+            path = self.sim.vdi_state[ref].path
+            if path is None:
+                raise ControlError(409, "VDI has no data (cbt_metadata)")
+            copy_file(path, args["dest"])
+        return {"dest": args["dest"], "size": os.path.getsize(args["dest"])}
+
+    def cbt_lost(self, args):
+        """CBT switched off by the system (e.g. inconsistent log after a crash)."""
+        ref = self._vdi(args)
+        with self.sim.lock:
+            self.sim.drop_cbt(ref)
+            return self.sim.describe_vdi(ref)
+
+    def sr_cbt(self, args):
+        from records import SR_OPS_CBT
+        key = args.get("sr")
+        with self.sim.lock:
+            ref = key if key in self.sim.db["SR"] else self.sim.by_uuid("SR", key)
+            ops = self.sim.db["SR"][ref]["allowed_operations"]
+            ops[:] = [o for o in ops if o not in SR_OPS_CBT]
+            if args.get("enabled", True):
+                ops.extend(SR_OPS_CBT)
+            return {"sr": self.sim.db["SR"][ref]["uuid"], "allowed_operations": list(ops)}
+
+    def get_faults(self, args):
+        with self.sim.lock:
+            return {"host_is_slave": self.sim.faults.get("host_is_slave"),
+                    "no_nbd": self.sim.nbd_mode() is None,
+                    "nbd": self.nbd.fault_state(),
+                    "auth_delay": self.sim.cfg["auth_delay"]}
+
+    def set_faults(self, args):
+        sim = self.sim
+        with sim.lock:
+            if "host_is_slave" in args:
+                v = args["host_is_slave"]
+                if isinstance(v, str):
+                    v = {"master": v}
+                sim.faults["host_is_slave"] = v or None
+            if "no_nbd" in args:
+                # Like an administrator removing the "nbd" purpose from every network.
+                for n in sim.db["network"].values():
+                    n["purpose"] = [] if args["no_nbd"] else ["nbd"]
+            if "password" in args:
+                sim.cfg["password"] = args["password"]
+            if "auth_delay" in args:
+                sim.cfg["auth_delay"] = float(args["auth_delay"])
+        if "nbd_read_errors" in args:
+            v = args["nbd_read_errors"]
+            if isinstance(v, dict):
+                self.nbd.set_read_errors(bool(v.get("on", True)), float(v.get("rate", 1.0)))
+            else:
+                self.nbd.set_read_errors(bool(v))
+        if "nbd_delay_ms" in args:
+            self.nbd.set_delay(int(args["nbd_delay_ms"]))
+        if "nbd_drop_after" in args:
+            v = args["nbd_drop_after"]
+            if v is None:
+                self.nbd.set_drop_after(None)
+            elif isinstance(v, dict):
+                self.nbd.set_drop_after(int(v["bytes"]), int(v.get("times", 1)))
+            else:
+                self.nbd.set_drop_after(int(v))
+        return self.get_faults({})
+
+    def nbd_stats(self, args):
+        return self.nbd.snapshot_stats()
+
+    def nbd_reset(self, args):
+        self.nbd.reset_stats()
+        return self.nbd.snapshot_stats()
+
+    def nbd_drop(self, args):
+        return {"dropped": self.nbd.drop_connections()}

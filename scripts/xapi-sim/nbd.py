@@ -1,0 +1,315 @@
+"""NBD exports served by real nbdkit processes.
+
+Design (works with Debian 12's nbdkit 1.32, which has no python plugin):
+
+* One nbdkit per (VDI, session) pair, started on demand by VDI.get_nbd_info.
+  nbdkit's file plugin serves the VDI's disk file read-only; the exportname
+  filter with exportname-strict=true accepts only the exact XenServer-style
+  name "/<vdi-uuid>?session_id=<ref>", so any other name makes nbdkit close
+  the connection, as xapi-nbd does.  When the session logs out (or the VDI is
+  destroyed / data-destroyed) the process is stopped and its port closed, so
+  a dead session can no longer read.
+* The listening socket is created here and handed to nbdkit by systemd-style
+  socket activation (LISTEN_FDS).  That gives a race-free port number, lets
+  clients connect before nbdkit has finished starting (they wait in the
+  backlog), and lets us restart nbdkit on the same port (to apply new fault
+  settings, or to drop all connections at once).
+* Filters: exportname (strict names), limit (16 connections, like xapi-nbd),
+  log (per-request log that we parse live for the bytes-read counter and for
+  "is this VDI attached over NBD"), blocksize-policy (reads not aligned to
+  512 bytes fail with EINVAL, like xapi-nbd), error (read errors while a
+  trigger file exists, so a test can start failing reads mid-transfer), and
+  delay (slow reads) only when the slow fault is on.
+* TLS: --tls=require with the simulator's certificate; --no-sr (no structured
+  replies) and --mask-handshake=1 (no NO_ZEROES flag) to be closer to xapi-nbd.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+MAX_CONNECTIONS = 16
+
+_CONNECT = re.compile(r"connection=(\d+) Connect ")
+_DISCONNECT = re.compile(r"connection=(\d+) Disconnect")
+_READ = re.compile(r"connection=(\d+) Read id=(\d+) offset=0x([0-9a-fA-F]+) count=0x([0-9a-fA-F]+)")
+_READ_DONE = re.compile(r"connection=(\d+) \.\.\.Read id=(\d+) return=(-?\d+)")
+
+
+class Export:
+    def __init__(self, vdi_ref, vdi_uuid, path, session, exportname, tls, logdir, bind):
+        self.vdi_ref = vdi_ref
+        self.vdi_uuid = vdi_uuid
+        self.path = path
+        self.session = session
+        self.exportname = exportname
+        self.tls = tls
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((bind, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        base = os.path.join(logdir, "%s-%d" % (vdi_uuid, self.port))
+        self.logfile = base + ".log"
+        self.errfile = base + ".stderr"
+        self.proc = None
+        self.log_pos = 0
+        self.partial = b""
+        self.pending = {}      # (connection, id) -> byte count of a read in flight
+        self.active = set()    # connection numbers currently open
+        self.stopping = False
+
+
+class NbdManager:
+    def __init__(self, state_dir, cert_dir, bind="127.0.0.1"):
+        self.cert_dir = cert_dir
+        self.bind = bind
+        self.logdir = os.path.join(state_dir, "nbd")
+        os.makedirs(self.logdir, exist_ok=True)
+        faults_dir = os.path.join(state_dir, "faults")
+        os.makedirs(faults_dir, exist_ok=True)
+        # The error filter injects read errors only while this file exists.
+        self.error_trigger = os.path.join(faults_dir, "nbd-read-error")
+        if os.path.exists(self.error_trigger):
+            os.unlink(self.error_trigger)
+        self.lock = threading.RLock()
+        self.exports = {}
+        self.error_rate = 1.0     # used while the trigger file exists
+        self.delay_ms = 0
+        self.drop = None          # {"after_bytes": n, "times": k, "base": bytes at arming}
+        self.reset_stats()
+        self.closed = False
+        self.watcher = threading.Thread(target=self._watch, name="nbd watcher", daemon=True)
+        self.watcher.start()
+
+    # ---- processes ---------------------------------------------------------------------
+
+    def _args(self, e):
+        args = ["nbdkit", "-f", "-r", "--exit-with-parent", "--no-sr", "--mask-handshake=1"]
+        if e.tls:
+            args += ["--tls=require", "--tls-certificates=" + self.cert_dir]
+        else:
+            args += ["--tls=off"]
+        filters = ["exportname", "limit", "log", "blocksize-policy", "error"]
+        if self.delay_ms > 0:
+            filters.append("delay")
+        args += ["--filter=" + f for f in filters]
+        args += ["file", "file=" + e.path,
+                 "exportname-strict=true", "exportname-list=error", "exportname=" + e.exportname,
+                 "limit=%d" % MAX_CONNECTIONS,
+                 "logfile=" + e.logfile, "logappend=true",
+                 "blocksize-error-policy=error", "blocksize-minimum=512",
+                 "error-pread=EIO", "error-pread-rate=%g" % self.error_rate,
+                 "error-pread-file=" + self.error_trigger]
+        if self.delay_ms > 0:
+            args.append("delay-read=%dms" % self.delay_ms)
+        return args
+
+    def _spawn(self, e):
+        fd = e.sock.fileno()
+        # The shell learns its own pid ($$), which exec keeps for nbdkit: that is
+        # what LISTEN_PID must say.  "3<&fd" puts the socket where
+        # socket activation expects it.
+        script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@" 3<&%d' % fd
+        with open(e.errfile, "ab") as err:
+            e.proc = subprocess.Popen(["sh", "-c", script, "sh"] + self._args(e),
+                                      pass_fds=[fd], stdin=subprocess.DEVNULL,
+                                      stdout=err, stderr=err)
+        e.stopping = False
+
+    def _kill(self, e, sig=signal.SIGTERM):
+        if e.proc is not None and e.proc.poll() is None:
+            e.proc.send_signal(sig)
+            try:
+                e.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                e.proc.kill()
+                e.proc.wait()
+        self._parse(e)
+        # The process is gone, so are its connections (numbering restarts too).
+        e.active.clear()
+        e.pending.clear()
+
+    def ensure_export(self, vdi_ref, vdi_uuid, path, session, exportname, tls=True):
+        with self.lock:
+            key = (vdi_ref, session)
+            e = self.exports.get(key)
+            if e is not None and (e.proc is None or e.proc.poll() is not None):
+                self._spawn(e)
+            if e is None:
+                e = Export(vdi_ref, vdi_uuid, path, session, exportname, tls, self.logdir,
+                           self.bind)
+                self.exports[key] = e
+                self._spawn(e)
+            return e.port
+
+    def _stop(self, key):
+        e = self.exports.pop(key, None)
+        if e is not None:
+            e.stopping = True
+            self._kill(e)
+            e.sock.close()
+
+    def stop_session(self, session):
+        with self.lock:
+            for key in [k for k in self.exports if k[1] == session]:
+                self._stop(key)
+
+    def stop_vdi(self, vdi_ref):
+        with self.lock:
+            for key in [k for k in self.exports if k[0] == vdi_ref]:
+                self._stop(key)
+
+    def shutdown(self):
+        with self.lock:
+            self.closed = True
+            for key in list(self.exports):
+                self._stop(key)
+
+    # ---- faults ------------------------------------------------------------------------
+
+    def _restart_idle(self):
+        """Apply changed command-line settings: restart exports nobody is reading."""
+        for e in self.exports.values():
+            self._parse(e)
+            if not e.active:
+                self._kill(e)
+                self._spawn(e)
+
+    def set_read_errors(self, on, rate=1.0):
+        with self.lock:
+            if on:
+                if rate != self.error_rate:
+                    self.error_rate = rate
+                    self._restart_idle()
+                open(self.error_trigger, "w").close()
+            elif os.path.exists(self.error_trigger):
+                os.unlink(self.error_trigger)
+
+    def set_delay(self, ms):
+        with self.lock:
+            if ms != self.delay_ms:
+                self.delay_ms = ms
+                self._restart_idle()
+
+    def drop_connections(self):
+        """Cut every open NBD connection abruptly; the ports keep working."""
+        with self.lock:
+            n = 0
+            for e in self.exports.values():
+                self._parse(e)
+                n += len(e.active)
+                self._kill(e, signal.SIGKILL)
+                self._spawn(e)
+            self.stats["dropped_connections"] += n
+            return n
+
+    def set_drop_after(self, after_bytes, times=1):
+        with self.lock:
+            self._poll_all()
+            if after_bytes is None:
+                self.drop = None
+            else:
+                self.drop = {"after_bytes": int(after_bytes), "times": int(times),
+                             "base": self.stats["bytes_read"]}
+
+    def fault_state(self):
+        return {"read_errors": os.path.exists(self.error_trigger),
+                "read_error_rate": self.error_rate, "delay_ms": self.delay_ms,
+                "drop": dict(self.drop) if self.drop else None}
+
+    # ---- log parsing and counters ------------------------------------------------------
+
+    def reset_stats(self):
+        with getattr(self, "lock", threading.RLock()):
+            self.stats = {"bytes_read": 0, "read_requests": 0, "read_errors": 0,
+                          "connections": 0, "dropped_connections": 0}
+            self.per_vdi = {}
+            if getattr(self, "drop", None):
+                self.drop["base"] = 0
+
+    def _parse(self, e):
+        try:
+            with open(e.logfile, "rb") as f:
+                f.seek(e.log_pos)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        e.log_pos += len(data)
+        data = e.partial + data
+        lines = data.split(b"\n")
+        e.partial = lines.pop()  # an incomplete last line waits for the next poll
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            m = _READ.search(line)
+            if m:
+                e.pending[(m.group(1), m.group(2))] = int(m.group(4), 16)
+                continue
+            m = _READ_DONE.search(line)
+            if m:
+                count = e.pending.pop((m.group(1), m.group(2)), 0)
+                if m.group(3) == "0":
+                    self.stats["bytes_read"] += count
+                    self.stats["read_requests"] += 1
+                    v = self.per_vdi.setdefault(e.vdi_uuid, {"bytes_read": 0, "read_requests": 0})
+                    v["bytes_read"] += count
+                    v["read_requests"] += 1
+                else:
+                    self.stats["read_errors"] += 1
+                continue
+            m = _CONNECT.search(line)
+            if m:
+                e.active.add(m.group(1))
+                self.stats["connections"] += 1
+                continue
+            m = _DISCONNECT.search(line)
+            if m:
+                e.active.discard(m.group(1))
+
+    def _poll_all(self):
+        for e in list(self.exports.values()):
+            self._parse(e)
+
+    def active_connections(self, vdi_ref):
+        with self.lock:
+            n = 0
+            for (v, _), e in self.exports.items():
+                if v == vdi_ref:
+                    self._parse(e)
+                    n += len(e.active)
+            return n
+
+    def snapshot_stats(self):
+        with self.lock:
+            self._poll_all()
+            out = dict(self.stats)
+            out["per_vdi"] = {k: dict(v) for k, v in self.per_vdi.items()}
+            out["active_connections"] = sum(len(e.active) for e in self.exports.values())
+            out["exports"] = [{"vdi": e.vdi_uuid, "port": e.port, "session": e.session,
+                               "pid": e.proc.pid if e.proc else None,
+                               "active": len(e.active)} for e in self.exports.values()]
+            return out
+
+    def _watch(self):
+        """Keep counters fresh, apply the drop-after-N-bytes fault, revive crashed nbdkits."""
+        while not self.closed:
+            time.sleep(0.05)
+            with self.lock:
+                if self.closed:
+                    return
+                self._poll_all()
+                d = self.drop
+                if d and d["times"] > 0 and self.stats["bytes_read"] - d["base"] >= d["after_bytes"]:
+                    self.drop_connections()
+                    d["times"] -= 1
+                    d["base"] = self.stats["bytes_read"]
+                    if d["times"] <= 0:
+                        self.drop = None
+                for e in self.exports.values():
+                    if e.proc is not None and e.proc.poll() is not None and not e.stopping:
+                        self._kill(e)
+                        self._spawn(e)
