@@ -434,7 +434,10 @@ def import_raw_vdi(app, h, query):
             sim.finish_task(req.task, vdi_ref)
         except XapiError as e:
             sim.finish_task(req.task, error=e.error)
-        except Exception as e:
+        except OSError as e:  # the client went away mid-body
+            sys_log(app, "import_raw_vdi: %s" % e)
+            sim.finish_task(req.task, error=IO_ERROR)
+        except Exception:
             traceback.print_exc()
             sim.finish_task(req.task, error=IO_ERROR)
     finally:
