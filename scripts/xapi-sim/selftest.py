@@ -452,6 +452,23 @@ def test_backup_flow(sim, tmp):
     ok(x.VDI.disable_cbt(s, disk))
     check(ok(x.VDI.get_cbt_enabled(s, disk)) is False, "disable_cbt")
 
+    # libnbd (nbdcopy) reads the same content, with the name percent-encoded.
+    if shutil.which("nbdcopy"):
+        i = ok(x.VDI.get_nbd_info(s, snap6))[0]
+        uri = "nbds://%s:%s/%s?tls-certificates=%s" % (
+            i["subject"], i["port"], urllib.parse.quote(i["exportname"], safe=""),
+            sim.ready["tls_dir"])
+        out = os.path.join(tmp, "nbdcopy.raw")
+        rc = subprocess.run(["nbdcopy", uri, out]).returncode
+        with open(out, "rb") as f:
+            check(rc == 0 and f.read() == bytes(live), "nbdcopy over TLS reads the snapshot")
+    # Storage migration is refused while CBT is on.
+    sr2 = ok(x.SR.get_by_uuid(s, sim.ready["sr_nocbt"]))
+    ok(x.VDI.enable_cbt(s, disk))
+    check(err(x.VDI.pool_migrate(s, disk, sr2, {})) == ["VDI_CBT_ENABLED", disk],
+          "pool_migrate refused with CBT on")
+    ok(x.VDI.disable_cbt(s, disk))
+
     # Faults on the NBD side.
     c, info = nbd_open(sim, x, s, snap6)
     check(c.pread(0, 4096) == bytes(live[:4096]), "read before the fault")
@@ -706,6 +723,20 @@ def main():
         with open(img, "wb") as f:
             f.truncate(4 * MiB)
         sim.ctl("POST", "vm", {"name": "wire-vm", "disks": [{"image": img}]})
+        # The CLI wrapper of the control interface.
+        env = dict(os.environ, XAPISIM_READY=os.path.join(sim.state, "ready.json"))
+        out = subprocess.run([os.path.join(HERE, "simctl"), "create-vm", "cli-vm", "--empty-disk",
+                              str(MiB), "--cd", "--cbt"], env=env, capture_output=True, text=True)
+        vm = json.loads(out.stdout) if out.returncode == 0 else {}
+        check(vm.get("name_label") == "cli-vm" and vm["vdis"][0]["cbt_enabled"], "simctl create-vm")
+        vdi_uuid = vm["vdis"][0]["uuid"]
+        out = subprocess.run([os.path.join(HERE, "simctl"), "write-pattern", vdi_uuid, str(BLOCK),
+                              "10", "7"], env=env, capture_output=True, text=True)
+        info = sim.ctl("GET", "vdi?vdi=" + vdi_uuid)
+        check(out.returncode == 0 and info["live_log_blocks"] == 1, "simctl write-pattern marks CBT")
+        out = subprocess.run([os.path.join(HERE, "simctl"), "vdi", "no-such"], env=env,
+                             capture_output=True, text=True)
+        check(out.returncode == 1, "simctl exits 1 on errors")
         test_wire(sim)
         test_login(sim)
         vm, disk, size = test_backup_flow(sim, tmp)

@@ -372,6 +372,7 @@ class Sim:
         m("VDI.list_changed_blocks", self.vdi_list_changed_blocks, ["ref", "ref"])
         m("VDI.get_nbd_info", self.vdi_get_nbd_info, ["ref"], async_ok=False)
         m("VDI.checksum", self.vdi_checksum, ["ref"])
+        m("VDI.pool_migrate", self.vdi_pool_migrate, ["ref", "ref", "map"])
 
         m("host.get_server_certificate", self.host_get_server_certificate, ["ref"])
         m("network.add_purpose", self.network_add_purpose, ["ref", "string"])
@@ -1046,6 +1047,36 @@ class Sim:
         port = self.nbd.ensure_export(ref, uuid, path, s, exportname, tls=(mode == "tls"))
         return [{"exportname": exportname, "address": self.cfg["nbd_address"],
                  "port": port, "cert": self.cert_pem, "subject": self.cfg["subject"]}]
+
+    def vdi_pool_migrate(self, s, ref, sr, options):
+        """Storage migration: refused while CBT is on (VDI_CBT_ENABLED), which is
+        why administrators disable CBT first and so break the chain.  The disk
+        moves to a new VDI (new uuid) on the target SR; VBDs follow it."""
+        with self.lock:
+            rec = self.get("VDI", ref)
+            self.get("SR", sr)
+            if rec["type"] == "cbt_metadata":
+                raise XapiError("VDI_INCOMPATIBLE_TYPE", ref, "cbt_metadata")
+            if rec["cbt_enabled"]:
+                raise XapiError("VDI_CBT_ENABLED", ref)
+            if rec["is_a_snapshot"]:
+                raise XapiError("OPERATION_NOT_ALLOWED", "VDI is a snapshot: %s" % ref)
+            if sr == rec["SR"]:
+                return ref
+            st = self.vdi_state[ref]
+            new = self._new_vdi(rec["name_label"], sr, rec["virtual_size"], rec["type"],
+                                image=st.path)
+            nrec = self.db["VDI"][new]
+            for k in ("name_description", "sharable", "read_only", "other_config",
+                      "xenstore_data", "tags", "on_boot", "allow_caching"):
+                nrec[k] = copy.deepcopy(rec[k])
+            for vbd in rec["VBDs"]:
+                self.db["VBD"][vbd]["VDI"] = new
+                nrec["VBDs"].append(vbd)
+            rec["VBDs"] = []
+            # The old VDI's snapshots stay on the old SR, still naming it in snapshot_of.
+            self.vdi_destroy(s, ref)
+            return new
 
     def vdi_checksum(self, s, ref):
         with self.lock:
