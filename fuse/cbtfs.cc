@@ -196,8 +196,9 @@ class Filesystem {
 // What an open file handle (fi->fh) points to.
 struct OpenFile {
   std::shared_ptr<const ComposedImage> image;  // .raw
-  cbt::UniqueFd fd;                            // VM_metadata
-  std::string text;                            // point.txt
+  cbt::image::SequentialPrefetcher prefetch;
+  cbt::UniqueFd fd;  // VM_metadata
+  std::string text;  // point.txt
 };
 
 Filesystem* Fs() { return static_cast<Filesystem*>(fuse_get_context()->private_data); }
@@ -368,6 +369,7 @@ int OpRead(const char*, char* buf, size_t size, off_t off, struct fuse_file_info
   auto* file = reinterpret_cast<OpenFile*>(fi->fh);
   if (off < 0) return -EINVAL;
   if (file->image) {
+    file->prefetch.OnRead(*file->image, static_cast<uint64_t>(off), size);
     auto n = file->image->Read(buf, size, static_cast<uint64_t>(off));
     if (!n.ok()) {
       LogError(n.status().message());

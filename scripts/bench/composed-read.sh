@@ -7,16 +7,19 @@
 # A SIZE disk (default 4 GiB) about half full of data; each later point
 # rewrites 1% of the blocks, chosen at random.  Both chains hold the same
 # bytes (checked with cmp at the end).  Run as root (drop_caches, FUSE).
-#   scripts/bench/composed-read.sh [--size GIB] [--depth N] [--keep DIR]
+#   scripts/bench/composed-read.sh [--size GIB] [--depth N] [--dir DIR]
+# With --dir the data set is kept in DIR and reused by later runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_GIB=4
 MAX_DEPTH=100
+KEEP_DIR=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) SIZE_GIB=$2; shift 2 ;;
     --depth) MAX_DEPTH=$2; shift 2 ;;
-    *) echo "usage: $0 [--size GIB] [--depth N]" >&2; exit 2 ;;
+    --dir) KEEP_DIR=$2; shift 2 ;;
+    *) echo "usage: $0 [--size GIB] [--depth N] [--dir DIR]" >&2; exit 2 ;;
   esac
 done
 scripts/setup-deps.sh
@@ -25,22 +28,34 @@ command -v qemu-storage-daemon >/dev/null || {
 }
 [ -x build/tools/cbt-backup ] || scripts/build.sh release
 BIN=$PWD/build
-W=$(mktemp -d "${TMPDIR:-/var/tmp}/cbt-bench.XXXXXX")
+if [ -n "$KEEP_DIR" ]; then
+  mkdir -p "$KEEP_DIR"
+  W=$(cd "$KEEP_DIR" && pwd)
+else
+  W=$(mktemp -d "${TMPDIR:-/var/tmp}/cbt-bench.XXXXXX")
+fi
 QSD_PID=""
 cleanup() {
   fusermount3 -u "$W/mnt" 2>/dev/null || true
   [ -n "$QSD_PID" ] && kill "$QSD_PID" 2>/dev/null || true
   sleep 0.3
-  rm -rf "$W"
+  [ -n "$KEEP_DIR" ] || rm -rf "$W"
 }
 trap cleanup EXIT
 
 BS=65536
 NBLOCKS=$((SIZE_GIB * 1024 * 1024 * 1024 / BS))
 CHANGED=$((NBLOCKS / 100))
+REPO=$W/repo
+ts() { printf '2026%02d%02dT%02d0000Z' $((1 + $1 / 600)) $((1 + ($1 / 24) % 25)) $(($1 % 24)); }
+if [ -f "$W/ready" ] && [ "$(cat "$W/ready")" = "$SIZE_GIB $MAX_DEPTH" ]; then
+  read -r VM VDI <"$W/ids"
+  echo "reusing the data set in $W"
+else
+rm -rf "${W:?}"/*
 VM=$(cat /proc/sys/kernel/random/uuid)
 VDI=$(cat /proc/sys/kernel/random/uuid)
-REPO=$W/repo
+echo "$VM $VDI" >"$W/ids"
 echo "disk: ${SIZE_GIB} GiB, $NBLOCKS blocks; $CHANGED blocks (1%) rewritten per point; depth up to $MAX_DEPTH"
 
 # The base: every other 1 MiB extent holds random data (about half full).
@@ -55,8 +70,6 @@ with open(path, "wb") as f:
         f.seek(off)
         f.write(os.urandom(chunk))
 PY
-
-ts() { printf '2026%02d%02dT%02d0000Z' $((1 + $1 / 600)) $((1 + ($1 / 24) % 25)) $(($1 % 24)); }
 
 t0=$(date +%s.%N)
 "$BIN/tools/cbt-backup" --repo "$REPO" -q import-image --vm "$VM" --disk "$VDI" --point "$(ts 0)" "$W/disk.img"
@@ -89,9 +102,10 @@ PY
   qemu-img create -q -f qcow2 -b "$W/q$((k - 1)).qcow2" -F qcow2 "$W/q$k.qcow2"
   qemu-io -f qcow2 "$W/q$k.qcow2" <"$W/qemu-io.cmds" >/dev/null
   [ -e "$W/q$k.qcow2" ] || exit 1
-  [ $((k % 10)) = 9 ] && cp --sparse=always "$W/disk.img" "$W/ref$((k + 1)).img" 2>/dev/null || true
 done
 echo "repository after $MAX_DEPTH points: $(du -sh "$REPO" | cut -f1)"
+echo "$SIZE_GIB $MAX_DEPTH" >"$W/ready"
+fi
 
 mkdir -p "$W/mnt"
 "$BIN/fuse/cbtfs" mount "$REPO" "$W/mnt"

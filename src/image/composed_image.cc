@@ -16,6 +16,8 @@
 #include "repo/layout.h"
 #include "util/file.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -147,6 +149,61 @@ uint64_t ComposedImage::NextHole(uint64_t off) const {
 uint64_t ComposedImage::DataBlockCount() const {
   return static_cast<uint64_t>(
       std::count_if(map_.begin(), map_.end(), [](Slot s) { return s.file != kNoFile; }));
+}
+
+}  // namespace cbt::image
+
+namespace cbt::image {
+
+void ComposedImage::Prefetch(uint64_t off, uint64_t len) const {
+  if (off >= size_) return;
+  const uint64_t first = off / kBlockSize;
+  const uint64_t last = std::min<uint64_t>((off + len + kBlockSize - 1) / kBlockSize, map_.size());
+  uint32_t run_file = kNoFile;
+  uint64_t run_start = 0, run_end = 0;
+  auto flush = [&] {
+    if (run_file != kNoFile) {
+      ::posix_fadvise(chain_[run_file]->fd(), static_cast<off_t>(run_start),
+                      static_cast<off_t>(run_end - run_start), POSIX_FADV_WILLNEED);
+    }
+  };
+  for (uint64_t b = first; b < last; ++b) {
+    const Slot s = map_[b];
+    if (s.file == kNoFile) continue;
+    const uint64_t o = chain_[s.file]->entries()[s.entry].offset;
+    if (s.file == run_file && o == run_end) {
+      run_end += kBlockSize;
+      continue;
+    }
+    flush();
+    run_file = s.file;
+    run_start = o;
+    run_end = o + kBlockSize;
+  }
+  flush();
+}
+
+void SequentialPrefetcher::OnRead(const ComposedImage& image, uint64_t off, uint64_t len) {
+  uint64_t from = 0, to = 0;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    // "Sequential" tolerates the reordering of concurrent FUSE requests.
+    const uint64_t slack = 4ull << 20;
+    const bool sequential = off == 0 || (off + slack >= last_end_ && off <= last_end_ + slack);
+    last_end_ = std::max(last_end_, off + len);
+    if (!sequential) {
+      last_end_ = off + len;
+      prefetched_to_ = off + len;
+      return;
+    }
+    // Top the window up in steps of a quarter, so each call covers a
+    // reasonably large range.
+    if (prefetched_to_ >= off + len + window_ * 3 / 4) return;
+    from = std::max(prefetched_to_, off + len);
+    to = off + len + window_;
+    prefetched_to_ = to;
+  }
+  image.Prefetch(from, to - from);
 }
 
 }  // namespace cbt::image
