@@ -138,7 +138,12 @@ class NbdManager:
         with self.lock:
             key = (vdi_ref, session)
             e = self.exports.get(key)
-            if e is not None and (e.proc is None or e.proc.poll() is not None):
+            if e is not None and e.tls != tls:
+                # The pool's NBD mode changed (network purposes): restart in the new mode.
+                self._kill(e)
+                e.tls = tls
+                self._spawn(e)
+            elif e is not None and (e.proc is None or e.proc.poll() is not None):
                 self._spawn(e)
             if e is None:
                 e = Export(vdi_ref, vdi_uuid, path, session, exportname, tls, self.logdir,

@@ -553,7 +553,17 @@ class Sim:
             if vm is not None and vm["is_a_snapshot"] and not include_snapshot_vms:
                 continue
             return True
-        return bool(self.nbd and self.nbd.active_connections(ref))
+        if not self.nbd or not self.nbd.active_connections(ref):
+            return False
+        # nbdkit logs a disconnection a moment after the client has closed its
+        # socket; give a client that just hung up that moment (xapi also needs
+        # a little while to unplug its dom0 VBD) before calling the VDI busy.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            if not self.nbd.active_connections(ref):
+                return False
+        return True
 
     def mark_written(self, ref, offset, length):
         """Record a guest write in the live CBT log (64 KiB granularity)."""
@@ -633,7 +643,9 @@ class Sim:
             if running:
                 self.db["host"][self.host]["resident_VMs"].append(vref)
             for i, d in enumerate(disks):
-                sr = d.get("sr") or self.sr_main
+                # SR by ref or uuid; "cbt" / "nocbt" name the two built-in SRs.
+                sr = {None: self.sr_main, "": self.sr_main, "cbt": self.sr_main,
+                      "nocbt": self.sr_nocbt}.get(d.get("sr"), d.get("sr"))
                 if sr not in self.db["SR"]:
                     sr = self.by_uuid("SR", sr)
                 image = d.get("image")
@@ -653,7 +665,9 @@ class Sim:
                 if d.get("cbt"):
                     self.vdi_enable_cbt(None, vdi)
             if cd:
-                vbd = self._add("VBD", R.vbd_record(vref, NULL, 3, "CD", running, mode="RO"))
+                # userdevice 3 is the usual CD slot; move it past the disks if needed.
+                ud = max(3, len(disks))
+                vbd = self._add("VBD", R.vbd_record(vref, NULL, ud, "CD", running, mode="RO"))
                 vm["VBDs"].append(vbd)
             return vref
 

@@ -238,6 +238,9 @@ def main(argv=None):
                    help="seconds to wait before refusing a login (xapi: about 5)")
     p.add_argument("--vbd-wait", type=float, default=4.0,
                    help="seconds data_destroy waits for VBDs to go (xapi: 4)")
+    p.add_argument("--vm", action="append", default=[], metavar="NAME=IMAGE[@SR][,IMAGE...]",
+                   help="create a running VM at start with these disk images (copied) and "
+                   "an empty CD drive; SR is a uuid or cbt/nocbt; repeatable")
     p.add_argument("--ready-file", help="where to write the ready JSON (default STATE/ready.json)")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
@@ -259,6 +262,17 @@ def main(argv=None):
            "auth_delay": a.auth_delay, "vbd_wait": a.vbd_wait}
     nbd = NbdManager(state, tls_dir, a.bind)
     sim = Sim(cfg, state, cert_pem, nbd)
+
+    vms = {}
+    for spec in a.vm:
+        name, _, images = spec.partition("=")
+        disks = []
+        for item in filter(None, images.split(",")):
+            image, _, sr = item.partition("@")
+            disks.append({"image": os.path.abspath(image), "sr": sr or None})
+        vref = sim.create_vm(name, disks, cd=True)
+        desc = sim.describe_vm(vref)
+        vms[name] = {"uuid": desc["uuid"], "vdis": [d["vdi"] for d in desc["disks"] if d["vdi"]]}
 
     servers = []
     http_srv = Server((a.bind, a.port), Handler)
@@ -290,6 +304,7 @@ def main(argv=None):
         "state_dir": state,
         "sr_cbt": sim.db["SR"][sim.sr_main]["uuid"],
         "sr_nocbt": sim.db["SR"][sim.sr_nocbt]["uuid"],
+        "vms": vms,
     }
     Handler.app = App(sim, nbd, Control(sim, nbd, ready), a.verbose)
 
