@@ -107,3 +107,46 @@ save_legacy_point() {
     shift 2
   done
 }
+
+# ---- XAPI simulator -------------------------------------------------------
+SIMDIR="$CBT_SOURCE_DIR/scripts/xapi-sim"
+SIMCTL="$SIMDIR/simctl"
+
+# start_sim [extra xapisim options]: starts a simulator in $WORK/sim, waits
+# until it is ready, and sets SIM_URL (https), SIM_HTTP_URL, SIM_CA, and
+# XAPISIM_READY for simctl.  A password file is written to $WORK/pw.
+start_sim() {
+  requires python3 nbdkit openssl
+  mkdir -p "$WORK/sim"
+  python3 "$SIMDIR/xapisim.py" --state "$WORK/sim" --port 0 --https-port 0 "$@" \
+    >"$WORK/sim.log" 2>&1 &
+  local pid=$!
+  cleanup_fn "kill $pid; wait $pid"
+  "$SIMCTL" wait-ready "$WORK/sim/ready.json" --timeout 60 >/dev/null || {
+    cat "$WORK/sim.log" >&2
+    fail "simulator did not start"
+  }
+  export XAPISIM_READY="$WORK/sim/ready.json"
+  SIM_URL=$(json_get "$XAPISIM_READY" https_url)
+  SIM_HTTP_URL=$(json_get "$XAPISIM_READY" url)
+  SIM_CA=$(json_get "$XAPISIM_READY" ca_cert)
+  echo xenroot >"$WORK/pw"
+  chmod 600 "$WORK/pw"
+}
+
+# json_get FILE KEY[.KEY...]: prints one value of a JSON file ("-" = stdin).
+json_get() {
+  python3 -c '
+import json, sys
+src = sys.stdin if sys.argv[1] == "-" else open(sys.argv[1])
+v = json.load(src)
+for k in sys.argv[2].split("."):
+    v = v[int(k)] if isinstance(v, list) else v[k]
+print(v)' "$1" "$2"
+}
+
+# cbt ARGS...: cbt-backup against the simulator and $WORK/repo.
+cbt() {
+  "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
+    --repo "$WORK/repo" "$@"
+}
