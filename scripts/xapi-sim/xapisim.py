@@ -270,7 +270,11 @@ def main(argv=None):
         for item in filter(None, images.split(",")):
             image, _, sr = item.partition("@")
             disks.append({"image": os.path.abspath(image), "sr": sr or None})
-        vref = sim.create_vm(name, disks, cd=True)
+        try:
+            vref = sim.create_vm(name, disks, cd=True)
+        except (OSError, XapiError) as e:
+            nbd.shutdown()
+            sys.exit("xapisim: cannot create VM %s: %s" % (name, e))
         desc = sim.describe_vm(vref)
         vms[name] = {"uuid": desc["uuid"], "vdis": [d["vdi"] for d in desc["disks"] if d["vdi"]]}
 
