@@ -31,6 +31,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 MAX_CONNECTIONS = 16
 
@@ -77,6 +78,7 @@ class NbdManager:
         if os.path.exists(self.error_trigger):
             os.unlink(self.error_trigger)
         self.lock = threading.RLock()
+        self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbdkit spawner")
         self.exports = {}
         self.error_rate = 1.0     # used while the trigger file exists
         self.delay_ms = 0
@@ -115,10 +117,17 @@ class NbdManager:
         # what LISTEN_PID must say.  "3<&fd" puts the socket where
         # socket activation expects it.
         script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@" 3<&%d' % fd
-        with open(e.errfile, "ab") as err:
-            e.proc = subprocess.Popen(["sh", "-c", script, "sh"] + self._args(e),
-                                      pass_fds=[fd], stdin=subprocess.DEVNULL,
-                                      stdout=err, stderr=err)
+        args = ["sh", "-c", script, "sh"] + self._args(e)
+
+        def start():
+            with open(e.errfile, "ab") as err:
+                return subprocess.Popen(args, pass_fds=[fd], stdin=subprocess.DEVNULL,
+                                        stdout=err, stderr=err)
+        # --exit-with-parent is PR_SET_PDEATHSIG, which fires when the *thread*
+        # that forked the child ends.  Request threads end with their HTTP
+        # connection, so all nbdkits are forked from one thread that lives as
+        # long as the simulator.
+        e.proc = self.spawner.submit(start).result()
         e.stopping = False
 
     def _kill(self, e, sig=signal.SIGTERM):
@@ -174,6 +183,7 @@ class NbdManager:
             self.closed = True
             for key in list(self.exports):
                 self._stop(key)
+        self.spawner.shutdown(wait=False)
 
     # ---- faults ------------------------------------------------------------------------
 

@@ -452,6 +452,16 @@ def test_backup_flow(sim, tmp):
     ok(x.VDI.disable_cbt(s, disk))
     check(ok(x.VDI.get_cbt_enabled(s, disk)) is False, "disable_cbt")
 
+    # An export must outlive the HTTP connection (and server thread) that made it.
+    y = xmlrpc.client.ServerProxy(sim.url)
+    ok(y.VDI.get_nbd_info(s, snap6))
+    pid = [e["pid"] for e in sim.ctl("GET", "nbd/stats")["exports"]
+           if e["vdi"] == ok(x.VDI.get_uuid(s, snap6))]
+    y("close")()
+    time.sleep(0.5)
+    pid2 = [e["pid"] for e in sim.ctl("GET", "nbd/stats")["exports"]
+            if e["vdi"] == ok(x.VDI.get_uuid(s, snap6))]
+    check(pid and pid == pid2, "nbdkit survives the end of the request's connection")
     # libnbd (nbdcopy) reads the same content, with the name percent-encoded.
     if shutil.which("nbdcopy"):
         i = ok(x.VDI.get_nbd_info(s, snap6))[0]
