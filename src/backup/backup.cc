@@ -58,6 +58,7 @@ struct Disk {
   std::string vdi_ref;  // original VDI
   Value vdi;            // its record
   bool cbt_capable = false;
+  bool cbt_was_off = false;  // CBT was off before this run enabled it
   std::string snapshot_ref;  // snapshot VDI
   Value snapshot;            // its record
 };
@@ -360,6 +361,7 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
                     ops.count("vdi_data_destroy");
     auto enabled = d.vdi.GetBool("cbt_enabled");
     if (d.cbt_capable && !(enabled.ok() && *enabled)) {
+      d.cbt_was_off = true;
       auto r = s.Call("VDI.enable_cbt", {Value(vdi)});
       if (!r.ok()) {
         c.Log("cannot enable CBT on disk " + d.vdi.GetString("uuid") + " (" + r.status().message() +
@@ -447,6 +449,8 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
       reason = "first backup of this disk";
     } else if (!d.cbt_capable) {
       reason = "the disk's SR does not support CBT";
+    } else if (d.cbt_was_off) {
+      reason = "CBT was off on this disk (disabled or lost on the server); it is on again";
     } else if (!(snap_cbt.ok() && *snap_cbt)) {
       reason = "CBT is not enabled on the new snapshot (it was disabled or lost on the server)";
     } else if (parent->virtual_size != r.virtual_size) {
@@ -464,8 +468,13 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
         if (prev_cbt_on.ok() && !*prev_cbt_on) {
           reason = "the snapshot of point " + parent->point + " has no CBT log any more";
         } else if (!bitmap_b64.ok()) {
-          reason = "the server cannot list changed blocks since point " + parent->point + " (" +
-                   bitmap_b64.status().message() + ")";
+          const auto& e = bitmap_b64.status().detail();
+          // SR_BACKEND_FAILURE_460 "unrelated": the CBT chain was cut.
+          std::string why = e.size() > 2 && e[0] == "SR_BACKEND_FAILURE_460"
+                                ? "the CBT chain is broken: " + e[2]
+                                : bitmap_b64.status().message();
+          reason = "the server cannot list the blocks changed since point " + parent->point + " (" +
+                   why + ")";
         } else {
           auto bitmap = DecodeBase64(bitmap_b64->str());
           const uint64_t expect = (repo::BlockCount(r.virtual_size) + 7) / 8;

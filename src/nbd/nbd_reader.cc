@@ -186,12 +186,13 @@ Status Reader::Read(const std::vector<Extent>& extents,
       if (i >= pieces.size()) return;
       const Extent p = pieces[i];
       Status s;
+      std::string reconnect_error;
       for (int attempt = 1;; ++attempt) {
         if (conns_[ci] && nbd_pread(conns_[ci]->h, buf.get(), p.length, p.offset, 0) == 0) {
           s = Status::Ok();
           break;
         }
-        std::string err = conns_[ci] ? NbdError() : "not connected";
+        std::string err = conns_[ci] ? NbdError() : "reconnecting failed: " + reconnect_error;
         if (attempt >= options_.attempts || stop) {
           s = Status::IoError("NBD read at offset " + std::to_string(p.offset) + " failed after " +
                               std::to_string(attempt) + " attempts: " + err);
@@ -202,7 +203,11 @@ Status Reader::Read(const std::vector<Extent>& extents,
         conns_[ci].reset();
         std::this_thread::sleep_for(std::chrono::milliseconds(200 << (2 * (attempt - 1))));
         auto c = Open(ep);
-        if (c.ok()) conns_[ci] = std::move(*c);
+        if (c.ok()) {
+          conns_[ci] = std::move(*c);
+        } else {
+          reconnect_error = c.status().message();
+        }
       }
       if (!s.ok()) {
         fail(s);

@@ -29,8 +29,10 @@ std::string DescribeError(const std::vector<std::string>& e, const std::string& 
   const std::string code = e.empty() ? "UNKNOWN" : e[0];
   auto param = [&](size_t i) { return i < e.size() ? e[i] : std::string(); };
   if (code == "SESSION_AUTHENTICATION_FAILED") {
-    return "login failed: the server refused the user name or password" +
-           (param(1).empty() ? "" : " (" + param(1) + ")") +
+    // xapi sends [uname, message]; the datamodel documents no parameters.
+    return "login failed" + (param(1).empty() ? "" : " for user " + param(1)) +
+           ": the server refused the user name or password" +
+           (param(2).empty() ? "" : " (" + param(2) + ")") +
            "; check --user and --password-file / CBT_PASSWORD";
   }
   if (code == "HOST_IS_SLAVE") {
