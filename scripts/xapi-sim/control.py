@@ -228,6 +228,8 @@ class Control:
                 self.nbd.set_read_errors(bool(v))
         if "nbd_delay_ms" in args:
             self.nbd.set_delay(int(args["nbd_delay_ms"]))
+        if "nbd_wrong_cert" in args:
+            self.nbd.set_wrong_cert(bool(args["nbd_wrong_cert"]))
         if "nbd_drop_after" in args:
             v = args["nbd_drop_after"]
             if v is None:

@@ -68,6 +68,11 @@ class Export:
 class NbdManager:
     def __init__(self, state_dir, cert_dir, bind="127.0.0.1"):
         self.cert_dir = cert_dir
+        self.state_dir = state_dir
+        # The "wrong certificate" fault: nbdkit presents another self-signed
+        # certificate for the same name than the one get_nbd_info hands out,
+        # as a man in the middle would.
+        self.wrong_cert = False
         self.bind = bind
         self.logdir = os.path.join(state_dir, "nbd")
         os.makedirs(self.logdir, exist_ok=True)
@@ -93,7 +98,8 @@ class NbdManager:
     def _args(self, e):
         args = ["nbdkit", "-f", "-r", "--exit-with-parent", "--no-sr", "--mask-handshake=1"]
         if e.tls:
-            args += ["--tls=require", "--tls-certificates=" + self.cert_dir]
+            cert_dir = self._impostor_dir() if self.wrong_cert else self.cert_dir
+            args += ["--tls=require", "--tls-certificates=" + cert_dir]
         else:
             args += ["--tls=off"]
         filters = ["exportname", "limit", "log", "blocksize-policy", "error"]
@@ -205,6 +211,36 @@ class NbdManager:
             elif os.path.exists(self.error_trigger):
                 os.unlink(self.error_trigger)
 
+    def _impostor_dir(self):
+        d = os.path.join(self.state_dir, "tls-impostor")
+        if not os.path.exists(os.path.join(d, "server-key.pem")):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            with open(os.path.join(self.cert_dir, "server-cert.pem")) as f:
+                pem = f.read()
+            subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
+                                     input=pem, capture_output=True, text=True).stdout
+            cn = "localhost"
+            for line in subject.splitlines():
+                if "commonName" in line:
+                    cn = line.split("=", 1)[1].strip()
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", os.path.join(d, "server-key.pem"),
+                            "-out", os.path.join(d, "server-cert.pem"), "-days", "3650",
+                            "-subj", "/CN=" + cn,
+                            "-addext", "subjectAltName=DNS:%s,DNS:localhost,IP:127.0.0.1" % cn],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(os.path.join(d, "server-cert.pem")) as f:
+                other = f.read()
+            with open(os.path.join(d, "ca-cert.pem"), "w") as f:
+                f.write(other)
+        return d
+
+    def set_wrong_cert(self, on):
+        with self.lock:
+            if on != self.wrong_cert:
+                self.wrong_cert = on
+                self._restart_idle()
+
     def set_delay(self, ms):
         with self.lock:
             if ms != self.delay_ms:
@@ -235,7 +271,7 @@ class NbdManager:
     def fault_state(self):
         return {"read_errors": os.path.exists(self.error_trigger),
                 "read_error_rate": self.error_rate, "delay_ms": self.delay_ms,
-                "drop": dict(self.drop) if self.drop else None}
+                "drop": dict(self.drop) if self.drop else None, "wrong_cert": self.wrong_cert}
 
     # ---- log parsing and counters ------------------------------------------------------
 

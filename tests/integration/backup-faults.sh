@@ -55,6 +55,13 @@ expect_error "nbd" cbt backup --vm "$VM"
 no_leftovers "no NBD network"
 [ "$(points)" = 0 ] || fail "a point was committed by a failed backup"
 
+echo "NBD server presenting another certificate than get_nbd_info hands out"
+"$SIMCTL" fault nbd_wrong_cert on >/dev/null
+expect_error "certificate" cbt backup --vm "$VM"
+"$SIMCTL" fault nbd_wrong_cert off >/dev/null
+no_leftovers "wrong NBD certificate"
+[ "$(points)" = 0 ] || fail "a point was committed by a failed backup"
+
 echo "first backup"
 cbt -q backup --vm "$VM"
 "$SIMCTL" copy-disk "$V1" "$WORK/p1.img" >/dev/null
