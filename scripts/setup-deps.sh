@@ -7,7 +7,7 @@ PACKAGES=(
   libfuse3-dev fuse3 libnbd-dev libnbd-bin nbdkit
   libcurl4-openssl-dev libpugixml-dev libboost-program-options-dev
   catch2 nlohmann-json3-dev libxxhash-dev libssl-dev
-  python3 openssl gnutls-bin e2fsprogs util-linux qemu-utils
+  python3 openssl gnutls-bin e2fsprogs util-linux qemu-utils bc
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

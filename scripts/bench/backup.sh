@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Benchmark (prints figures, asserts nothing): backups of a SIZE disk (default
+# 4 GiB, about half full) served by the XAPI simulator's nbdkit with TLS.
+# The full backup is compared in the same run with nbdcopy reading the same
+# export to a local file; then incrementals after 1% and 10% of the blocks
+# changed.  Run as root on Debian 12.
+#   scripts/bench/backup.sh [--size GIB] [--connections N]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SIZE_GIB=4
+CONN=4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) SIZE_GIB=$2; shift 2 ;;
+    --connections) CONN=$2; shift 2 ;;
+    *) echo "usage: $0 [--size GIB] [--connections N]" >&2; exit 2 ;;
+  esac
+done
+scripts/setup-deps.sh
+[ -x build/tools/cbt-backup ] || scripts/build.sh release
+BIN=$PWD/build
+SIMCTL=$PWD/scripts/xapi-sim/simctl
+W=$(mktemp -d "${TMPDIR:-/var/tmp}/cbt-bench-backup.XXXXXX")
+SIM_PID=""
+cleanup() {
+  [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+json() { python3 -c 'import json,sys; v=json.load(sys.stdin)
+for k in sys.argv[1].split("."): v = v[int(k)] if isinstance(v, list) else v[k]
+print(v)' "$1"; }
+now() { date +%s.%N; }
+
+python3 - "$W/disk.img" "$SIZE_GIB" <<'PY'
+import os, sys
+path, gib = sys.argv[1], int(sys.argv[2])
+with open(path, "wb") as f:
+    f.truncate(gib << 30)
+    for off in range(0, gib << 30, 2 << 20):
+        f.seek(off)
+        f.write(os.urandom(1 << 20))
+PY
+python3 scripts/xapi-sim/xapisim.py --state "$W/sim" --port 0 --https-port 0 >"$W/sim.log" 2>&1 &
+SIM_PID=$!
+"$SIMCTL" wait-ready "$W/sim/ready.json" >/dev/null
+export XAPISIM_READY=$W/sim/ready.json
+"$SIMCTL" create-vm bench --disk "$W/disk.img" >"$W/vm.json"
+VDI=$(json vdis.0.uuid <"$W/vm.json")
+echo xenroot >"$W/pw"
+chmod 600 "$W/pw"
+URL=$(json https_url <"$XAPISIM_READY")
+CA=$(json ca_cert <"$XAPISIM_READY")
+cbt() { "$BIN/tools/cbt-backup" --server "$URL" --ca-cert "$CA" --password-file "$W/pw" --repo "$W/repo" "$@"; }
+
+# nbdcopy of the same export: log in, ask get_nbd_info for the disk, copy.
+python3 - "$URL" "$CA" "$VDI" >"$W/nbd.env" <<'PY'
+import json, ssl, sys, urllib.parse, xmlrpc.client
+url, ca, vdi = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=ca)
+x = xmlrpc.client.ServerProxy(url, context=ctx)
+s = x.session.login_with_password("root", "xenroot", "1.0", "bench")["Value"]
+ref = x.VDI.get_by_uuid(s, vdi)["Value"]
+info = x.VDI.get_nbd_info(s, ref)["Value"][0]
+name = urllib.parse.quote(info["exportname"], safe="")
+print("NBD_URI='nbds://%s:%s/%s?tls-certificates=%s'" % (info["subject"], info["port"], name, ca.rsplit("/", 1)[0]))
+print("NBD_SESSION='%s'" % s)
+PY
+source "$W/nbd.env"
+sync; echo 3 >/proc/sys/vm/drop_caches
+t=$(now)
+nbdcopy --connections="$CONN" "$NBD_URI" "$W/nbdcopy.raw"
+NBDCOPY=$(echo "$(now) - $t" | bc)
+rm -f "$W/nbdcopy.raw"
+python3 - "$URL" "$CA" "$NBD_SESSION" <<'PY'
+import ssl, sys, xmlrpc.client
+x = xmlrpc.client.ServerProxy(sys.argv[1], context=ssl.create_default_context(cafile=sys.argv[2]))
+x.session.logout(sys.argv[3])
+PY
+
+sync; echo 3 >/proc/sys/vm/drop_caches
+t=$(now)
+cbt backup --vm bench --connections "$CONN" --json >"$W/full.json"
+FULL=$(echo "$(now) - $t" | bc)
+
+# change PCT% of the blocks (random data), as a guest would, then back up
+incremental() {
+  local pct=$1
+  python3 - "$W/disk.img" "$pct" <<'PY'
+import os, random, sys
+path, pct = sys.argv[1], float(sys.argv[2])
+size = os.path.getsize(path)
+n = size // 65536
+blocks = random.Random(int(pct * 100)).sample(range(n), int(n * pct / 100))
+with open(path, "r+b") as f:
+    for b in blocks:
+        f.seek(b * 65536)
+        f.write(os.urandom(65536))
+PY
+  local written
+  written=$("$SIMCTL" replace "$VDI" "$W/disk.img" | json blocks_written)
+  sleep 1
+  sync; echo 3 >/proc/sys/vm/drop_caches
+  local t
+  t=$(now)
+  cbt backup --vm bench --connections "$CONN" --json >"$W/inc$pct.json"
+  local secs
+  secs=$(echo "$(now) - $t" | bc)
+  local stored
+  stored=$(json disks.0.bytes_stored <"$W/inc$pct.json")
+  printf '%-22s %8.2f s  %5.2fx of the full backup   %6d blocks changed, stored %s bytes = %.3fx the changed bytes\n' \
+    "incremental, $pct% changed" "$secs" "$(echo "$secs / $FULL" | bc -l)" "$written" "$stored" \
+    "$(echo "$stored / ($written * 65536)" | bc -l)"
+}
+
+echo
+echo "disk: $SIZE_GIB GiB about half full, NBD over TLS, $CONN connections"
+printf '%-22s %8.2f s  %7.0f MiB/s\n' "nbdcopy" "$NBDCOPY" "$(echo "$SIZE_GIB * 1024 / $NBDCOPY" | bc -l)"
+printf '%-22s %8.2f s  %7.0f MiB/s  %5.2fx nbdcopy\n' "cbt-backup full" "$FULL" \
+  "$(echo "$SIZE_GIB * 1024 / $FULL" | bc -l)" "$(echo "$FULL / $NBDCOPY" | bc -l)"
+incremental 1
+incremental 10
