@@ -46,9 +46,11 @@ struct Command {
 };
 
 Command BackupCommand();
+Command ExportCommand();
 Command ImportLegacyCommand();
 Command ImportImageCommand();
 Command ListCommand();
+Command RestoreCommand();
 Command VerifyCommand();
 
 // Prints "cbt-backup: <message>" on stderr and returns kExitFailure.

@@ -22,8 +22,10 @@ using cbt::cli::Globals;
 namespace {
 
 std::vector<Command> AllCommands() {
-  return {cbt::cli::BackupCommand(), cbt::cli::ImportLegacyCommand(),
-          cbt::cli::ImportImageCommand(), cbt::cli::ListCommand(), cbt::cli::VerifyCommand()};
+  return {cbt::cli::BackupCommand(),       cbt::cli::ExportCommand(),
+          cbt::cli::ImportLegacyCommand(), cbt::cli::ImportImageCommand(),
+          cbt::cli::ListCommand(),         cbt::cli::RestoreCommand(),
+          cbt::cli::VerifyCommand()};
 }
 
 po::options_description GlobalOptions() {

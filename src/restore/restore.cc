@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Design notes.  Each disk goes through the same path: pick the source
+// (the point's composed image, or a raw file), decide which 64 KiB blocks to
+// carry, build the body (VHD stream or raw bytes) whose exact length is known
+// up front, PUT it to /import_raw_vdi inside a task we created, then wait
+// for that task: xapi answers 200 before reading the body, so only the task
+// says whether the import worked.
+//
+// Which blocks travel:
+//   new VDI, vhd        every block that may hold data (a new VDI reads zero
+//                       elsewhere);
+//   existing VDI, full  every block (old contents must be overwritten);
+//   changed blocks      the blocks list_changed_blocks reports between the
+//                       point's snapshot and a fresh snapshot of the target.
+#include "restore/restore.h"
+
+#include "restore/vhd_stream.h"
+
+#include "backup/backup.h"
+#include "image/composed_image.h"
+#include "repo/disk_file.h"
+#include "repo/layout.h"
+#include "util/file.h"
+
+#include <openssl/evp.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+namespace cbt::restore {
+
+using xapi::Session;
+using xapi::Value;
+
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Destroys what this restore created unless it is released.
+struct Created {
+  Session& s;
+  std::vector<std::string> vdis;
+  std::string vm;
+  bool keep = false;
+  ~Created() {
+    if (keep) return;
+    if (!vm.empty()) (void)s.Call("VM.destroy", {Value(vm)});
+    for (const auto& v : vdis) (void)s.Call("VDI.destroy", {Value(v)});
+  }
+};
+
+Result<std::string> Md5Of(const DiskSource& src, uint64_t total) {
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_md5(), nullptr) != 1) {
+    return Status::IoError("MD5 is not available");
+  }
+  std::vector<char> buf(4 << 20);
+  for (uint64_t off = 0; off < total; off += buf.size()) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - off));
+    std::memset(buf.data(), 0, want);
+    if (off < src.size()) CBT_RETURN_IF_ERROR(src.Read(buf.data(), want, off).status());
+    EVP_DigestUpdate(ctx.get(), buf.data(), want);
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+// Streams `src` into VDI `vdi_ref` and waits for the import task.
+Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std::string& vdi_ref,
+              const DiskSource& src, const std::vector<bool>& carry, const std::string& format,
+              const std::string& label, DiskResult* r) {
+  std::unique_ptr<VhdStream> vhd;
+  uint64_t length = src.size();
+  if (format == "vhd") {
+    CBT_ASSIGN_OR_RETURN(vhd, VhdStream::Create(src, carry));
+    length = vhd->length();
+    r->blocks_sent = vhd->carried_blocks();
+  } else {
+    r->blocks_sent = repo::BlockCount(src.size());
+  }
+  CBT_ASSIGN_OR_RETURN(Value task, s.Call("task.create", {Value("cbt-backup restore"),
+                                                          Value("import of " + label)}));
+  struct TaskGuard {
+    Session& s;
+    std::string t;
+    ~TaskGuard() { (void)s.Call("task.destroy", {Value(t)}); }
+  } tg{s, task.str()};
+
+  uint64_t sent = 0;
+  Status source_error;
+  auto body = [&](char* buf, size_t max) -> int64_t {
+    Result<size_t> n = size_t{0};
+    if (vhd) {
+      n = vhd->Next(buf, max);
+    } else if (sent < length) {
+      n = src.Read(buf, static_cast<size_t>(std::min<uint64_t>(max, length - sent)), sent);
+    }
+    if (!n.ok()) {
+      source_error = n.status();
+      return -1;
+    }
+    sent += *n;
+    if (opt.progress) opt.progress(label, sent, length);
+    return static_cast<int64_t>(*n);
+  };
+  const std::string path = "/import_raw_vdi?session_id=" + xapi::UrlEncode(s.ref()) +
+                           "&vdi=" + xapi::UrlEncode(vdi_ref) + "&format=" + format +
+                           "&task_id=" + xapi::UrlEncode(task.str());
+  auto resp = http.Put(path, length, body);
+  r->bytes_sent = sent;
+  if (!source_error.ok()) return source_error.WithContext("reading the point");
+  // Whatever the transport said, the task has the verdict (and the reason).
+  auto result = s.WaitTask(task.str());
+  if (!resp.ok()) {
+    return Status::IoError("upload of " + label + " was cut after " + std::to_string(sent) +
+                           " of " + std::to_string(length) + " bytes (" + resp.status().message() +
+                           ")");
+  }
+  if (resp->status != 200) {
+    return Status::Remote("import_raw_vdi refused the upload of " + label + " (HTTP " +
+                          std::to_string(resp->status) + ")" +
+                          (result.ok() ? "" : ": " + result.status().message()));
+  }
+  if (!result.ok()) return result.status().WithContext("import of " + label);
+  if (sent != length) return Status::IoError("upload of " + label + " ended early");
+  return Status::Ok();
+}
+
+Result<Value> VdiByUuid(Session& s, const std::string& uuid, const std::string& what) {
+  auto ref = s.Call("VDI.get_by_uuid", {Value(uuid)});
+  if (!ref.ok() && ref.status().remote_code() == "UUID_INVALID") {
+    return Status::NotFound("the server has no VDI " + uuid + " (" + what + ")");
+  }
+  return ref;
+}
+
+// Blocks changed on `target_ref` since the point's snapshot, or a reason why
+// they cannot be known.
+Result<std::vector<bool>> ChangedSincePoint(Session& s, const repo::DiskRecord& d,
+                                            const std::string& target_ref, uint64_t size,
+                                            std::string* reason) {
+  if (d.snapshot_vdi_uuid.empty()) {
+    *reason = "the point does not name its server snapshot";
+    return std::vector<bool>();
+  }
+  auto snap = s.Call("VDI.get_by_uuid", {Value(d.snapshot_vdi_uuid)});
+  if (!snap.ok()) {
+    *reason = "the server no longer has the CBT metadata of the point's snapshot";
+    return std::vector<bool>();
+  }
+  auto cbt = s.Call("VDI.get_cbt_enabled", {Value(target_ref)});
+  auto on = cbt.ok() ? cbt->AsBool() : Result<bool>(false);
+  if (!on.ok() || !*on) {
+    *reason = "CBT is off on the target disk";
+    return std::vector<bool>();
+  }
+  // A fresh snapshot closes the target's live CBT log, so the bitmap covers
+  // every write up to now; the snapshot is removed again afterwards (its
+  // log merges back into the disk's).
+  CBT_ASSIGN_OR_RETURN(Value now, s.Call("VDI.snapshot", {Value(target_ref)}));
+  auto bitmap = s.Call("VDI.list_changed_blocks", {*snap, now});
+  (void)s.Call("VDI.destroy", {now});
+  if (!bitmap.ok()) {
+    *reason = "the server cannot list the blocks changed since the point (" +
+              bitmap.status().message() + ")";
+    return std::vector<bool>();
+  }
+  CBT_ASSIGN_OR_RETURN(std::string bits, backup::DecodeBase64(bitmap->str()));
+  const uint64_t nblocks = repo::BlockCount(size);
+  if (bits.size() != (nblocks + 7) / 8) {
+    *reason = "the changed-block bitmap has the wrong length";
+    return std::vector<bool>();
+  }
+  std::vector<bool> carry(nblocks);
+  for (uint64_t b = 0; b < nblocks; ++b) {
+    carry[b] = (static_cast<unsigned char>(bits[b / 8]) & (0x80 >> (b % 8))) != 0;
+  }
+  return carry;
+}
+
+}  // namespace
+
+Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt) {
+  const double t0 = Now();
+  auto log = [&](const std::string& line) {
+    if (opt.log) opt.log(line);
+  };
+  if (opt.format != "vhd" && opt.format != "raw") {
+    return Status::InvalidArgument("--format must be vhd or raw");
+  }
+  const bool whole_vm = opt.disk.empty() && opt.onto_vdi.empty();
+  if (!opt.from_file.empty() && opt.disk.empty()) {
+    return Status::InvalidArgument("--from-file restores one disk: give --disk VDI-UUID too");
+  }
+  if (opt.onto_vdi.empty() && opt.sr.empty()) {
+    return Status::InvalidArgument("--sr SR-UUID is required to create the restored VDIs");
+  }
+  CBT_ASSIGN_OR_RETURN(repo::Manifest m, repo.ReadManifest(opt.vm, opt.point));
+  std::vector<repo::DiskRecord> disks;
+  if (!opt.disk.empty()) {
+    const repo::DiskRecord* d = m.FindDisk(opt.disk);
+    if (d == nullptr) return Status::NotFound("point " + opt.point + " has no disk " + opt.disk);
+    disks.push_back(*d);
+  } else if (!opt.onto_vdi.empty()) {
+    if (m.disks.size() != 1) {
+      return Status::InvalidArgument("the point has " + std::to_string(m.disks.size()) +
+                                     " disks: say which one with --disk");
+    }
+    disks = m.disks;
+  } else {
+    disks = m.disks;
+  }
+  if (disks.empty()) return Status::InvalidArgument("the point holds no disks");
+
+  std::string sr_ref;
+  if (!opt.sr.empty()) {
+    auto sr = s.Call("SR.get_by_uuid", {Value(opt.sr)});
+    if (!sr.ok()) return Status::NotFound("the server has no SR " + opt.sr);
+    sr_ref = sr->str();
+  }
+
+  // Disk uploads go to the chosen host (one that sees the SR), else to the
+  // pool master; the session is valid on every host of the pool.
+  std::unique_ptr<xapi::HttpClient> upload_http;
+  if (!opt.host.empty()) {
+    auto host = s.Call("host.get_by_uuid", {Value(opt.host)});
+    if (!host.ok()) return Status::NotFound("the server has no host " + opt.host);
+    CBT_ASSIGN_OR_RETURN(Value address, s.Call("host.get_address", {*host}));
+    CBT_ASSIGN_OR_RETURN(upload_http, s.http().ForHost(address.str()));
+  }
+
+  Report report;
+  Created created{s, {}, "", false};
+  std::vector<std::pair<std::string, std::string>> vdi_map;  // original -> new uuid
+  for (const auto& d : disks) {
+    const double td = Now();
+    DiskResult r;
+    r.vdi_uuid = d.vdi_uuid;
+    std::shared_ptr<const image::ComposedImage> img;
+    std::unique_ptr<DiskSource> src;
+    if (opt.from_file.empty()) {
+      CBT_ASSIGN_OR_RETURN(img, image::ComposedImage::Open(repo, opt.vm, opt.point, d.vdi_uuid));
+      src = SourceFromImage(img);
+    } else {
+      CBT_ASSIGN_OR_RETURN(src, SourceFromFile(opt.from_file));
+      if (src->size() != d.virtual_size) {
+        return Status::InvalidArgument(opt.from_file + " has " + std::to_string(src->size()) +
+                                       " bytes, the disk " + std::to_string(d.virtual_size));
+      }
+    }
+    const uint64_t size = src->size();
+    const uint64_t nblocks = repo::BlockCount(size);
+
+    std::string target_ref;
+    bool new_vdi = opt.onto_vdi.empty();
+    if (new_vdi) {
+      Value rec = Value::Struct(
+          {{"SR", Value(sr_ref)},
+           {"virtual_size", Value::Int(static_cast<int64_t>(size))},
+           {"type", Value("user")},
+           {"sharable", Value::Bool(false)},
+           {"read_only", Value::Bool(false)},
+           {"other_config", Value::Struct()},
+           {"name_label", Value(d.name.empty() ? "restored disk" : d.name)},
+           {"name_description", Value("restored by cbt-backup from point " + opt.point)}});
+      CBT_ASSIGN_OR_RETURN(Value ref, s.Call("VDI.create", {rec}));
+      target_ref = ref.str();
+      created.vdis.push_back(target_ref);
+    } else {
+      CBT_ASSIGN_OR_RETURN(Value ref, VdiByUuid(s, opt.onto_vdi, "--onto-vdi"));
+      target_ref = ref.str();
+    }
+    CBT_ASSIGN_OR_RETURN(Value target, s.Call("VDI.get_record", {Value(target_ref)}));
+    r.target_uuid = target.GetString("uuid");
+    CBT_ASSIGN_OR_RETURN(int64_t target_size, target.GetInt("virtual_size"));
+    // The server may round a new VDI up (2 MiB on VHD SRs); smaller is fatal.
+    if (static_cast<uint64_t>(target_size) < size) {
+      return Status::InvalidArgument("VDI " + r.target_uuid + " has " +
+                                     std::to_string(target_size) + " bytes, the disk needs " +
+                                     std::to_string(size));
+    }
+
+    std::vector<bool> carry(nblocks, true);
+    r.mode = "full";
+    if (new_vdi) {
+      for (uint64_t b = 0; b < nblocks; ++b) carry[b] = src->MayHoldData(b);
+    } else if (opt.onto_vdi == d.vdi_uuid) {
+      std::string reason;
+      CBT_ASSIGN_OR_RETURN(auto changed, ChangedSincePoint(s, d, target_ref, size, &reason));
+      if (reason.empty()) {
+        carry = std::move(changed);
+        r.mode = "changed-blocks";
+      } else {
+        r.reason = reason;
+        log("disk " + d.vdi_uuid + ": full write: " + reason);
+      }
+    } else {
+      r.reason = "the target is not the VDI the point was taken from";
+    }
+    // Changed blocks need the VHD framing; raw is only for full writes.
+    const std::string format = r.mode == "changed-blocks" ? "vhd" : opt.format;
+    log("restoring disk " + d.vdi_uuid + " into VDI " + r.target_uuid + " (" + r.mode + ", " +
+        format + ")");
+    CBT_RETURN_IF_ERROR(Upload(s, upload_http ? *upload_http : s.http(), opt, target_ref, *src,
+                               carry, format, d.vdi_uuid, &r));
+
+    if (opt.verify) {
+      if (!new_vdi && static_cast<uint64_t>(target_size) != size) {
+        r.verify = "skipped: the target VDI is larger than the disk";
+      } else {
+        auto remote = s.CallAsync("VDI.checksum", {Value(target_ref)});
+        if (!remote.ok()) return remote.status().WithContext("verify");
+        CBT_ASSIGN_OR_RETURN(std::string local, Md5Of(*src, static_cast<uint64_t>(target_size)));
+        if (local != remote->str()) {
+          return Status::Corruption("verify failed for disk " + d.vdi_uuid + ": server MD5 " +
+                                    remote->str() + ", point MD5 " + local);
+        }
+        r.verify = "ok";
+      }
+    }
+    vdi_map.emplace_back(d.vdi_uuid, r.target_uuid);
+    r.seconds = Now() - td;
+    report.disks.push_back(r);
+  }
+
+  if (whole_vm) {
+    CBT_ASSIGN_OR_RETURN(std::string metadata, ReadFile(JoinPath(repo.PointPath(opt.vm, opt.point),
+                                                                 repo::kMetadataFile)));
+    if (metadata.empty()) {
+      return Status::InvalidArgument("point " + opt.point +
+                                     " holds no VM metadata; restore its disks with --disk");
+    }
+    CBT_ASSIGN_OR_RETURN(Value task, s.Call("task.create", {Value("cbt-backup restore"),
+                                                            Value("import of VM metadata")}));
+    std::string path = "/import_metadata?session_id=" + xapi::UrlEncode(s.ref()) +
+                       "&task_id=" + xapi::UrlEncode(task.str());
+    for (const auto& [orig, fresh] : vdi_map) path += "&vdi:" + orig + "=" + fresh;
+    size_t pos = 0;
+    auto resp = s.http().Put(path, metadata.size(), [&](char* buf, size_t max) -> int64_t {
+      size_t n = std::min(max, metadata.size() - pos);
+      std::memcpy(buf, metadata.data() + pos, n);
+      pos += n;
+      return static_cast<int64_t>(n);
+    });
+    auto result = s.WaitTask(task.str());
+    (void)s.Call("task.destroy", {Value(task.str())});
+    if (!resp.ok()) return resp.status().WithContext("import_metadata");
+    if (!result.ok()) return result.status().WithContext("import_metadata");
+    if (result->items().empty()) return Status::Remote("import_metadata created no VM");
+    created.vm = result->items()[0].str();
+    CBT_ASSIGN_OR_RETURN(Value uuid, s.Call("VM.get_uuid", {Value(created.vm)}));
+    report.new_vm_uuid = uuid.str();
+  }
+  created.keep = true;
+  report.seconds = Now() - t0;
+  return report;
+}
+
+}  // namespace cbt::restore

@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "restore/vhd_stream.h"
+
+#include "repo/disk_file.h"
+#include "util/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+#include <random>
+
+namespace cbt::restore {
+
+namespace {
+
+constexpr uint64_t kCbtBlock = 64 * 1024;
+constexpr uint64_t kVhdBlock = 2 * 1024 * 1024;
+constexpr uint64_t kPerVhdBlock = kVhdBlock / kCbtBlock;   // 32
+constexpr uint64_t kSectorsPerCbtBlock = kCbtBlock / 512;  // 128
+constexpr uint64_t kTableOffset = 1536;
+constexpr uint64_t kMaxVhdSize = 2040ull << 30;
+constexpr uint32_t kVhdEpoch = 946684800;  // 2000-01-01 in UNIX time
+
+void Be32(char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (24 - 8 * i));
+}
+void Be64(char* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (56 - 8 * i));
+}
+uint32_t OnesComplementSum(const char* p, size_t n) {
+  uint32_t sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += static_cast<unsigned char>(p[i]);
+  return ~sum;
+}
+
+// CHS geometry as the VHD specification computes it.
+void Geometry(uint64_t size, uint16_t* cyl, uint8_t* heads, uint8_t* spt) {
+  uint64_t total = std::min<uint64_t>(size / 512, 65535ull * 16 * 255);
+  uint64_t s, h, cth;
+  if (total >= 65535ull * 16 * 63) {
+    s = 255;
+    h = 16;
+    cth = total / s;
+  } else {
+    s = 17;
+    cth = total / s;
+    h = std::max<uint64_t>((cth + 1023) / 1024, 4);
+    if (cth >= h * 1024 || h > 16) {
+      s = 31;
+      h = 16;
+      cth = total / s;
+    }
+    if (cth >= h * 1024) {
+      s = 63;
+      h = 16;
+      cth = total / s;
+    }
+  }
+  *cyl = static_cast<uint16_t>(cth / h);
+  *heads = static_cast<uint8_t>(h);
+  *spt = static_cast<uint8_t>(s);
+}
+
+std::string Footer(uint64_t size) {
+  std::string f(512, '\0');
+  char* p = f.data();
+  std::memcpy(p, "conectix", 8);
+  Be32(p + 8, 2);
+  Be32(p + 12, 0x00010000);
+  Be64(p + 16, 512);
+  Be32(p + 24, static_cast<uint32_t>(std::time(nullptr) - kVhdEpoch));
+  // "tap\0": blktap's creator; makes every qemu version use current_size.
+  std::memcpy(p + 28, "tap\0", 4);
+  Be32(p + 32, 0x00010000);
+  Be32(p + 36, 0);
+  Be64(p + 40, size);
+  Be64(p + 48, size);
+  uint16_t cyl;
+  uint8_t heads, spt;
+  Geometry(size, &cyl, &heads, &spt);
+  p[56] = static_cast<char>(cyl >> 8);
+  p[57] = static_cast<char>(cyl & 0xff);
+  p[58] = static_cast<char>(heads);
+  p[59] = static_cast<char>(spt);
+  Be32(p + 60, 3);  // dynamic
+  std::random_device rd;
+  for (int i = 0; i < 16; ++i) p[68 + i] = static_cast<char>(rd());
+  Be32(p + 64, OnesComplementSum(p, 512));
+  return f;
+}
+
+class ImageSource : public DiskSource {
+ public:
+  explicit ImageSource(std::shared_ptr<const image::ComposedImage> img) : img_(std::move(img)) {}
+  uint64_t size() const override { return img_->size(); }
+  Result<size_t> Read(void* buf, size_t len, uint64_t off) const override {
+    return img_->Read(buf, len, off);
+  }
+  bool MayHoldData(uint64_t block) const override { return img_->IsDataBlock(block); }
+
+ private:
+  std::shared_ptr<const image::ComposedImage> img_;
+};
+
+class FileSource : public DiskSource {
+ public:
+  FileSource(std::string path, UniqueFd fd, uint64_t size, std::vector<bool> data)
+      : path_(std::move(path)), fd_(std::move(fd)), size_(size), data_(std::move(data)) {}
+  uint64_t size() const override { return size_; }
+  Result<size_t> Read(void* buf, size_t len, uint64_t off) const override {
+    if (off >= size_) return size_t{0};
+    len = std::min<uint64_t>(len, size_ - off);
+    CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), buf, len, off, path_));
+    return len;
+  }
+  bool MayHoldData(uint64_t block) const override { return data_[block]; }
+
+ private:
+  std::string path_;
+  UniqueFd fd_;
+  uint64_t size_;
+  std::vector<bool> data_;
+};
+
+}  // namespace
+
+std::unique_ptr<DiskSource> SourceFromImage(std::shared_ptr<const image::ComposedImage> image) {
+  return std::make_unique<ImageSource>(std::move(image));
+}
+
+Result<std::unique_ptr<DiskSource>> SourceFromFile(const std::string& path) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
+  CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
+  if (size == 0) return Status::InvalidArgument(path + " is empty");
+  std::vector<bool> data(repo::BlockCount(size), false);
+  // Data extents from SEEK_DATA/SEEK_HOLE; without support, all is data.
+  uint64_t off = 0;
+  while (off < size) {
+    off_t d = ::lseek(fd.get(), static_cast<off_t>(off), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) break;
+      std::fill(data.begin(), data.end(), true);
+      break;
+    }
+    off_t h = ::lseek(fd.get(), d, SEEK_HOLE);
+    uint64_t end = h < 0 ? size : static_cast<uint64_t>(h);
+    for (uint64_t b = static_cast<uint64_t>(d) / kCbtBlock; b * kCbtBlock < end; ++b)
+      data[b] = true;
+    off = end;
+  }
+  return std::unique_ptr<DiskSource>(
+      std::make_unique<FileSource>(path, std::move(fd), size, std::move(data)));
+}
+
+Result<std::unique_ptr<VhdStream>> VhdStream::Create(const DiskSource& source,
+                                                     std::vector<bool> carry) {
+  const uint64_t size = source.size();
+  if (size % 512 != 0) {
+    return Status::InvalidArgument("a VHD needs a disk size that is a multiple of 512 bytes");
+  }
+  if (size > kMaxVhdSize) {
+    return Status::InvalidArgument("XenServer imports VHDs of at most 2040 GiB");
+  }
+  auto s = std::unique_ptr<VhdStream>(new VhdStream(source));
+  carry.resize(repo::BlockCount(size), false);
+  s->carry_ = std::move(carry);
+  const uint64_t entries = (size + kVhdBlock - 1) / kVhdBlock;
+  for (uint64_t b = 0; b < s->carry_.size(); ++b) {
+    if (!s->carry_[b]) continue;
+    ++s->carried_;
+    const uint32_t vb = static_cast<uint32_t>(b / kPerVhdBlock);
+    if (s->present_.empty() || s->present_.back() != vb) s->present_.push_back(vb);
+  }
+  const uint64_t bat_bytes = (entries * 4 + 511) / 512 * 512;
+  const uint64_t first_block = kTableOffset + bat_bytes;
+
+  s->footer_ = Footer(size);
+  std::string header(1024, '\0');
+  char* h = header.data();
+  std::memcpy(h, "cxsparse", 8);
+  Be64(h + 8, ~uint64_t{0});
+  Be64(h + 16, kTableOffset);
+  Be32(h + 24, 0x00010000);
+  Be32(h + 28, static_cast<uint32_t>(entries));
+  Be32(h + 32, static_cast<uint32_t>(kVhdBlock));
+  Be32(h + 36, OnesComplementSum(h, 1024));
+  std::string bat(bat_bytes, '\xff');
+  for (size_t i = 0; i < s->present_.size(); ++i) {
+    uint64_t sector = (first_block + i * (512 + kVhdBlock)) / 512;
+    Be32(bat.data() + 4 * s->present_[i], static_cast<uint32_t>(sector));
+  }
+  s->prefix_ = s->footer_ + header + bat;
+  s->length_ = first_block + s->present_.size() * (512 + kVhdBlock) + 512;
+  s->block_buf_.resize(512 + kVhdBlock);
+  s->block_pos_ = s->block_buf_.size();  // no block loaded
+  return s;
+}
+
+Status VhdStream::FillBlock(uint32_t vb) {
+  char* bitmap = block_buf_.data();
+  char* data = bitmap + 512;
+  std::memset(block_buf_.data(), 0, block_buf_.size());
+  const uint64_t size = source_.size();
+  for (uint64_t i = 0; i < kPerVhdBlock; ++i) {
+    const uint64_t b = vb * kPerVhdBlock + i;
+    if (b >= carry_.size() || !carry_[b]) continue;
+    const uint64_t off = b * kCbtBlock;
+    const uint64_t n = std::min(kCbtBlock, size - off);
+    if (source_.MayHoldData(b)) {
+      CBT_ASSIGN_OR_RETURN(size_t got, source_.Read(data + i * kCbtBlock, n, off));
+      if (got != n)
+        return Status::IoError("short read of the disk at offset " + std::to_string(off));
+    }
+    // Bits for the sectors of this 64 KiB block that lie inside the disk.
+    const uint64_t first = i * kSectorsPerCbtBlock;
+    const uint64_t count = (n + 511) / 512;
+    for (uint64_t sct = first; sct < first + count; ++sct) {
+      bitmap[sct / 8] = static_cast<char>(bitmap[sct / 8] | (0x80 >> (sct % 8)));
+    }
+  }
+  block_pos_ = 0;
+  return Status::Ok();
+}
+
+Result<size_t> VhdStream::Next(char* buf, size_t max) {
+  size_t out = 0;
+  while (out < max && pos_ < length_) {
+    if (pos_ < prefix_.size()) {
+      size_t n = std::min<size_t>(max - out, prefix_.size() - pos_);
+      std::memcpy(buf + out, prefix_.data() + pos_, n);
+      out += n;
+      pos_ += n;
+      continue;
+    }
+    if (block_pos_ == block_buf_.size()) {
+      if (next_block_ < present_.size()) {
+        CBT_RETURN_IF_ERROR(FillBlock(present_[next_block_++]));
+      } else {
+        const uint64_t footer_pos = pos_ - (length_ - 512);
+        size_t n = std::min<size_t>(max - out, 512 - footer_pos);
+        std::memcpy(buf + out, footer_.data() + footer_pos, n);
+        out += n;
+        pos_ += n;
+        continue;
+      }
+    }
+    size_t n = std::min(max - out, block_buf_.size() - block_pos_);
+    std::memcpy(buf + out, block_buf_.data() + block_pos_, n);
+    block_pos_ += n;
+    out += n;
+    pos_ += n;
+  }
+  return out;
+}
+
+}  // namespace cbt::restore

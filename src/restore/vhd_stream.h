@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// A dynamic VHD generated on the fly, forward-only, from a disk source and a
+// choice of which 64 KiB blocks to carry.  Blocks not carried are absent
+// (a 2 MiB VHD block with no carried 64 KiB block is not in the file at
+// all; inside a present block only the sectors of carried blocks have their
+// bitmap bits set).  xapi's import_raw_vdi writes exactly the sectors whose
+// bits are set, so the same stream is a sparse full restore onto a new VDI
+// or a changed-blocks restore onto an existing one.  The layout follows the
+// xapi reader's needs (docs in the protocol notes, section 9): footer copy,
+// header at 512, BAT at 1536, blocks in increasing order, footer.  Its length
+// is known before the first byte, for Content-Length.
+//
+// Thread-safety: one reader at a time.
+#ifndef CBT_RESTORE_VHD_STREAM_H_
+#define CBT_RESTORE_VHD_STREAM_H_
+
+#include "image/composed_image.h"
+#include "util/status.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cbt::restore {
+
+// Where the disk bytes come from.
+class DiskSource {
+ public:
+  virtual ~DiskSource() = default;
+  virtual uint64_t size() const = 0;
+  // Reads [off, off+len) (within size()); returns bytes read.
+  virtual Result<size_t> Read(void* buf, size_t len, uint64_t off) const = 0;
+  // True if 64 KiB block `block` may hold non-zero data.
+  virtual bool MayHoldData(uint64_t block) const = 0;
+};
+
+// A ComposedImage point of the repository, or a raw image file (holes found
+// with SEEK_DATA; a cbtfs file reports the holes of its point).
+std::unique_ptr<DiskSource> SourceFromImage(std::shared_ptr<const image::ComposedImage> image);
+Result<std::unique_ptr<DiskSource>> SourceFromFile(const std::string& path);
+
+class VhdStream {
+ public:
+  // `carry[b]` says whether 64 KiB block b goes into the stream.
+  // InvalidArgument if the size is not a multiple of 512 or above 2040 GiB.
+  static Result<std::unique_ptr<VhdStream>> Create(const DiskSource& source,
+                                                   std::vector<bool> carry);
+  uint64_t length() const { return length_; }
+  uint64_t carried_blocks() const { return carried_; }
+  // Produces the next bytes of the stream (at most `max`); 0 at the end.
+  Result<size_t> Next(char* buf, size_t max);
+
+ private:
+  VhdStream(const DiskSource& source) : source_(source) {}
+  Status FillBlock(uint32_t vhd_block);
+
+  const DiskSource& source_;
+  std::vector<bool> carry_;
+  std::vector<uint32_t> present_;  // VHD block numbers present, increasing
+  std::string prefix_;             // footer copy + header + BAT
+  std::string footer_;
+  uint64_t length_ = 0;
+  uint64_t carried_ = 0;
+  // Streaming state.
+  uint64_t pos_ = 0;
+  size_t next_block_ = 0;
+  std::vector<char> block_buf_;  // bitmap + 2 MiB data of the current block
+  size_t block_pos_ = 0;
+};
+
+}  // namespace cbt::restore
+
+#endif  // CBT_RESTORE_VHD_STREAM_H_
