@@ -117,16 +117,24 @@ cmp "$WORK/e.raw" "$WORK/ref2-1.img"
 
 echo "an upload cut halfway leaves no VDI behind"
 count_vdis() { "$SIMCTL" vdis | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+# A damaged block deep in the point makes the client stop mid-upload.
+cp -a "$WORK/repo" "$WORK/repo-damaged"
+f="$WORK/repo-damaged/$VM/${POINTS[0]}/$V1.cbd"
+size=$(stat -c %s "$f")
+printf '\xff\xff\xff\xff' | dd of="$f" bs=1 seek=$(( (size / 2) / 65536 * 65536 + 100 )) conv=notrunc status=none
 before=$(count_vdis)
-"$SIMCTL" fault nbd_delay_ms 0 >/dev/null
-# The server stops reading after a garbled body; simulate a cut by a
-# too-small target: the VHD would write past its end.
+msg=$(expect_fail "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
+  --repo "$WORK/repo-damaged" restore --vm "$VM" --point "${POINTS[0]}" --sr "$SR" --format raw)
+echo "  $msg"
+echo "$msg" | grep -q "corrupted block" || fail "expected the damaged block to be named: $msg"
+[ "$(count_vdis)" = "$before" ] || fail "a failed restore left a VDI behind"
+# A target that is too small, and an unknown SR: clear errors, nothing created.
 "$SIMCTL" create-vm small --empty-disk 1048576 >"$WORK/small.json"
 SM=$(json_get "$WORK/small.json" vdis.0.uuid)
 before=$(count_vdis)
 msg=$(expect_fail cbt restore --vm "$VM" --point "${POINTS[0]}" --disk "$V1" --onto-vdi "$SM")
-echo "  $msg" | grep -q "bytes" || fail "too-small target: $msg"
+echo "$msg" | grep -q "bytes" || fail "too-small target: $msg"
 msg=$(expect_fail cbt restore --vm "$VM" --point "${POINTS[0]}" --sr 00000000-0000-4000-8000-000000000000)
-echo "  $msg"
+echo "$msg" | grep -q "no SR" || fail "unknown SR: $msg"
 [ "$(count_vdis)" = "$before" ] || fail "a failed restore left a VDI"
 echo PASS
