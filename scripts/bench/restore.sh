@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Benchmark (prints figures, asserts nothing): restores of a SIZE disk
+# (default 4 GiB, about half holes) to the XAPI simulator's import_raw_vdi.
+# Raw restore is compared in the same run with `curl -T` of the same raw file
+# to the same endpoint; then a VHD restore (holes are not sent), and a
+# changed-blocks restore after 1% of the blocks changed.  Run as root.
+#   scripts/bench/restore.sh [--size GIB]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SIZE_GIB=4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) SIZE_GIB=$2; shift 2 ;;
+    *) echo "usage: $0 [--size GIB]" >&2; exit 2 ;;
+  esac
+done
+scripts/setup-deps.sh
+command -v curl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+[ -x build/tools/cbt-backup ] || scripts/build.sh release
+BIN=$PWD/build
+SIMCTL=$PWD/scripts/xapi-sim/simctl
+W=$(mktemp -d "${TMPDIR:-/var/tmp}/cbt-bench-restore.XXXXXX")
+SIM_PID=""
+cleanup() {
+  [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+json() { python3 -c 'import json,sys; v=json.load(sys.stdin)
+for k in sys.argv[1].split("."): v = v[int(k)] if isinstance(v, list) else v[k]
+print(v)' "$1"; }
+now() { date +%s.%N; }
+
+python3 - "$W/disk.img" "$SIZE_GIB" <<'PY'
+import os, sys
+path, gib = sys.argv[1], int(sys.argv[2])
+with open(path, "wb") as f:
+    f.truncate(gib << 30)
+    for off in range(0, gib << 30, 2 << 20):
+        f.seek(off)
+        f.write(os.urandom(1 << 20))
+PY
+python3 scripts/xapi-sim/xapisim.py --state "$W/sim" --port 0 --https-port 0 >"$W/sim.log" 2>&1 &
+SIM_PID=$!
+"$SIMCTL" wait-ready "$W/sim/ready.json" >/dev/null
+export XAPISIM_READY=$W/sim/ready.json
+"$SIMCTL" create-vm bench --disk "$W/disk.img" --halted >"$W/vm.json"
+VM=$(json uuid <"$W/vm.json")
+VDI=$(json vdis.0.uuid <"$W/vm.json")
+SR=$(json sr_cbt <"$XAPISIM_READY")
+echo xenroot >"$W/pw"
+chmod 600 "$W/pw"
+URL=$(json https_url <"$XAPISIM_READY")
+CA=$(json ca_cert <"$XAPISIM_READY")
+cbt() { "$BIN/tools/cbt-backup" --server "$URL" --ca-cert "$CA" --password-file "$W/pw" --repo "$W/repo" "$@"; }
+cbt -q backup --vm bench
+POINT=$(ls "$W/repo/$VM" | grep '^2' | head -1)
+
+# curl -T of the same raw file into a fresh VDI of the same size.
+python3 - "$URL" "$CA" "$SR" "$SIZE_GIB" >"$W/curl.env" <<'PY'
+import ssl, sys, xmlrpc.client
+url, ca, sr, gib = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+x = xmlrpc.client.ServerProxy(url, context=ssl.create_default_context(cafile=ca))
+s = x.session.login_with_password("root", "xenroot", "1.0", "bench")["Value"]
+srref = x.SR.get_by_uuid(s, sr)["Value"]
+vdi = x.VDI.create(s, {"SR": srref, "virtual_size": str(gib << 30), "type": "user",
+                       "sharable": False, "read_only": False, "other_config": {}})["Value"]
+print("SESSION='%s'\nTARGET='%s'" % (s, vdi))
+PY
+source "$W/curl.env"
+sync; echo 3 >/proc/sys/vm/drop_caches
+t=$(now)
+curl -s -S --cacert "$CA" -T "$W/disk.img" -H "Expect:" \
+  "$URL/import_raw_vdi?session_id=$SESSION&vdi=$TARGET&format=raw" -o /dev/null
+CURL=$(echo "$(now) - $t" | bc)
+
+restore_secs() {
+  sync; echo 3 >/proc/sys/vm/drop_caches
+  local t
+  t=$(now)
+  cbt restore --vm "$VM" --point "$POINT" "$@" --json >"$W/last.json"
+  echo "$(now) - $t" | bc
+}
+RAW=$(restore_secs --sr "$SR" --disk "$VDI" --format raw)
+RAW_SENT=$(json disks.0.bytes_sent <"$W/last.json")
+VHD=$(restore_secs --sr "$SR" --disk "$VDI" --format vhd)
+VHD_SENT=$(json disks.0.bytes_sent <"$W/last.json")
+
+# 1% of the blocks change on the original disk, then roll it back to the point.
+python3 - "$W/disk.img" <<'PY'
+import os, random, sys
+path = sys.argv[1]
+n = os.path.getsize(path) // 65536
+with open(path, "r+b") as f:
+    for b in random.Random(1).sample(range(n), n // 100):
+        f.seek(b * 65536)
+        f.write(os.urandom(65536))
+PY
+"$SIMCTL" replace "$VDI" "$W/disk.img" >/dev/null
+CB=$(restore_secs --disk "$VDI" --onto-vdi "$VDI")
+CB_SENT=$(json disks.0.bytes_sent <"$W/last.json")
+CB_MODE=$(json disks.0.mode <"$W/last.json")
+
+MIB=$((SIZE_GIB * 1024))
+echo
+echo "disk: $SIZE_GIB GiB, about half holes; upload over HTTPS to import_raw_vdi"
+printf '%-28s %7.2f s  %6.0f MiB/s of disk\n' "curl -T (raw)" "$CURL" "$(echo "$MIB / $CURL" | bc -l)"
+printf '%-28s %7.2f s  %6.0f MiB/s of disk  %5.2fx curl throughput  sent %s bytes\n' "restore --format raw" "$RAW" \
+  "$(echo "$MIB / $RAW" | bc -l)" "$(echo "$CURL / $RAW" | bc -l)" "$RAW_SENT"
+printf '%-28s %7.2f s  %6.0f MiB/s of disk  %5.2fx faster than raw  sent %s bytes\n' "restore --format vhd" "$VHD" \
+  "$(echo "$MIB / $VHD" | bc -l)" "$(echo "$RAW / $VHD" | bc -l)" "$VHD_SENT"
+printf '%-28s %7.2f s  %5.3fx of the vhd restore time (%s)  sent %s bytes\n' "changed blocks, 1% changed" "$CB" \
+  "$(echo "$CB / $VHD" | bc -l)" "$CB_MODE" "$CB_SENT"
