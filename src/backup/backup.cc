@@ -382,6 +382,14 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     point = repo::FormatTimestamp(std::time(nullptr));
   }
+  // A point must be newer than its parent: if the clock went back (or a
+  // point was imported with a future name), name it just after the newest.
+  CBT_ASSIGN_OR_RETURN(auto existing, repo.ListPoints(vm_uuid));
+  if (!existing.empty() && existing.back() >= point) {
+    point = repo::FormatTimestamp(*repo::ParseTimestamp(existing.back()) + 1);
+    c.Log("the clock is behind the newest point " + existing.back() + "; naming this point " +
+          point);
+  }
   c.report.point = point;
 
   c.Log("snapshotting VM " + c.report.vm_name + " (" + vm_uuid + ")");

@@ -43,6 +43,13 @@ Result<std::shared_ptr<const ComposedImage>> ComposedImage::Open(const repo::Rep
     }
     chain.push_back(std::move(*file));
   }
+  // The manifest and the file header must agree on the disk's size.
+  CBT_ASSIGN_OR_RETURN(repo::Manifest m, repo.ReadManifest(vm, point));
+  const repo::DiskRecord* rec = m.FindDisk(vdi);
+  if (rec == nullptr || rec->virtual_size != chain.back()->virtual_size()) {
+    return Status::Corruption("VM " + vm + " point " + point + " disk " + vdi +
+                              ": the manifest and the disk file disagree on the size");
+  }
   return FromChain(std::move(chain), std::move(points), Label{vm, point, vdi});
 }
 

@@ -90,7 +90,7 @@ Status ImportVm(const repo::Repository& repo, const std::string& source_vm_dir,
     repo::Manifest m;
     m.vm_uuid = vm;
     m.point = ts;
-    m.created_by = "cbt-backup import-legacy";
+    m.created_by = std::string("cbt-backup ") + CBT_VERSION;
     m.source = "import-legacy";
     for (const auto& d : disks) {
       CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(d.data_path));

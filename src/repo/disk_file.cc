@@ -179,6 +179,10 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
   const uint64_t data_blocks = Get64(h + kOffDataBlocks);
   const uint64_t index_offset = Get64(h + kOffIndexOffset);
   const uint64_t nblocks = BlockCount(virtual_size);
+  // Sizes above 2^62 would overflow offset arithmetic; no disk is that big.
+  if (virtual_size == 0 || virtual_size > (uint64_t{1} << 62)) {
+    return Status::Corruption(path + ": implausible virtual size " + std::to_string(virtual_size));
+  }
   if (count > nblocks || data_blocks > count ||
       index_offset != kHeaderSize + data_blocks * uint64_t{kBlockSize} ||
       size != index_offset + count * kIndexEntrySize) {
@@ -198,9 +202,10 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
     IndexEntry e{Get64(p), static_cast<EntryKind>(Get32(p + 8)), Get64(p + 16), Get64(p + 24)};
     bool ordered = i == 0 || e.block > file->entries_.back().block;
     bool valid_kind = e.kind == EntryKind::kData || e.kind == EntryKind::kZero;
-    bool in_data_area = e.kind != EntryKind::kData ||
-                        (e.offset >= kHeaderSize && e.offset + kBlockSize <= index_offset &&
-                         (e.offset - kHeaderSize) % kBlockSize == 0);
+    bool in_data_area =
+        e.kind != EntryKind::kData ||
+        (e.offset >= kHeaderSize && index_offset >= kHeaderSize + kBlockSize &&
+         e.offset <= index_offset - kBlockSize && (e.offset - kHeaderSize) % kBlockSize == 0);
     if (!ordered || !valid_kind || e.block >= nblocks || !in_data_area) {
       return Status::Corruption(path + ": index entry " + std::to_string(i) + " is invalid");
     }

@@ -72,7 +72,9 @@ std::optional<long> ParseTempPointName(std::string_view name) {
   std::string_view pid_text = name.substr(17);
   long pid = 0;
   auto [end, ec] = std::from_chars(pid_text.data(), pid_text.data() + pid_text.size(), pid);
-  if (ec != std::errc() || end != pid_text.data() + pid_text.size()) return std::nullopt;
+  if (ec != std::errc() || end != pid_text.data() + pid_text.size() || pid <= 0) {
+    return std::nullopt;
+  }
   return pid;
 }
 

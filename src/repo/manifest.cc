@@ -64,6 +64,7 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
     if (!IsUuid(m.vm_uuid) || !IsTimestamp(m.point)) {
       return Status::Corruption(what + ": manifest has a malformed VM UUID or point name");
     }
+    if (!j.at("disks").is_array()) return Status::Corruption(what + ": 'disks' is not a list");
     for (const auto& jd : j.at("disks")) {
       DiskRecord d;
       d.vdi_uuid = jd.at("vdi_uuid").get<std::string>();

@@ -13,12 +13,13 @@
 // removes; a crash after 4 leaves a complete point.  Committed files are
 // never opened for writing again.
 //
-// Locking: the lock file is written completely under a unique name and then
-// hard-linked to REPO/<vm>/lock; link() fails with EEXIST if the lock is
-// held, so two processes can never both believe they hold it, and the lock
-// is never seen half-written.  A lock whose pid is dead on this host is
-// stale: it is renamed away (only one contender wins that rename) and the
-// acquisition is retried.
+// Locking: the lock is an advisory flock() on REPO/<vm>/lock, held for the
+// whole time a writer works; the file's content names the holder for the
+// "busy" message.  The kernel drops the flock when its holder dies (kill -9,
+// crash, reboot), so a stale lock cannot exist and needs no guessing from
+// pids.  The holder unlinks the file before releasing; a contender that
+// opened the old file therefore re-checks, after winning the flock, that its
+// descriptor is still the file named "lock", and retries otherwise.
 #include "repo/repository.h"
 
 #include "repo/layout.h"
@@ -26,7 +27,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -73,7 +76,7 @@ Result<std::vector<std::string>> Repository::ListPoints(const std::string& vm) c
   }
   std::vector<std::string> points;
   for (auto& n : *names) {
-    if (IsTimestamp(n)) points.push_back(std::move(n));
+    if (IsTimestamp(n) && IsDirectory(PointDir(path_, vm, n))) points.push_back(std::move(n));
   }
   return points;  // ListDir sorts, and timestamps sort chronologically
 }
@@ -137,11 +140,17 @@ std::string HostName() {
   return buf;
 }
 
-bool ProcessAlive(long pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
-
-std::string DescribeHolder(const nlohmann::json& j) {
-  return "pid " + std::to_string(j.value("pid", 0L)) + " on " + j.value("host", "?") + " (" +
-         j.value("command", "?") + ", since " + j.value("started", "?") + ")";
+std::string DescribeHolder(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) return "another process";
+  auto str = [&j](const char* k) {
+    return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string("?");
+  };
+  std::string pid = j.contains("pid") && j["pid"].is_number_integer()
+                        ? std::to_string(j["pid"].get<long>())
+                        : "?";
+  return "pid " + pid + " on " + str("host") + " (" + str("command") + ", since " + str("started") +
+         ")";
 }
 
 }  // namespace
@@ -156,72 +165,48 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
     CBT_RETURN_IF_ERROR(FsyncDir(repo.path()));
   }
   const std::string lock_path = JoinPath(vm_dir, kLockFile);
-  const std::string host = HostName();
-  nlohmann::json info = {{"host", host},
-                         {"pid", static_cast<long>(::getpid())},
-                         {"command", command},
-                         {"started", FormatTimestamp(std::time(nullptr))}};
-  const std::string mine = lock_path + ".new." + std::to_string(::getpid());
-  ::unlink(mine.c_str());
-  CBT_RETURN_IF_ERROR(WriteNewFile(mine, info.dump() + "\n"));
-
-  Status result = Status::Ok();
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    if (::link(mine.c_str(), lock_path.c_str()) == 0) {
-      ::unlink(mine.c_str());
-      // Make the lock durable before work starts, so that recovery after a
-      // crash sees who was writing.
-      Status s = FsyncDir(vm_dir);
-      VmLock lock(lock_path);
-      if (!s.ok()) return s;
-      // We hold the lock: any temporary here was left by a dead writer.
-      CBT_ASSIGN_OR_RETURN(auto names, ListDir(vm_dir));
-      for (const auto& n : names) {
-        if (ParseTempPointName(n)) CBT_RETURN_IF_ERROR(RemoveTree(JoinPath(vm_dir, n)));
-        // lock.new.<pid> / lock.stale.<pid> of writers that died mid-acquire.
-        if (n.rfind(std::string(kLockFile) + ".", 0) == 0) {
-          long pid = std::atol(n.c_str() + n.find_last_of('.') + 1);
-          if (pid != ::getpid() && !ProcessAlive(pid)) ::unlink(JoinPath(vm_dir, n).c_str());
-        }
-      }
-      return lock;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kFileMode);
+    if (fd < 0) return Status::FromErrno(errno, lock_path);
+    UniqueFd owner(fd);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) return Status::FromErrno(errno, lock_path);
+      auto text = ReadFile(lock_path);
+      return Status::Busy("VM " + vm + " is locked by " + DescribeHolder(text.ok() ? *text : "") +
+                          "; wait for it to finish");
     }
-    if (errno != EEXIST) {
-      result = Status::FromErrno(errno, lock_path);
-      break;
+    // The previous holder may have unlinked the file we opened before it
+    // released: then our flock is on a dead file, and we start over.
+    struct stat mine, named;
+    if (::fstat(fd, &mine) != 0) return Status::FromErrno(errno, lock_path);
+    if (::stat(lock_path.c_str(), &named) != 0 || mine.st_ino != named.st_ino ||
+        mine.st_dev != named.st_dev) {
+      continue;
     }
-    auto text = ReadFile(lock_path);
-    if (!text.ok()) {
-      if (text.status().IsNotFound()) continue;  // released meanwhile
-      result = text.status();
-      break;
+    nlohmann::json info = {{"host", HostName()},
+                           {"pid", static_cast<long>(::getpid())},
+                           {"command", command},
+                           {"started", FormatTimestamp(std::time(nullptr))}};
+    const std::string text = info.dump() + "\n";
+    if (::ftruncate(fd, 0) != 0) return Status::FromErrno(errno, lock_path);
+    CBT_RETURN_IF_ERROR(PwriteAll(fd, text.data(), text.size(), 0, lock_path));
+    VmLock lock(lock_path, std::move(owner));
+    // We hold the lock: any temporary here was left by a writer that died.
+    CBT_ASSIGN_OR_RETURN(auto names, ListDir(vm_dir));
+    for (const auto& n : names) {
+      if (ParseTempPointName(n)) CBT_RETURN_IF_ERROR(RemoveTree(JoinPath(vm_dir, n)));
     }
-    auto holder = nlohmann::json::parse(*text, nullptr, false);
-    bool stale = false;
-    if (holder.is_discarded() || !holder.is_object()) {
-      // link() publishes only complete files, so garbage here is damage.
-      stale = true;
-    } else if (holder.value("host", "") == host && !ProcessAlive(holder.value("pid", 0L))) {
-      stale = true;
-    }
-    if (!stale) {
-      result = Status::Busy("VM " + vm + " is locked by " + DescribeHolder(holder) +
-                            "; wait for it to finish, or remove " + lock_path +
-                            " if that process is gone");
-      break;
-    }
-    // Rename, not unlink: if two processes find the same stale lock, only
-    // one rename succeeds, and neither can remove a lock taken meanwhile.
-    std::string stale_path = lock_path + ".stale." + std::to_string(::getpid());
-    if (::rename(lock_path.c_str(), stale_path.c_str()) == 0) ::unlink(stale_path.c_str());
+    return lock;
   }
-  ::unlink(mine.c_str());
-  if (result.ok()) result = Status::Busy("could not take the lock " + lock_path);
-  return result;
+  return Status::Busy("could not take the lock " + lock_path + " (it keeps changing)");
 }
 
 VmLock::~VmLock() {
-  if (!path_.empty()) ::unlink(path_.c_str());
+  if (!path_.empty()) {
+    // Unlink while still holding the flock, so no one can take a lock on a
+    // file that is about to disappear without noticing (see Acquire).
+    ::unlink(path_.c_str());
+  }
 }
 
 Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, const VmLock& lock,
@@ -259,7 +244,16 @@ Status PointWriter::Commit(const Manifest& manifest) {
       return Status::InvalidArgument("manifest names a disk file that was not written: " + d.file);
     }
   }
-  CBT_RETURN_IF_ERROR(WriteNewFile(JoinPath(temp_dir_, kManifestFile), EncodeManifest(manifest)));
+  // Never commit a manifest that readers would refuse.
+  const std::string text = EncodeManifest(manifest);
+  auto check = DecodeManifest(text, "new manifest");
+  if (!check.ok()) return check.status();
+  if (JoinPath(vm_dir_, manifest.point) != final_dir_ ||
+      final_dir_.substr(0, vm_dir_.size()) != vm_dir_ ||
+      vm_dir_.substr(vm_dir_.size() - manifest.vm_uuid.size()) != manifest.vm_uuid) {
+    return Status::InvalidArgument("manifest names another VM or point than the one written");
+  }
+  CBT_RETURN_IF_ERROR(WriteNewFile(JoinPath(temp_dir_, kManifestFile), text));
   // Entries of the temporary must be durable before the rename publishes it.
   CBT_RETURN_IF_ERROR(FsyncDir(temp_dir_));
   if (PathExists(final_dir_)) return Status::Exists(final_dir_ + " appeared meanwhile");

@@ -15,6 +15,7 @@
 
 #include "repo/disk_file.h"
 #include "repo/manifest.h"
+#include "util/file.h"
 #include "util/status.h"
 
 #include <memory>
@@ -50,17 +51,20 @@ class Repository {
   std::string path_;
 };
 
-// An exclusive lock on one VM directory, held by a backup, import or prune.
-// The lock file names its holder (host, pid, command, start time).  A lock
-// whose holder is a dead process on this host is stale and is taken over.
+// An exclusive lock on one VM directory, held by a backup, import or prune:
+// an flock() on REPO/<vm>/lock, whose content names the holder (host, pid,
+// command, start time).  The kernel releases it when the holder dies, so a
+// killed writer never leaves a lock that blocks the next command.
 class VmLock {
  public:
   // Takes the lock of `vm` (creating the VM directory if needed), then
   // removes temporaries left by interrupted writers.  Busy, naming the
-  // holder, if another live process holds it.
+  // holder, if another process holds it.
   static Result<VmLock> Acquire(const Repository& repo, const std::string& vm,
                                 const std::string& command);
-  VmLock(VmLock&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  VmLock(VmLock&& other) noexcept : path_(std::move(other.path_)), fd_(std::move(other.fd_)) {
+    other.path_.clear();
+  }
   VmLock& operator=(VmLock&&) = delete;
   VmLock(const VmLock&) = delete;
   ~VmLock();
@@ -68,8 +72,9 @@ class VmLock {
   const std::string& path() const { return path_; }
 
  private:
-  explicit VmLock(std::string path) : path_(std::move(path)) {}
+  VmLock(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
   std::string path_;
+  UniqueFd fd_;  // holds the flock; closing it releases the lock
 };
 
 // Writes one new point into a temporary directory and commits it with a

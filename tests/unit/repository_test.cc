@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -152,4 +153,51 @@ TEST_CASE("Manifest: malformed manifests are corruption, not crashes", "[repo]")
   auto back = DecodeManifest(EncodeManifest(ok), "m");
   REQUIRE(back.ok());
   CHECK(back->disks.at(0).parent_point == "20260101T000000Z");
+}
+
+TEST_CASE("VmLock: a holder killed with SIGKILL leaves no lock behind", "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    auto lock = VmLock::Acquire(*repo, kVm, "child");
+    char c = lock.ok() ? 'y' : 'n';
+    (void)!::write(ready[1], &c, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  char c = 0;
+  REQUIRE(::read(ready[0], &c, 1) == 1);
+  REQUIRE(c == 'y');
+  auto busy = VmLock::Acquire(*repo, kVm, "test");
+  CHECK(busy.status().code() == Status::Code::kBusy);
+  CHECK(busy.status().message().find("child") != std::string::npos);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK(VmLock::Acquire(*repo, kVm, "test").ok());
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST_CASE("PointWriter: a manifest readers would refuse is never committed", "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  auto lock = VmLock::Acquire(*repo, kVm, "test");
+  REQUIRE(lock.ok());
+  auto w = PointWriter::Begin(*repo, *lock, kVm, "20260102T000000Z");
+  REQUIRE(w.ok());
+  auto d = (*w)->CreateDisk(kVdi, FileKind::kOverlay, 4 * kBlockSize);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->Finish().ok());
+  // The parent is not older than the point (a clock that went back).
+  Status s = (*w)->Commit(OneDisk("20260102T000000Z", false, "20260103T000000Z"));
+  CHECK_FALSE(s.ok());
+  auto points = repo->ListPoints(kVm);
+  REQUIRE(points.ok());
+  CHECK(points->empty());
 }
