@@ -82,11 +82,16 @@ Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std:
               const DiskSource& src, const std::vector<bool>& carry, const std::string& format,
               const std::string& label, DiskResult* r) {
   std::unique_ptr<VhdStream> vhd;
+  std::unique_ptr<ChunkedRawStream> chunked;
   uint64_t length = src.size();
   if (format == "vhd") {
     CBT_ASSIGN_OR_RETURN(vhd, VhdStream::Create(src, carry));
     length = vhd->length();
     r->blocks_sent = vhd->carried_blocks();
+  } else if (format == "raw-chunked") {
+    chunked = ChunkedRawStream::Create(src, carry);
+    length = chunked->length();
+    r->blocks_sent = chunked->carried_blocks();
   } else {
     r->blocks_sent = repo::BlockCount(src.size());
   }
@@ -104,6 +109,8 @@ Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std:
     Result<size_t> n = size_t{0};
     if (vhd) {
       n = vhd->Next(buf, max);
+    } else if (chunked) {
+      n = chunked->Next(buf, max);
     } else if (sent < length) {
       n = src.Read(buf, static_cast<size_t>(std::min<uint64_t>(max, length - sent)), sent);
     }
@@ -116,7 +123,8 @@ Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std:
     return static_cast<int64_t>(*n);
   };
   const std::string path = "/import_raw_vdi?session_id=" + xapi::UrlEncode(s.ref()) +
-                           "&vdi=" + xapi::UrlEncode(vdi_ref) + "&format=" + format +
+                           "&vdi=" + xapi::UrlEncode(vdi_ref) +
+                           (format == "raw-chunked" ? "&format=raw&chunked" : "&format=" + format) +
                            "&task_id=" + xapi::UrlEncode(task.str());
   auto resp = http.Put(path, length, body);
   r->bytes_sent = sent;
@@ -309,8 +317,11 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
     } else {
       r.reason = "the target is not the VDI the point was taken from";
     }
-    // Changed blocks need the VHD framing; raw is only for full writes.
-    const std::string format = r.mode == "changed-blocks" ? "vhd" : opt.format;
+    // Changed blocks travel as a VHD (whole 2 MiB blocks, only the changed
+    // sectors' bits set), or with --format raw in xapi's chunked framing
+    // (exactly the changed 64 KiB blocks).
+    const std::string format =
+        r.mode == "changed-blocks" ? (opt.format == "raw" ? "raw-chunked" : "vhd") : opt.format;
     log("restoring disk " + d.vdi_uuid + " into VDI " + r.target_uuid + " (" + r.mode + ", " +
         format + ")");
     CBT_RETURN_IF_ERROR(Upload(s, upload_http ? *upload_http : s.http(), opt, target_ref, *src,

@@ -257,4 +257,64 @@ Result<size_t> VhdStream::Next(char* buf, size_t max) {
   return out;
 }
 
+std::unique_ptr<ChunkedRawStream> ChunkedRawStream::Create(const DiskSource& source,
+                                                           const std::vector<bool>& carry) {
+  auto s = std::unique_ptr<ChunkedRawStream>(new ChunkedRawStream(source));
+  constexpr uint64_t kMaxFrame = 4 << 20;
+  const uint64_t size = source.size();
+  for (uint64_t b = 0; b < carry.size() && b * kCbtBlock < size; ++b) {
+    if (!carry[b]) continue;
+    ++s->carried_;
+    const uint64_t off = b * kCbtBlock;
+    const uint32_t len = static_cast<uint32_t>(std::min(kCbtBlock, size - off));
+    if (!s->frames_.empty() && s->frames_.back().offset + s->frames_.back().length == off &&
+        s->frames_.back().length + len <= kMaxFrame) {
+      s->frames_.back().length += len;
+    } else {
+      s->frames_.push_back({off, len});
+    }
+  }
+  s->frames_.push_back({0, 0});  // end of stream
+  for (const auto& f : s->frames_) s->length_ += 12 + f.length;
+  return s;
+}
+
+Result<size_t> ChunkedRawStream::Next(char* buf, size_t max) {
+  size_t out = 0;
+  while (out < max && frame_ < frames_.size()) {
+    const Frame& f = frames_[frame_];
+    if (in_frame_ < 12) {
+      char header[12];
+      for (int i = 0; i < 8; ++i) header[i] = static_cast<char>(f.offset >> (8 * i));
+      for (int i = 0; i < 4; ++i) header[8 + i] = static_cast<char>(f.length >> (8 * i));
+      size_t n = std::min<size_t>(max - out, 12 - in_frame_);
+      std::memcpy(buf + out, header + in_frame_, n);
+      out += n;
+      in_frame_ += n;
+    } else {
+      const uint64_t done = in_frame_ - 12;
+      const uint64_t off = f.offset + done;
+      // At most up to the end of this 64 KiB block, so holes are per block.
+      size_t n = static_cast<size_t>(
+          std::min<uint64_t>({max - out, f.length - done, kCbtBlock - off % kCbtBlock}));
+      if (n > 0) {
+        const uint64_t block = off / kCbtBlock;
+        if (source_.MayHoldData(block)) {
+          CBT_ASSIGN_OR_RETURN(size_t got, source_.Read(buf + out, n, off));
+          if (got != n) return Status::IoError("short read at offset " + std::to_string(off));
+        } else {
+          std::memset(buf + out, 0, n);
+        }
+        out += n;
+        in_frame_ += n;
+      }
+    }
+    if (in_frame_ == 12 + f.length) {
+      ++frame_;
+      in_frame_ = 0;
+    }
+  }
+  return out;
+}
+
 }  // namespace cbt::restore
