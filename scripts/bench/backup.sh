@@ -16,42 +16,12 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--size GIB] [--connections N]" >&2; exit 2 ;;
   esac
 done
-scripts/setup-deps.sh
-[ -x build/tools/cbt-backup ] || scripts/build.sh release
-BIN=$PWD/build
-SIMCTL=$PWD/scripts/xapi-sim/simctl
-W=$(mktemp -d "${TMPDIR:-/var/tmp}/cbt-bench-backup.XXXXXX")
-SIM_PID=""
-cleanup() {
-  [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-json() { python3 -c 'import json,sys; v=json.load(sys.stdin)
-for k in sys.argv[1].split("."): v = v[int(k)] if isinstance(v, list) else v[k]
-print(v)' "$1"; }
-now() { date +%s.%N; }
+source scripts/bench/common.sh
 
-python3 - "$W/disk.img" "$SIZE_GIB" <<'PY'
-import os, sys
-path, gib = sys.argv[1], int(sys.argv[2])
-with open(path, "wb") as f:
-    f.truncate(gib << 30)
-    for off in range(0, gib << 30, 2 << 20):
-        f.seek(off)
-        f.write(os.urandom(1 << 20))
-PY
-python3 scripts/xapi-sim/xapisim.py --state "$W/sim" --port 0 --https-port 0 >"$W/sim.log" 2>&1 &
-SIM_PID=$!
-"$SIMCTL" wait-ready "$W/sim/ready.json" >/dev/null
-export XAPISIM_READY=$W/sim/ready.json
+make_disk "$W/disk.img" "$SIZE_GIB" 1 2
+start_sim
 "$SIMCTL" create-vm bench --disk "$W/disk.img" >"$W/vm.json"
 VDI=$(json vdis.0.uuid <"$W/vm.json")
-echo xenroot >"$W/pw"
-chmod 600 "$W/pw"
-URL=$(json https_url <"$XAPISIM_READY")
-CA=$(json ca_cert <"$XAPISIM_READY")
-cbt() { "$BIN/tools/cbt-backup" --server "$URL" --ca-cert "$CA" --password-file "$W/pw" --repo "$W/repo" "$@"; }
 
 # nbdcopy of the same export: log in, ask get_nbd_info for the disk, copy.
 python3 - "$URL" "$CA" "$VDI" >"$W/nbd.env" <<'PY'

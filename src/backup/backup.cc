@@ -27,8 +27,8 @@
 #include "repo/disk_file.h"
 #include "repo/layout.h"
 #include "util/file.h"
+#include "util/md5.h"
 
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -205,28 +205,6 @@ std::optional<Parent> NewestPointOf(const repo::Repository& repo, const std::str
     }
   }
   return std::nullopt;
-}
-
-Result<std::string> Md5Hex(const image::ComposedImage& img) {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_md5(), nullptr) != 1) {
-    return Status::IoError("MD5 is not available");
-  }
-  std::vector<char> buf(4 << 20);
-  for (uint64_t off = 0; off < img.size(); off += buf.size()) {
-    CBT_ASSIGN_OR_RETURN(size_t n, img.Read(buf.data(), buf.size(), off));
-    EVP_DigestUpdate(ctx.get(), buf.data(), n);
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
 }
 
 // Reads one disk into `w` and fills in the report.
@@ -536,7 +514,10 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
       c.Log("verifying disk " + r.vdi_uuid + " against the server's checksum");
       auto remote = s.CallAsync("VDI.checksum", {Value(d.snapshot_ref)});
       if (!remote.ok()) return remote.status().WithContext("verify");
-      CBT_ASSIGN_OR_RETURN(std::string local, Md5Hex(*img));
+      CBT_ASSIGN_OR_RETURN(std::string local,
+                           Md5Hex(img->size(), [&img](char* buf, size_t n, uint64_t off) {
+                             return img->Read(buf, n, off).status();
+                           }));
       if (local != remote->str()) {
         return Status::Corruption("verify failed for disk " + r.vdi_uuid + ": local MD5 " + local +
                                   ", server MD5 " + remote->str() + "; the point was not kept");

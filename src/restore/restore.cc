@@ -22,8 +22,7 @@
 #include "repo/disk_file.h"
 #include "repo/layout.h"
 #include "util/file.h"
-
-#include <openssl/evp.h>
+#include "util/md5.h"
 
 #include <chrono>
 #include <cstring>
@@ -53,28 +52,14 @@ struct Created {
   }
 };
 
+// MD5 of the source followed by zeros up to `total` (a VDI the server
+// rounded up reads zero past the restored bytes).
 Result<std::string> Md5Of(const DiskSource& src, uint64_t total) {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_md5(), nullptr) != 1) {
-    return Status::IoError("MD5 is not available");
-  }
-  std::vector<char> buf(4 << 20);
-  for (uint64_t off = 0; off < total; off += buf.size()) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - off));
-    std::memset(buf.data(), 0, want);
-    if (off < src.size()) CBT_RETURN_IF_ERROR(src.Read(buf.data(), want, off).status());
-    EVP_DigestUpdate(ctx.get(), buf.data(), want);
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
+  return Md5Hex(total, [&src](char* buf, size_t n, uint64_t off) -> Status {
+    std::memset(buf, 0, n);
+    if (off >= src.size()) return Status::Ok();
+    return src.Read(buf, n, off).status();
+  });
 }
 
 // Streams `src` into VDI `vdi_ref` and waits for the import task.
@@ -126,11 +111,13 @@ Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std:
                            "&vdi=" + xapi::UrlEncode(vdi_ref) +
                            (format == "raw-chunked" ? "&format=raw&chunked" : "&format=" + format) +
                            "&task_id=" + xapi::UrlEncode(task.str());
+  const double t0 = Now();
   auto resp = http.Put(path, length, body);
   r->bytes_sent = sent;
   if (!source_error.ok()) return source_error.WithContext("reading the point");
   // Whatever the transport said, the task has the verdict (and the reason).
   auto result = s.WaitTask(task.str());
+  r->upload_seconds = Now() - t0;
   if (!resp.ok()) {
     return Status::IoError("upload of " + label + " was cut after " + std::to_string(sent) +
                            " of " + std::to_string(length) + " bytes (" + resp.status().message() +

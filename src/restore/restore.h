@@ -48,7 +48,8 @@ struct DiskResult {
   uint64_t bytes_sent = 0;   // HTTP body bytes
   uint64_t blocks_sent = 0;  // 64 KiB blocks carried
   double seconds = 0;
-  std::string verify;  // "", "ok", or why it was skipped
+  double upload_seconds = 0;  // the HTTP upload and import task alone
+  std::string verify;         // "", "ok", or why it was skipped
 };
 
 struct Report {

@@ -63,6 +63,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
                               {"bytes_sent", d.bytes_sent},
                               {"blocks_sent", d.blocks_sent},
                               {"seconds", d.seconds},
+                              {"upload_seconds", d.upload_seconds},
                               {"verify", d.verify.empty() ? "skipped" : d.verify}});
     }
     std::cout << out.dump(2) << "\n";
