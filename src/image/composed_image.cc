@@ -164,30 +164,40 @@ namespace cbt::image {
 
 void ComposedImage::Prefetch(uint64_t off, uint64_t len) const {
   if (off >= size_) return;
+  // Per file, the blocks a window needs lie in increasing file order (files
+  // are written in block order), interleaved with other files' blocks.
+  // Keeping one open run per file lets each file's adjacent blocks merge
+  // into one request however the chain interleaves them.  Runs are not
+  // merged across gaps: the gaps hold superseded blocks, and reading them
+  // measured slower.
+  constexpr uint64_t kGap = 0;
   const uint64_t first = off / kBlockSize;
   const uint64_t last = std::min<uint64_t>((off + len + kBlockSize - 1) / kBlockSize, map_.size());
-  uint32_t run_file = kNoFile;
-  uint64_t run_start = 0, run_end = 0;
-  auto flush = [&] {
-    if (run_file != kNoFile) {
-      ::posix_fadvise(chain_[run_file]->fd(), static_cast<off_t>(run_start),
-                      static_cast<off_t>(run_end - run_start), POSIX_FADV_WILLNEED);
+  struct Run {
+    uint64_t start = 0, end = 0;
+  };
+  std::vector<Run> runs(chain_.size());
+  auto flush = [&](uint32_t f) {
+    Run& r = runs[f];
+    if (r.end > r.start) {
+      ::posix_fadvise(chain_[f]->fd(), static_cast<off_t>(r.start),
+                      static_cast<off_t>(r.end - r.start), POSIX_FADV_WILLNEED);
     }
+    r = Run{};
   };
   for (uint64_t b = first; b < last; ++b) {
     const Slot s = map_[b];
     if (s.file == kNoFile) continue;
     const uint64_t o = chain_[s.file]->entries()[s.entry].offset;
-    if (s.file == run_file && o == run_end) {
-      run_end += kBlockSize;
+    Run& r = runs[s.file];
+    if (r.end > r.start && o >= r.end && o - r.end <= kGap) {
+      r.end = o + kBlockSize;
       continue;
     }
-    flush();
-    run_file = s.file;
-    run_start = o;
-    run_end = o + kBlockSize;
+    flush(s.file);
+    runs[s.file] = Run{o, o + kBlockSize};
   }
-  flush();
+  for (uint32_t f = 0; f < runs.size(); ++f) flush(f);
 }
 
 void SequentialPrefetcher::OnRead(const ComposedImage& image, uint64_t off, uint64_t len) {
