@@ -18,9 +18,9 @@ while [ $# -gt 0 ]; do
 done
 source scripts/bench/common.sh
 
-make_disk "$W/disk.img" "$SIZE_GIB" 1 2
+make_disk "$D/disk.img" "$SIZE_GIB" 1 2
 start_sim
-"$SIMCTL" create-vm bench --disk "$W/disk.img" >"$W/vm.json"
+"$SIMCTL" create-vm bench --disk "$D/disk.img" >"$W/vm.json"
 VDI=$(json vdis.0.uuid <"$W/vm.json")
 
 # nbdcopy of the same export: log in, ask get_nbd_info for the disk, copy.
@@ -59,7 +59,7 @@ FULL_DISK=$(json disks.0.seconds <"$W/full.json")
 # change PCT% of the blocks (random data), as a guest would, then back up
 incremental() {
   local pct=$1
-  python3 - "$W/disk.img" "$pct" <<'PY'
+  python3 - "$D/disk.img" "$pct" <<'PY'
 import os, random, sys
 path, pct = sys.argv[1], float(sys.argv[2])
 size = os.path.getsize(path)
@@ -71,7 +71,7 @@ with open(path, "r+b") as f:
         f.write(os.urandom(65536))
 PY
   local written
-  written=$("$SIMCTL" replace "$VDI" "$W/disk.img" | json blocks_written)
+  written=$("$SIMCTL" replace "$VDI" "$D/disk.img" | json blocks_written)
   sleep 1
   sync; echo 3 >/proc/sys/vm/drop_caches
   local t

@@ -18,9 +18,9 @@ done
 command -v curl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
 source scripts/bench/common.sh
 
-make_disk "$W/disk.img" "$SIZE_GIB" 4 8
+make_disk "$D/disk.img" "$SIZE_GIB" 4 8
 start_sim
-"$SIMCTL" create-vm bench --disk "$W/disk.img" --halted >"$W/vm.json"
+"$SIMCTL" create-vm bench --disk "$D/disk.img" --halted >"$W/vm.json"
 VM=$(json uuid <"$W/vm.json")
 VDI=$(json vdis.0.uuid <"$W/vm.json")
 SR=$(json sr_cbt <"$XAPISIM_READY")
@@ -41,7 +41,7 @@ PY
 source "$W/curl.env"
 sync; echo 3 >/proc/sys/vm/drop_caches
 t=$(now)
-curl -s -S --cacert "$CA" -T "$W/disk.img" -H "Expect:" \
+curl -s -S --cacert "$CA" -T "$D/disk.img" -H "Expect:" \
   "$URL/import_raw_vdi?session_id=$SESSION&vdi=$TARGET&format=raw" -o /dev/null
 CURL=$(echo "$(now) - $t" | bc)
 
@@ -59,7 +59,7 @@ VHD_SENT=$(json disks.0.bytes_sent <"$W/last.json")
 VHD_UP=$(json disks.0.upload_seconds <"$W/last.json")
 
 # 1% of the blocks change on the original disk, then roll it back to the point.
-python3 - "$W/disk.img" <<'PY'
+python3 - "$D/disk.img" <<'PY'
 import os, random, sys
 path = sys.argv[1]
 n = os.path.getsize(path) // 65536
@@ -68,13 +68,13 @@ with open(path, "r+b") as f:
         f.seek(b * 65536)
         f.write(os.urandom(65536))
 PY
-"$SIMCTL" replace "$VDI" "$W/disk.img" >/dev/null
+"$SIMCTL" replace "$VDI" "$D/disk.img" >/dev/null
 CB=$(restore_secs --disk "$VDI" --onto-vdi "$VDI")
 CB_SENT=$(json disks.0.bytes_sent <"$W/last.json")
 CB_MODE=$(json disks.0.mode <"$W/last.json")
 CB_UP=$(json disks.0.upload_seconds <"$W/last.json")
 # the same once more, in xapi's raw chunked framing
-"$SIMCTL" replace "$VDI" "$W/disk.img" >/dev/null
+"$SIMCTL" replace "$VDI" "$D/disk.img" >/dev/null
 CBR=$(restore_secs --disk "$VDI" --onto-vdi "$VDI" --format raw)
 CBR_SENT=$(json disks.0.bytes_sent <"$W/last.json")
 CBR_UP=$(json disks.0.upload_seconds <"$W/last.json")
