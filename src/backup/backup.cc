@@ -242,21 +242,41 @@ Status ReadDisk(Context& c, const Disk& d, const std::vector<nbd::Extent>& exten
   std::atomic<uint64_t> done{0};
   const std::string vdi = r->vdi_uuid;
   Status s = reader->Read(extents, [&](uint64_t off, const char* data, size_t len) -> Status {
-    // Pieces start on block boundaries; only the disk's last block is short.
-    char pad[repo::kBlockSize];
-    for (size_t pos = 0; pos < len; pos += repo::kBlockSize) {
-      const char* blk = data + pos;
-      size_t n = std::min<size_t>(repo::kBlockSize, len - pos);
-      if (n < repo::kBlockSize) {
-        std::memset(pad, 0, sizeof pad);
-        std::memcpy(pad, blk, n);
-        blk = pad;
+    // Pieces start on block boundaries; only the disk's last block is
+    // short.  Zero detection and checksums run here, on the reader threads;
+    // only the writes are serialised, one per run of non-zero blocks.
+    const uint64_t first = off / repo::kBlockSize;
+    const uint64_t nblocks = (len + repo::kBlockSize - 1) / repo::kBlockSize;
+    const uint64_t whole = len / repo::kBlockSize;  // blocks without padding
+    std::vector<uint64_t> sums(nblocks);
+    std::vector<char> zero(nblocks);
+    std::vector<char> pad;
+    for (uint64_t i = 0; i < nblocks; ++i) {
+      const char* blk = data + i * repo::kBlockSize;
+      if (i >= whole) {  // the short last block, padded with zeros
+        pad.assign(repo::kBlockSize, 0);
+        std::memcpy(pad.data(), blk, len - i * repo::kBlockSize);
+        blk = pad.data();
       }
-      const uint64_t block = (off + pos) / repo::kBlockSize;
-      const bool zero = repo::IsAllZero(blk, repo::kBlockSize);
-      if (zero && !overlay) continue;
-      std::lock_guard<std::mutex> g(mu);
-      CBT_RETURN_IF_ERROR(zero ? w->AddZero(block) : w->AddData(block, blk));
+      zero[i] = repo::IsAllZero(blk, repo::kBlockSize);
+      if (!zero[i]) sums[i] = repo::Checksum(blk, repo::kBlockSize);
+    }
+    std::lock_guard<std::mutex> g(mu);
+    for (uint64_t i = 0; i < nblocks;) {
+      if (zero[i]) {
+        if (overlay) CBT_RETURN_IF_ERROR(w->AddZero(first + i));
+        ++i;
+        continue;
+      }
+      uint64_t j = i;
+      while (j < nblocks && !zero[j] && j < whole) ++j;
+      if (j == i) {  // the padded last block
+        CBT_RETURN_IF_ERROR(w->AddDataRun(first + i, pad.data(), 1, &sums[i]));
+        ++i;
+        continue;
+      }
+      CBT_RETURN_IF_ERROR(w->AddDataRun(first + i, data + i * repo::kBlockSize, j - i, &sums[i]));
+      i = j;
     }
     uint64_t now = done += len;
     if (c.opt.progress) c.opt.progress(vdi, now, total);

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -174,46 +175,125 @@ Status Reader::Read(const std::vector<Extent>& extents,
     if (first_error.ok()) first_error = std::move(s);
     stop = true;
   };
+  // One worker per connection keeps up to kInFlight requests queued on it
+  // (libnbd's asynchronous API), so the server always has the next request
+  // while it answers one: xapi-nbd answers in order, but the pipeline hides
+  // the round trips.  A failed request is retried on a fresh connection.
+  struct Slot {
+    std::unique_ptr<char[]> buf;
+    Extent piece{0, 0};
+    int attempts = 0;
+    enum State { kFree, kInFlight, kDone, kFailed } state = kFree;
+    int error = 0;
+  };
   auto worker = [&](size_t ci) {
-    std::unique_ptr<char[]> buf(new char[options_.max_request]);
+    const size_t in_flight = std::max(1, options_.in_flight);
+    std::vector<Slot> slots(in_flight);
+    for (auto& sl : slots) sl.buf.reset(new char[options_.max_request]);
+    std::vector<std::pair<Extent, int>> retry;  // pieces to read again, with attempts
+    std::string last_error;
+    auto completion = [](void* user, int* error) -> int {
+      auto* sl = static_cast<Slot*>(user);
+      sl->state = *error ? Slot::kFailed : Slot::kDone;
+      sl->error = *error;
+      return 1;
+    };
     while (!stop) {
-      size_t i = next++;
-      if (i >= pieces.size()) return;
-      const Extent p = pieces[i];
-      Status s;
-      std::string reconnect_error;
-      for (int attempt = 1;; ++attempt) {
-        if (conns_[ci] && nbd_pread(conns_[ci]->h, buf.get(), p.length, p.offset, 0) == 0) {
-          s = Status::Ok();
-          break;
+      // Queue work on free slots.
+      for (auto& sl : slots) {
+        if (sl.state != Slot::kFree) continue;
+        if (!retry.empty()) {
+          sl.piece = retry.back().first;
+          sl.attempts = retry.back().second;
+          retry.pop_back();
+        } else {
+          size_t i = next++;
+          if (i >= pieces.size()) break;
+          sl.piece = pieces[i];
+          sl.attempts = 0;
         }
-        std::string err = conns_[ci] ? NbdError() : "reconnecting failed: " + reconnect_error;
-        if (attempt >= options_.attempts || stop) {
-          s = Status::IoError("NBD read at offset " + std::to_string(p.offset) + " failed after " +
-                              std::to_string(attempt) + " attempts: " + err);
-          break;
+        sl.state = Slot::kInFlight;
+        ++sl.attempts;
+        if (!conns_[ci] ||
+            nbd_aio_pread(conns_[ci]->h, sl.buf.get(), sl.piece.length, sl.piece.offset,
+                          nbd_completion_callback{completion, &sl, nullptr}, 0) == -1) {
+          sl.state = Slot::kFailed;
+          last_error = conns_[ci] ? NbdError() : last_error;
         }
-        // The connection may be dead: drop it, wait, and reconnect.
+      }
+      bool busy = false;
+      for (auto& sl : slots) busy |= sl.state == Slot::kInFlight;
+      if (busy && conns_[ci] && nbd_poll(conns_[ci]->h, -1) == -1) {
+        last_error = NbdError();
+      }
+      // A dead connection completes nothing more: fail what it still holds.
+      const bool dead =
+          !conns_[ci] || nbd_aio_is_dead(conns_[ci]->h) || nbd_aio_is_closed(conns_[ci]->h);
+      bool any_failed = false;
+      for (auto& sl : slots) {
+        if (dead && sl.state == Slot::kInFlight) sl.state = Slot::kFailed;
+        if (sl.state == Slot::kDone) {
+          bytes_read_ += sl.piece.length;
+          Status ss = sink(sl.piece.offset, sl.buf.get(), sl.piece.length);
+          sl.state = Slot::kFree;
+          if (!ss.ok()) {
+            fail(ss);
+            break;
+          }
+        } else if (sl.state == Slot::kFailed) {
+          if (sl.error != 0) last_error = std::strerror(sl.error);
+          if (sl.attempts >= options_.attempts) {
+            fail(Status::IoError("NBD read at offset " + std::to_string(sl.piece.offset) +
+                                 " failed after " + std::to_string(sl.attempts) +
+                                 " attempts: " + last_error));
+            break;
+          }
+          retry.emplace_back(sl.piece, sl.attempts);
+          sl.state = Slot::kFree;
+          sl.error = 0;
+          any_failed = true;
+        }
+      }
+      if (stop) break;
+      if (any_failed || dead) {
+        // Wait for what is still in flight, then reconnect with back-off.
+        if (conns_[ci] && !dead) {
+          auto pending = [&slots] {
+            for (auto& sl : slots) {
+              if (sl.state == Slot::kInFlight) return true;
+            }
+            return false;
+          };
+          while (pending() && nbd_poll(conns_[ci]->h, -1) != -1) {
+          }
+        }
+        for (auto& sl : slots) {
+          if (sl.state == Slot::kInFlight || sl.state == Slot::kFailed) {
+            retry.emplace_back(sl.piece, sl.attempts);
+            sl.state = Slot::kFree;
+          } else if (sl.state == Slot::kDone) {
+            bytes_read_ += sl.piece.length;
+            Status ss = sink(sl.piece.offset, sl.buf.get(), sl.piece.length);
+            sl.state = Slot::kFree;
+            if (!ss.ok()) fail(ss);
+          }
+        }
+        int worst = 0;
+        for (const auto& r : retry) worst = std::max(worst, r.second);
         size_t ep = conns_[ci] ? conns_[ci]->endpoint : ci;
         conns_[ci].reset();
-        std::this_thread::sleep_for(std::chrono::milliseconds(200 << (2 * (attempt - 1))));
+        std::this_thread::sleep_for(std::chrono::milliseconds(200 << (2 * std::max(0, worst - 1))));
         auto c = Open(ep);
         if (c.ok()) {
           conns_[ci] = std::move(*c);
         } else {
-          reconnect_error = c.status().message();
+          last_error = "reconnecting failed: " + c.status().message();
         }
+        continue;
       }
-      if (!s.ok()) {
-        fail(s);
-        return;
-      }
-      bytes_read_ += p.length;
-      Status ss = sink(p.offset, buf.get(), p.length);
-      if (!ss.ok()) {
-        fail(ss);
-        return;
-      }
+      bool idle = retry.empty() && next >= pieces.size();
+      for (auto& sl : slots) idle &= sl.state == Slot::kFree;
+      if (idle) return;
     }
   };
   std::vector<std::thread> threads;

@@ -37,7 +37,8 @@ struct Endpoint {
 struct ReaderOptions {
   int connections = 4;
   uint64_t max_request = 2 * 1024 * 1024;
-  int attempts = 4;  // per request, counting the first
+  int attempts = 4;   // per request, counting the first
+  int in_flight = 8;  // requests queued per connection
   bool require_tls = true;
 };
 

@@ -102,6 +102,25 @@ Status DiskFileWriter::AddData(uint64_t block, const void* data) {
   return Status::Ok();
 }
 
+Status DiskFileWriter::AddDataRun(uint64_t first, const char* data, uint64_t count,
+                                  const uint64_t* checksums) {
+  // Validate the whole run before marking any block, so a refused run
+  // leaves the writer as it was.
+  for (uint64_t i = 0; i < count; ++i) {
+    if (finished_ || first + i >= seen_.size() || seen_[first + i]) {
+      return CheckBlock(first + i);  // fails, and says why, without marking
+    }
+  }
+  for (uint64_t i = 0; i < count; ++i) seen_[first + i] = true;
+  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, count * kBlockSize, next_data_offset_, path_));
+  for (uint64_t i = 0; i < count; ++i) {
+    entries_.push_back({first + i, EntryKind::kData, next_data_offset_, checksums[i]});
+    next_data_offset_ += kBlockSize;
+  }
+  data_blocks_ += count;
+  return Status::Ok();
+}
+
 Status DiskFileWriter::AddZero(uint64_t block) {
   CBT_RETURN_IF_ERROR(CheckBlock(block));
   entries_.push_back({block, EntryKind::kZero, 0, 0});

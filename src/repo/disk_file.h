@@ -68,6 +68,11 @@ class DiskFileWriter {
   // whose size is not a multiple of 64 KiB is padded with zeros by the
   // caller).  InvalidArgument if the block is out of range or repeated.
   Status AddData(uint64_t block, const void* data);
+  // Records `count` consecutive blocks starting at `first`, whose data is
+  // contiguous at `data` and whose checksums (see Checksum) the caller has
+  // computed, with one write: the fast path of a backup, which checksums
+  // outside any lock.  Same errors as AddData.
+  Status AddDataRun(uint64_t first, const char* data, uint64_t count, const uint64_t* checksums);
   // Records block `block` as all zeros (overlays only; in a base a zero block
   // is simply left out).
   Status AddZero(uint64_t block);

@@ -156,3 +156,27 @@ TEST_CASE("DiskFile: files are created 0600", "[repo]") {
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
 }
+
+TEST_CASE("DiskFileWriter: a run of blocks is stored like single blocks", "[repo]") {
+  TempDir dir;
+  auto w = DiskFileWriter::Create(dir.Sub("run.cbd"), FileKind::kBase, 8 * kBlockSize);
+  REQUIRE(w.ok());
+  std::vector<char> data;
+  std::vector<uint64_t> sums;
+  for (uint32_t b = 2; b < 5; ++b) {
+    auto blk = Block(b);
+    data.insert(data.end(), blk.begin(), blk.end());
+    sums.push_back(Checksum(blk.data(), kBlockSize));
+  }
+  REQUIRE((*w)->AddDataRun(2, data.data(), 3, sums.data()).ok());
+  CHECK_FALSE((*w)->AddDataRun(4, data.data(), 1, sums.data()).ok());  // block 4 again
+  REQUIRE((*w)->Finish().ok());
+  auto f = DiskFile::Open(dir.Sub("run.cbd"));
+  REQUIRE(f.ok());
+  REQUIRE((*f)->entries().size() == 3);
+  std::vector<char> buf(kBlockSize);
+  for (const auto& e : (*f)->entries()) {
+    REQUIRE((*f)->ReadBlock(e, buf.data()).ok());
+    CHECK(buf == Block(static_cast<uint32_t>(e.block)));
+  }
+}
