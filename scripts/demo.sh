@@ -2,8 +2,8 @@
 # The demo: starts the XAPI simulator with a sample VM whose disk holds a real
 # ext4 filesystem, backs the VM up, changes a file inside the VM's disk, backs
 # up again (only the changed blocks travel), mounts the repository with
-# cbtfs, loop-mounts the newest point read-only, prints the changed file, and
-# cleans up.  Run as root on Debian 12; installs what it needs.
+# cbtfs, loop-mounts the newest point read-only, prints the changed file,
+# restores the first point as a new VM, and cleans up.  Run as root on Debian 12; installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
@@ -84,5 +84,14 @@ mount -o ro,loop,noload "$W/mnt/$VM/$first/$VDI.raw" "$W/point"
 echo "--- report.txt in the first point ($first):"
 cat "$W/point/report.txt"
 umount "$W/point"
+
+step "Restore the first point to the server as a new VM, checked against the server's MD5"
+SR=$(json sr_cbt <"$XAPISIM_READY")
+new_vm=$(cbt -q restore --vm "$VM" --point "$first" --sr "$SR" --verify)
+echo "restored VM: $new_vm"
+"$SIMCTL" vms | python3 -c 'import json,sys
+for v in json.load(sys.stdin):
+    if v["uuid"] == sys.argv[1]:
+        print("name:", v["name_label"], " disks:", [d["vdi"] for d in v["disks"] if d["type"] == "Disk"])' "$new_vm"
 echo
 echo "Demo finished."
