@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <set>
 
 namespace cbt::image {
 
@@ -30,7 +31,17 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
       if (std::find(points.begin(), points.end(), point) == points.end()) {
         return Status::NotFound("VM " + v + " has no point " + point);
       }
-      points = {point};
+      // A point reads through its chain: check the points it is built on
+      // too (each file once).
+      std::set<std::string> needed = {point};
+      auto m = repo.ReadManifest(v, point);
+      if (m.ok()) {
+        for (const auto& d : m->disks) {
+          auto chain = repo.DiskChain(v, point, d.vdi_uuid);
+          if (chain.ok()) needed.insert(chain->begin(), chain->end());
+        }
+      }
+      points.assign(needed.begin(), needed.end());
     }
     for (const auto& p : points) {
       ++report->points;

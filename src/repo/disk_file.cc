@@ -216,6 +216,7 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
   auto file = std::shared_ptr<DiskFile>(new DiskFile());
   file->entries_.reserve(count);
   uint64_t seen_data = 0;
+  std::vector<bool> slot_used(data_blocks, false);
   for (uint64_t i = 0; i < count; ++i) {
     const unsigned char* p = index.data() + i * kIndexEntrySize;
     IndexEntry e{Get64(p), static_cast<EntryKind>(Get32(p + 8)), Get64(p + 16), Get64(p + 24)};
@@ -225,10 +226,22 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
         e.kind != EntryKind::kData ||
         (e.offset >= kHeaderSize && index_offset >= kHeaderSize + kBlockSize &&
          e.offset <= index_offset - kBlockSize && (e.offset - kHeaderSize) % kBlockSize == 0);
-    if (!ordered || !valid_kind || e.block >= nblocks || !in_data_area) {
+    // ZERO entries carry no offset or checksum; the reserved word is zero.
+    bool clean =
+        Get32(p + 12) == 0 && (e.kind != EntryKind::kZero || (e.offset == 0 && e.checksum == 0));
+    if (!ordered || !valid_kind || e.block >= nblocks || !in_data_area || !clean) {
       return Status::Corruption(path + ": index entry " + std::to_string(i) + " is invalid");
     }
-    if (e.kind == EntryKind::kData) ++seen_data;
+    if (e.kind == EntryKind::kData) {
+      // Each data slot belongs to exactly one block.
+      const uint64_t slot = (e.offset - kHeaderSize) / kBlockSize;
+      if (slot_used[slot]) {
+        return Status::Corruption(path + ": index entry " + std::to_string(i) +
+                                  " shares its data with another block");
+      }
+      slot_used[slot] = true;
+      ++seen_data;
+    }
     file->entries_.push_back(e);
   }
   if (seen_data != data_blocks) {

@@ -180,3 +180,53 @@ TEST_CASE("DiskFileWriter: a run of blocks is stored like single blocks", "[repo
     CHECK(buf == Block(static_cast<uint32_t>(e.block)));
   }
 }
+
+namespace {
+
+// Rewrites index entry `i` of a finished file with `mutate`, then fixes the
+// index and header checksums, as a buggy or hostile writer would.
+template <typename F>
+void RewriteEntry(const std::string& path, size_t i, F mutate) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  unsigned char h[kHeaderSize];
+  REQUIRE(::pread(fd, h, sizeof h, 0) == kHeaderSize);
+  auto get64 = [](const unsigned char* p) {
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; --k) v = (v << 8) | p[k];
+    return v;
+  };
+  auto put64 = [](unsigned char* p, uint64_t v) {
+    for (int k = 0; k < 8; ++k) p[k] = static_cast<unsigned char>(v >> (8 * k));
+  };
+  const uint64_t count = get64(h + 48), index_offset = get64(h + 64);
+  std::vector<unsigned char> index(count * kIndexEntrySize);
+  REQUIRE(::pread(fd, index.data(), index.size(), static_cast<off_t>(index_offset)) ==
+          static_cast<ssize_t>(index.size()));
+  mutate(index.data() + i * kIndexEntrySize, put64);
+  REQUIRE(::pwrite(fd, index.data(), index.size(), static_cast<off_t>(index_offset)) ==
+          static_cast<ssize_t>(index.size()));
+  put64(h + 72, Checksum(index.data(), index.size()));
+  put64(h + 80, Checksum(h, 80));
+  REQUIRE(::pwrite(fd, h, sizeof h, 0) == kHeaderSize);
+  ::close(fd);
+}
+
+}  // namespace
+
+TEST_CASE("DiskFile: two blocks sharing one data slot are refused", "[repo]") {
+  TempDir dir;
+  std::string path = WriteSample(dir);
+  // Block 7 was written first (slot 0); make block 2 (entry 0) point there too.
+  RewriteEntry(path, 0, [](unsigned char* e, auto put64) { put64(e + 16, kHeaderSize); });
+  auto f = DiskFile::Open(path);
+  REQUIRE_FALSE(f.ok());
+  CHECK(f.status().message().find("shares its data") != std::string::npos);
+}
+
+TEST_CASE("DiskFile: a zero entry with an offset is refused", "[repo]") {
+  TempDir dir;
+  std::string path = WriteSample(dir);
+  RewriteEntry(path, 1, [](unsigned char* e, auto put64) { put64(e + 16, kHeaderSize); });
+  CHECK(DiskFile::Open(path).status().IsCorruption());
+}
