@@ -150,3 +150,16 @@ cbt() {
   "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
     --repo "$WORK/repo" "$@"
 }
+
+# create_demo_vm: a VM "demo" on the simulator with two disks and an empty CD
+# drive: a 64 MiB ext4 disk and a raw disk of random bytes whose size is not
+# a multiple of 64 KiB.  Sets VM, V1, V2.
+create_demo_vm() {
+  truncate -s 64M "$WORK/d1.img"
+  mkfs.ext4 -q -F "$WORK/d1.img"
+  head -c $((3 * 65536 + 1024)) /dev/urandom >"$WORK/d2.img"
+  "$SIMCTL" create-vm demo --disk "$WORK/d1.img" --disk "$WORK/d2.img" --cd >"$WORK/vm.json"
+  VM=$(json_get "$WORK/vm.json" uuid)
+  V1=$(json_get "$WORK/vm.json" vdis.0.uuid)
+  V2=$(json_get "$WORK/vm.json" vdis.1.uuid)
+}

@@ -10,13 +10,7 @@ source "$(dirname "$0")/../functions.sh"
 requires_fuse
 start_sim
 
-truncate -s 64M "$WORK/d1.img"
-mkfs.ext4 -q -F "$WORK/d1.img"
-head -c $((3 * 65536 + 1024)) /dev/urandom >"$WORK/d2.img"
-"$SIMCTL" create-vm demo --disk "$WORK/d1.img" --disk "$WORK/d2.img" --cd >"$WORK/vm.json"
-VM=$(json_get "$WORK/vm.json" uuid)
-V1=$(json_get "$WORK/vm.json" vdis.0.uuid)
-V2=$(json_get "$WORK/vm.json" vdis.1.uuid)
+create_demo_vm
 
 # backup_round N EXPECTED_MODE CHANGED_BYTES: copies both disks as they are
 # now (the snapshot will see the same), backs up, and checks the summary.

@@ -12,13 +12,7 @@ requires qemu-img
 start_sim
 SR=$(json_get "$XAPISIM_READY" sr_cbt)
 
-truncate -s 64M "$WORK/d1.img"
-mkfs.ext4 -q -F "$WORK/d1.img"
-head -c $((3 * 65536 + 1024)) /dev/urandom >"$WORK/d2.img"
-"$SIMCTL" create-vm demo --disk "$WORK/d1.img" --disk "$WORK/d2.img" --cd >"$WORK/vm.json"
-VM=$(json_get "$WORK/vm.json" uuid)
-V1=$(json_get "$WORK/vm.json" vdis.0.uuid)
-V2=$(json_get "$WORK/vm.json" vdis.1.uuid)
+create_demo_vm
 
 for n in 0 1 2; do
   if [ $n -gt 0 ]; then
