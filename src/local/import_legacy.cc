@@ -8,9 +8,6 @@
 
 #include <unistd.h>
 
-#include <algorithm>
-#include <cstring>
-#include <map>
 #include <set>
 
 namespace cbt::local {

@@ -198,6 +198,15 @@ Status Reader::Read(const std::vector<Extent>& extents,
       sl->error = *error;
       return 1;
     };
+    // Hands a completed piece to the sink; false (and the read stopped) if
+    // the sink failed.
+    auto deliver = [&](Slot& sl) {
+      bytes_read_ += sl.piece.length;
+      Status ss = sink(sl.piece.offset, sl.buf.get(), sl.piece.length);
+      sl.state = Slot::kFree;
+      if (!ss.ok()) fail(ss);
+      return ss.ok();
+    };
     while (!stop) {
       // Queue work on free slots.
       for (auto& sl : slots) {
@@ -233,13 +242,7 @@ Status Reader::Read(const std::vector<Extent>& extents,
       for (auto& sl : slots) {
         if (dead && sl.state == Slot::kInFlight) sl.state = Slot::kFailed;
         if (sl.state == Slot::kDone) {
-          bytes_read_ += sl.piece.length;
-          Status ss = sink(sl.piece.offset, sl.buf.get(), sl.piece.length);
-          sl.state = Slot::kFree;
-          if (!ss.ok()) {
-            fail(ss);
-            break;
-          }
+          if (!deliver(sl)) break;
         } else if (sl.state == Slot::kFailed) {
           if (sl.error != 0) last_error = std::strerror(sl.error);
           if (sl.attempts >= options_.attempts) {
@@ -272,10 +275,7 @@ Status Reader::Read(const std::vector<Extent>& extents,
             retry.emplace_back(sl.piece, sl.attempts);
             sl.state = Slot::kFree;
           } else if (sl.state == Slot::kDone) {
-            bytes_read_ += sl.piece.length;
-            Status ss = sink(sl.piece.offset, sl.buf.get(), sl.piece.length);
-            sl.state = Slot::kFree;
-            if (!ss.ok()) fail(ss);
+            deliver(sl);
           }
         }
         int worst = 0;

@@ -19,7 +19,21 @@ namespace cbt::cli {
 
 namespace {
 
-// Writes all of `src` through `sink`; holes become seeks when `sparse`.
+Status WriteAllFd(int fd, const char* p, size_t n, const std::string& what) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, what);
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return Status::Ok();
+}
+
+// Writes the whole image to `fd`: at its offsets, skipping holes, when
+// `sparse`; as one stream otherwise (stdout).
 Status WriteRaw(const image::ComposedImage& img, int fd, bool sparse, const std::string& what) {
   std::vector<char> buf(4 << 20);
   const uint64_t size = img.size();
@@ -36,30 +50,9 @@ Status WriteRaw(const image::ComposedImage& img, int fd, bool sparse, const std:
     if (sparse) {
       CBT_RETURN_IF_ERROR(PwriteAll(fd, buf.data(), n, pos, what));
     } else {
-      size_t done = 0;
-      while (done < n) {
-        ssize_t w = ::write(fd, buf.data() + done, n - done);
-        if (w < 0) {
-          if (errno == EINTR) continue;
-          return Status::FromErrno(errno, what);
-        }
-        done += static_cast<size_t>(w);
-      }
+      CBT_RETURN_IF_ERROR(WriteAllFd(fd, buf.data(), n, what));
     }
     pos += n;
-  }
-  return Status::Ok();
-}
-
-Status WriteAllFd(int fd, const char* p, size_t n, const std::string& what) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, what);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
   }
   return Status::Ok();
 }
