@@ -28,20 +28,23 @@ using repo::EntryKind;
 using repo::FileKind;
 using repo::kBlockSize;
 
-Result<std::shared_ptr<const ComposedImage>> ComposedImage::Open(const repo::Repository& repo,
-                                                                 const std::string& vm,
-                                                                 const std::string& point,
-                                                                 const std::string& vdi) {
-  CBT_ASSIGN_OR_RETURN(auto points, repo.DiskChain(vm, point, vdi));
+namespace {
+
+Result<std::shared_ptr<const ComposedImage>> OpenOnce(const repo::Repository& repo,
+                                                      const std::string& vm,
+                                                      const std::string& point,
+                                                      const std::string& vdi) {
+  CBT_ASSIGN_OR_RETURN(auto files, repo.DiskChain(vm, point, vdi));
   std::vector<std::shared_ptr<const DiskFile>> chain;
-  chain.reserve(points.size());
-  for (const auto& p : points) {
-    std::string path = JoinPath(repo.PointPath(vm, p), repo::DiskFileName(vdi));
-    auto file = DiskFile::Open(path);
+  std::vector<std::string> origins;
+  chain.reserve(files.size());
+  for (const auto& cf : files) {
+    auto file = DiskFile::Open(JoinPath(repo.PointPath(vm, cf.point), cf.file));
     if (!file.ok()) {
-      return file.status().WithContext("VM " + vm + " point " + p + " disk " + vdi);
+      return file.status().WithContext("VM " + vm + " point " + cf.point + " disk " + vdi);
     }
     chain.push_back(std::move(*file));
+    origins.push_back(cf.origin);
   }
   // The manifest and the file header must agree on the disk's size.
   CBT_ASSIGN_OR_RETURN(repo::Manifest m, repo.ReadManifest(vm, point));
@@ -50,7 +53,26 @@ Result<std::shared_ptr<const ComposedImage>> ComposedImage::Open(const repo::Rep
     return Status::Corruption("VM " + vm + " point " + point + " disk " + vdi +
                               ": the manifest and the disk file disagree on the size");
   }
-  return FromChain(std::move(chain), std::move(points), Label{vm, point, vdi});
+  return ComposedImage::FromChain(std::move(chain), std::move(origins),
+                                  ComposedImage::Label{vm, point, vdi});
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const ComposedImage>> ComposedImage::Open(const repo::Repository& repo,
+                                                                 const std::string& vm,
+                                                                 const std::string& point,
+                                                                 const std::string& vdi) {
+  // A delete running meanwhile moves the files of a chain from one point to
+  // the next (docs/FORMAT.md, "Deleting points"): a chain read half before
+  // and half after that step names a file that is gone.  Reading it again
+  // sees the new state, so only a file still missing is an error.
+  auto img = OpenOnce(repo, vm, point, vdi);
+  for (int retry = 0; retry < 3 && !img.ok() && img.status().IsNotFound(); ++retry) {
+    if (!PathExists(repo.PointPath(vm, point))) break;
+    img = OpenOnce(repo, vm, point, vdi);
+  }
+  return img;
 }
 
 Result<std::shared_ptr<const ComposedImage>> ComposedImage::FromChain(

@@ -60,7 +60,7 @@ class ComposedImage {
                                                            const std::string& vdi);
 
   // Composes already-opened files, base first.  `file_points[i]` names the
-  // point that holds chain[i] (for messages).  Corruption if the first file
+  // point that wrote chain[i] (for messages).  Corruption if the first file
   // is not a base, a later one not an overlay, or the sizes differ.
   static Result<std::shared_ptr<const ComposedImage>> FromChain(
       std::vector<std::shared_ptr<const repo::DiskFile>> chain,
@@ -68,7 +68,7 @@ class ComposedImage {
 
   uint64_t size() const { return size_; }
   const Label& label() const { return label_; }
-  // The files of the chain, base first, and the points holding them.
+  // The files of the chain, base first, and the points that wrote them.
   const std::vector<std::shared_ptr<const repo::DiskFile>>& chain() const { return chain_; }
   const std::vector<std::string>& file_points() const { return file_points_; }
   size_t depth() const { return chain_.size(); }

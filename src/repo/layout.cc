@@ -80,4 +80,18 @@ std::optional<long> ParseTempPointName(std::string_view name) {
 
 std::string DiskFileName(const std::string& vdi_uuid) { return vdi_uuid + kDiskFileSuffix; }
 
+std::string LayerFileName(const std::string& vdi_uuid, const std::string& origin) {
+  return vdi_uuid + "." + origin + kDiskFileSuffix;
+}
+
+std::string DeletingDirName(const std::string& point) { return kDeletingPrefix + point; }
+
+std::optional<std::string> ParseDeletingDirName(std::string_view name) {
+  std::string_view prefix = kDeletingPrefix;
+  if (name.substr(0, prefix.size()) != prefix) return std::nullopt;
+  name.remove_prefix(prefix.size());
+  if (!IsTimestamp(name)) return std::nullopt;
+  return std::string(name);
+}
+
 }  // namespace cbt::repo

@@ -8,7 +8,11 @@
 //   REPO/<vm-uuid>/lock                    per-VM lock (present while held)
 //   REPO/<vm-uuid>/<timestamp>/            a committed point
 //   REPO/<vm-uuid>/.tmp-<timestamp>-<pid>/ a point being written
+//   REPO/<vm-uuid>/journal.json            a delete/prune in progress
+//   REPO/<vm-uuid>/.del-<timestamp>/       a point being removed by it
 //   <point>/manifest.json, <point>/VM_metadata, <point>/<vdi-uuid>.cbd
+//   <point>/<vdi-uuid>.<timestamp>.cbd     a layer taken over from a deleted
+//                                          point (its origin timestamp)
 //
 // Thread-safety: pure functions.
 #ifndef CBT_REPO_LAYOUT_H_
@@ -28,6 +32,8 @@ inline constexpr char kManifestFile[] = "manifest.json";
 inline constexpr char kMetadataFile[] = "VM_metadata";
 inline constexpr char kTempPrefix[] = ".tmp-";
 inline constexpr char kDiskFileSuffix[] = ".cbd";
+inline constexpr char kJournalFile[] = "journal.json";
+inline constexpr char kDeletingPrefix[] = ".del-";
 
 // True for a lower-case 8-4-4-4-12 hexadecimal UUID.
 bool IsUuid(std::string_view s);
@@ -45,6 +51,12 @@ std::string TempPointName(const std::string& point, long pid);
 // Parses ".tmp-<timestamp>-<pid>"; returns the pid or nullopt.
 std::optional<long> ParseTempPointName(std::string_view name);
 std::string DiskFileName(const std::string& vdi_uuid);
+// "<vdi-uuid>.<origin>.cbd": the file that point `origin` wrote for the disk,
+// kept by a later point after `origin` was deleted.
+std::string LayerFileName(const std::string& vdi_uuid, const std::string& origin);
+std::string DeletingDirName(const std::string& point);
+// Parses ".del-<timestamp>"; returns the timestamp or nullopt.
+std::optional<std::string> ParseDeletingDirName(std::string_view name);
 
 }  // namespace cbt::repo
 

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 namespace cbt::repo {
 
 using nlohmann::json;
@@ -18,7 +20,11 @@ const DiskRecord* Manifest::FindDisk(const std::string& vdi_uuid) const {
 
 std::string EncodeManifest(const Manifest& m) {
   json disks = json::array();
+  int version = m.format_version;
   for (const auto& d : m.disks) {
+    if (!d.layers.empty()) version = std::max(version, kManifestLayersVersion);
+    json layers = json::array();
+    for (const auto& l : d.layers) layers.push_back({{"file", l.file}, {"origin_point", l.origin}});
     disks.push_back({{"vdi_uuid", d.vdi_uuid},
                      {"name", d.name},
                      {"snapshot_vdi_uuid", d.snapshot_vdi_uuid},
@@ -32,8 +38,9 @@ std::string EncodeManifest(const Manifest& m) {
                      {"zero_blocks", d.zero_blocks},
                      {"stored_bytes", d.stored_bytes},
                      {"reason", d.reason}});
+    if (!d.layers.empty()) disks.back()["layers"] = layers;
   }
-  json j = {{"format_version", m.format_version},
+  json j = {{"format_version", version},
             {"vm_uuid", m.vm_uuid},
             {"vm_name", m.vm_name},
             {"point", m.point},
@@ -52,7 +59,7 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
   try {
     Manifest m;
     m.format_version = j.at("format_version").get<int>();
-    if (m.format_version != kRepoFormatVersion) {
+    if (m.format_version != kRepoFormatVersion && m.format_version != kManifestLayersVersion) {
       return Status::NotSupported(what + ": manifest format version " +
                                   std::to_string(m.format_version) + " is not supported");
     }
@@ -83,6 +90,24 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
       d.zero_blocks = jd.value("zero_blocks", uint64_t{0});
       d.stored_bytes = jd.value("stored_bytes", uint64_t{0});
       d.reason = jd.value("reason", "");
+      if (jd.contains("layers")) {
+        if (m.format_version < kManifestLayersVersion || !jd["layers"].is_array()) {
+          return Status::Corruption(what + ": disk " + d.vdi_uuid + " has invalid layers");
+        }
+        // Layers are files of deleted points between the parent and this
+        // point, newest first.
+        std::string newer = m.point;
+        for (const auto& jl : jd["layers"]) {
+          Layer l{jl.at("file").get<std::string>(), jl.at("origin_point").get<std::string>()};
+          if (!IsUuid(d.vdi_uuid) || !IsTimestamp(l.origin) || l.origin >= newer ||
+              (!d.base && l.origin <= d.parent_point) ||
+              l.file != LayerFileName(d.vdi_uuid, l.origin)) {
+            return Status::Corruption(what + ": disk " + d.vdi_uuid + " has an invalid layer");
+          }
+          newer = l.origin;
+          d.layers.push_back(std::move(l));
+        }
+      }
       if (jd.value("block_size", 65536) != 65536 || !IsUuid(d.vdi_uuid) ||
           d.file != DiskFileName(d.vdi_uuid) ||
           (!d.base && (!IsTimestamp(d.parent_point) || d.parent_point >= m.point))) {

@@ -18,6 +18,16 @@
 namespace cbt::repo {
 
 inline constexpr int kRepoFormatVersion = 1;
+// Manifests are written as version 1 unless a disk has layers (version 2),
+// so a reader that predates layers refuses them instead of misreading.
+inline constexpr int kManifestLayersVersion = 2;
+
+// A data file that a deleted point wrote and this point took over, because
+// the point's disk reads through it (see docs/FORMAT.md, "Deleting points").
+struct Layer {
+  std::string file;    // LayerFileName(vdi, origin), inside this point's directory
+  std::string origin;  // the deleted point that wrote it
+};
 
 struct DiskRecord {
   std::string vdi_uuid;           // the original VDI (never the snapshot)
@@ -26,7 +36,8 @@ struct DiskRecord {
   std::string userdevice;         // VBD position ("0", "1", ...), may be empty
   uint64_t virtual_size = 0;
   std::string file;          // disk data file name inside the point directory
-  bool base = true;          // base of a chain, or overlay on `parent_point`
+  std::vector<Layer> layers;  // files below `file`, newest first (empty unless points were deleted)
+  bool base = true;          // the chain ends here, or continues at `parent_point`
   std::string parent_point;  // empty for a base
   uint64_t data_blocks = 0;
   uint64_t zero_blocks = 0;

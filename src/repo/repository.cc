@@ -23,6 +23,7 @@
 #include "repo/repository.h"
 
 #include "repo/layout.h"
+#include "repo/prune.h"
 #include "util/file.h"
 
 #include <nlohmann/json.hpp>
@@ -105,18 +106,25 @@ Result<Manifest> Repository::ReadManifest(const std::string& vm, const std::stri
   return m;
 }
 
-Result<std::vector<std::string>> Repository::DiskChain(const std::string& vm,
-                                                       const std::string& point,
-                                                       const std::string& vdi) const {
-  std::vector<std::string> chain;
+Result<std::vector<ChainFile>> Repository::DiskChain(const std::string& vm,
+                                                     const std::string& point,
+                                                     const std::string& vdi) const {
+  std::vector<ChainFile> chain;
   std::string current = point;
+  std::string child = point;
   uint64_t size = 0;
   while (true) {
-    CBT_ASSIGN_OR_RETURN(Manifest m, ReadManifest(vm, current));
+    auto read = ReadManifest(vm, current);
+    if (!read.ok()) {
+      if (chain.empty() || !read.status().IsNotFound()) return read.status();
+      return Status::Corruption(JoinPath(PointPath(vm, child), kManifestFile) + ": disk " + vdi +
+                                " needs parent point " + current + ", which is missing");
+    }
+    const Manifest& m = *read;
     const DiskRecord* d = m.FindDisk(vdi);
     if (d == nullptr) {
       if (chain.empty()) return Status::NotFound("point " + point + " has no disk " + vdi);
-      return Status::Corruption("VM " + vm + " point " + chain.back() + " disk " + vdi +
+      return Status::Corruption("VM " + vm + " point " + child + " disk " + vdi +
                                 ": parent point " + current + " does not hold the disk");
     }
     if (!chain.empty() && d->virtual_size != size) {
@@ -124,8 +132,10 @@ Result<std::vector<std::string>> Repository::DiskChain(const std::string& vm,
                                 " has another virtual size than its child");
     }
     size = d->virtual_size;
-    chain.push_back(current);
+    chain.push_back({current, d->file, current});
+    for (const auto& l : d->layers) chain.push_back({current, l.file, l.origin});
     if (d->base) break;
+    child = current;
     current = d->parent_point;
   }
   std::reverse(chain.begin(), chain.end());
@@ -191,11 +201,17 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
     if (::ftruncate(fd, 0) != 0) return Status::FromErrno(errno, lock_path);
     CBT_RETURN_IF_ERROR(PwriteAll(fd, text.data(), text.size(), 0, lock_path));
     VmLock lock(lock_path, std::move(owner));
-    // We hold the lock: any temporary here was left by a writer that died.
+    // We hold the lock: any temporary here was left by a writer that died,
+    // and a journal by a delete that died (finished here, before anything
+    // else reads or writes the VM's points).
     CBT_ASSIGN_OR_RETURN(auto names, ListDir(vm_dir));
+    const bool journal = PathExists(JoinPath(vm_dir, kJournalFile));
     for (const auto& n : names) {
-      if (ParseTempPointName(n)) CBT_RETURN_IF_ERROR(RemoveTree(JoinPath(vm_dir, n)));
+      if (ParseTempPointName(n) || (!journal && ParseDeletingDirName(n))) {
+        CBT_RETURN_IF_ERROR(RemoveTree(JoinPath(vm_dir, n)));
+      }
     }
+    CBT_RETURN_IF_ERROR(FinishInterruptedDelete(repo, vm));
     return lock;
   }
   return Status::Busy("could not take the lock " + lock_path + " (it keeps changing)");

@@ -24,6 +24,13 @@
 
 namespace cbt::repo {
 
+// One data file of a disk's chain.
+struct ChainFile {
+  std::string point;   // the point whose directory holds the file
+  std::string file;    // its name in that directory
+  std::string origin;  // the point that wrote it (equals `point` unless a layer)
+};
+
 class Repository {
  public:
   // Opens the repository at `path`.  With `create`, a missing directory is
@@ -40,11 +47,12 @@ class Repository {
   Result<Manifest> ReadManifest(const std::string& vm, const std::string& point) const;
   std::string PointPath(const std::string& vm, const std::string& point) const;
 
-  // The chain of points whose files compose disk `vdi` at `point`, base
-  // first and `point` last.  Corruption if a link is missing or inconsistent
+  // The files that compose disk `vdi` at `point`, base first and the
+  // point's own file last: each point's file and layers, following
+  // parent_point links.  Corruption if a link is missing or inconsistent
   // (another virtual size, a parent without the disk).
-  Result<std::vector<std::string>> DiskChain(const std::string& vm, const std::string& point,
-                                             const std::string& vdi) const;
+  Result<std::vector<ChainFile>> DiskChain(const std::string& vm, const std::string& point,
+                                           const std::string& vdi) const;
 
  private:
   explicit Repository(std::string path) : path_(std::move(path)) {}

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
 
+#include "repo/layout.h"
 #include "util/file.h"
 
 #include <termios.h>
@@ -15,11 +16,24 @@ namespace cbt::cli {
 
 int Fail(const Status& status) {
   std::fprintf(stderr, "cbt-backup: %s\n", status.message().c_str());
-  return kExitFailure;
+  return status.code() == Status::Code::kBusy ? kExitBusy : kExitFailure;
 }
 
 Result<repo::Repository> OpenRepo(const Globals& g, bool create) {
-  return repo::Repository::Open(g.repo, create);
+  CBT_ASSIGN_OR_RETURN(repo::Repository repo, repo::Repository::Open(g.repo, create));
+  // A delete that was interrupted is finished by the next command, whatever
+  // it is, unless another process holds the VM (it finishes it then).
+  auto vms = repo.ListVms();
+  if (vms.ok()) {
+    for (const auto& vm : *vms) {
+      if (!PathExists(JoinPath(repo::VmDir(repo.path(), vm), repo::kJournalFile))) continue;
+      auto lock = repo::VmLock::Acquire(repo, vm, "finish an interrupted delete");
+      if (!lock.ok() && lock.status().code() != Status::Code::kBusy) {
+        std::fprintf(stderr, "cbt-backup: warning: %s\n", lock.status().message().c_str());
+      }
+    }
+  }
+  return repo;
 }
 
 void Info(const Globals& g, const std::string& line) {

@@ -22,9 +22,11 @@ namespace cbt::cli {
 
 namespace po = boost::program_options;
 
-// Exit codes: 0 success, 1 the operation failed (or found damage), 2 usage.
+// Exit codes: 0 success, 1 the operation failed (or found damage), 2 usage,
+// 3 the VM is locked by another process (try again later).
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
+inline constexpr int kExitBusy = 3;
 
 struct Globals {
   std::string repo;
@@ -46,14 +48,17 @@ struct Command {
 };
 
 Command BackupCommand();
+Command DeleteCommand();
 Command ExportCommand();
 Command ImportLegacyCommand();
 Command ImportImageCommand();
 Command ListCommand();
+Command PruneCommand();
 Command RestoreCommand();
 Command VerifyCommand();
 
-// Prints "cbt-backup: <message>" on stderr and returns kExitFailure.
+// Prints "cbt-backup: <message>" on stderr and returns kExitBusy for a
+// locked VM, else kExitFailure.
 int Fail(const Status& status);
 // Opens the repository named by the globals.
 Result<repo::Repository> OpenRepo(const Globals& g, bool create);

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// prune (keep policy) and delete (one point).  Both end in
+// repo::DeletePoints; with a server, the CBT metadata VDIs of the deleted
+// points are destroyed afterwards, since no later backup starts from them.
+#include "cli.h"
+
+#include "repo/prune.h"
+#include "xapi/xmlrpc.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+namespace cbt::cli {
+
+namespace {
+
+// Destroys the server-side CBT metadata of deleted points.  Only VDIs of
+// type cbt_metadata are touched: anything else under that UUID is not ours
+// to destroy.  Returns notes for the user.
+std::vector<std::string> ReleaseSnapshots(const Globals& g, const std::vector<std::string>& uuids) {
+  std::vector<std::string> notes;
+  if (g.server.empty() || uuids.empty()) return notes;
+  auto session = Login(g);
+  if (!session.ok()) {
+    notes.push_back("could not log in to destroy CBT metadata on the server: " +
+                    session.status().message());
+    return notes;
+  }
+  xapi::Session& s = **session;
+  int destroyed = 0;
+  for (const auto& uuid : uuids) {
+    auto ref = s.Call("VDI.get_by_uuid", {xapi::Value(uuid)});
+    if (!ref.ok()) continue;  // already gone
+    auto type = s.Call("VDI.get_type", {*ref});
+    if (!type.ok() || type->str() != "cbt_metadata") {
+      notes.push_back("kept VDI " + uuid + " on the server: it is not CBT metadata");
+      continue;
+    }
+    auto r = s.Call("VDI.destroy", {*ref});
+    if (!r.ok()) {
+      notes.push_back("destroying CBT metadata VDI " + uuid + " failed: " + r.status().message());
+      continue;
+    }
+    ++destroyed;
+  }
+  notes.push_back("destroyed " + std::to_string(destroyed) +
+                  " CBT metadata VDI(s) on the server that no later backup needs");
+  return notes;
+}
+
+nlohmann::json StatsJson(const repo::DeleteStats& st) {
+  return {{"deleted", st.deleted},
+          {"layers_moved", st.layers_moved},
+          {"blocks_released", st.blocks_released},
+          {"bytes_released", st.bytes_released}};
+}
+
+int RunPrune(const Globals& g, const po::variables_map& vm) {
+  const bool all = vm.count("all") > 0;
+  if (all == (vm.count("vm") > 0)) {
+    std::fprintf(stderr, "cbt-backup prune: give either --vm UUID or --all\n");
+    return kExitUsage;
+  }
+  repo::KeepPolicy policy;
+  policy.last = vm["keep-last"].as<int>();
+  policy.hourly = vm["keep-hourly"].as<int>();
+  policy.daily = vm["keep-daily"].as<int>();
+  policy.weekly = vm["keep-weekly"].as<int>();
+  policy.monthly = vm["keep-monthly"].as<int>();
+  policy.yearly = vm["keep-yearly"].as<int>();
+  for (int n : {policy.last, policy.hourly, policy.daily, policy.weekly, policy.monthly,
+                policy.yearly}) {
+    if (n < 0) {
+      std::fprintf(stderr, "cbt-backup prune: --keep-* values must not be negative\n");
+      return kExitUsage;
+    }
+  }
+  if (policy.empty()) {
+    std::fprintf(stderr,
+                 "cbt-backup prune: no --keep-* rule given; refusing to remove every point but "
+                 "the newest (use delete for single points)\n");
+    return kExitUsage;
+  }
+  const bool dry_run = vm.count("dry-run") > 0;
+  auto repo = OpenRepo(g, /*create=*/false);
+  if (!repo.ok()) return Fail(repo.status());
+  std::vector<std::string> vms;
+  if (all) {
+    auto list = repo->ListVms();
+    if (!list.ok()) return Fail(list.status());
+    vms = *list;
+  } else {
+    vms.push_back(vm["vm"].as<std::string>());
+  }
+  nlohmann::json out = {{"dry_run", dry_run}, {"vms", nlohmann::json::array()}};
+  std::vector<std::string> released;
+  int rc = 0;
+  for (const auto& v : vms) {
+    auto lock = repo::VmLock::Acquire(*repo, v, "prune");
+    if (!lock.ok()) return Fail(lock.status());
+    auto points = repo->ListPoints(v);
+    if (!points.ok()) return Fail(points.status());
+    auto decisions = repo::ApplyKeepPolicy(*points, policy);
+    nlohmann::json jv = {
+        {"vm", v}, {"keep", nlohmann::json::array()}, {"remove", nlohmann::json::array()}};
+    std::vector<std::string> doomed;
+    for (const auto& d : decisions) {
+      if (d.keep()) {
+        jv["keep"].push_back({{"point", d.point}, {"reasons", d.reasons}});
+      } else {
+        jv["remove"].push_back(d.point);
+        doomed.push_back(d.point);
+      }
+    }
+    if (!g.json) {
+      std::printf("VM %s: keeping %zu point(s), %s %zu\n", v.c_str(), decisions.size() - doomed.size(),
+                  dry_run ? "would remove" : "removing", doomed.size());
+      for (const auto& d : decisions) {
+        std::string why;
+        for (const auto& r : d.reasons) why += (why.empty() ? "" : ", ") + r;
+        std::printf("  %s  %s%s\n", d.keep() ? "keep  " : "remove", d.point.c_str(),
+                    why.empty() ? "" : ("  (" + why + ")").c_str());
+      }
+    }
+    if (!dry_run && !doomed.empty()) {
+      auto st = repo::DeletePoints(*repo, *lock, v, doomed);
+      if (!st.ok()) {
+        Fail(st.status());
+        rc = kExitFailure;
+        out["vms"].push_back(jv);
+        break;
+      }
+      jv["result"] = StatsJson(*st);
+      released.insert(released.end(), st->released_snapshots.begin(),
+                      st->released_snapshots.end());
+      Info(g, "VM " + v + ": removed " + std::to_string(st->deleted.size()) + " point(s), " +
+                  std::to_string(st->layers_moved) + " data file(s) handed to later points, " +
+                  HumanBytes(st->bytes_released) + " released");
+    }
+    out["vms"].push_back(jv);
+  }
+  auto notes = ReleaseSnapshots(g, released);
+  for (const auto& n : notes) Info(g, n);
+  out["notes"] = notes;
+  if (g.json) std::cout << out.dump(2) << "\n";
+  return rc;
+}
+
+int RunDelete(const Globals& g, const po::variables_map& vm) {
+  if (!vm.count("vm") || !vm.count("point")) {
+    std::fprintf(stderr, "cbt-backup delete: --vm UUID and --point TIMESTAMP are required\n");
+    return kExitUsage;
+  }
+  const std::string v = vm["vm"].as<std::string>();
+  const std::string point = vm["point"].as<std::string>();
+  auto repo = OpenRepo(g, /*create=*/false);
+  if (!repo.ok()) return Fail(repo.status());
+  auto points = repo->ListPoints(v);
+  if (!points.ok()) return Fail(points.status());
+  auto lock = repo::VmLock::Acquire(*repo, v, "delete " + point);
+  if (!lock.ok()) return Fail(lock.status());
+  auto st = repo::DeletePoints(*repo, *lock, v, {point});
+  if (!st.ok()) return Fail(st.status());
+  auto notes = ReleaseSnapshots(g, st->released_snapshots);
+  if (g.json) {
+    nlohmann::json out = StatsJson(*st);
+    out["vm"] = v;
+    out["notes"] = notes;
+    std::cout << out.dump(2) << "\n";
+  } else {
+    Info(g, "deleted point " + point + " of VM " + v + ": " + std::to_string(st->layers_moved) +
+                " data file(s) handed to later points, " + HumanBytes(st->bytes_released) +
+                " released");
+    for (const auto& n : notes) Info(g, n);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command PruneCommand() {
+  return {"prune", "remove points that no --keep-* rule keeps (the newest is always kept)",
+          "--vm UUID|--all [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] "
+          "[--keep-monthly N] [--keep-yearly N] [--dry-run] [--json]",
+          [](po::options_description& d, po::positional_options_description&) {
+            d.add_options()("vm", po::value<std::string>(), "the VM's UUID")(
+                "all", "every VM in the repository")(
+                "keep-last", po::value<int>()->default_value(0), "keep the N newest points")(
+                "keep-hourly", po::value<int>()->default_value(0),
+                "keep the newest point of each of the last N hours that have one")(
+                "keep-daily", po::value<int>()->default_value(0), "same for days (UTC)")(
+                "keep-weekly", po::value<int>()->default_value(0), "same for ISO weeks")(
+                "keep-monthly", po::value<int>()->default_value(0), "same for months")(
+                "keep-yearly", po::value<int>()->default_value(0), "same for years")(
+                "dry-run,n", "only show what would be removed");
+          },
+          RunPrune};
+}
+
+Command DeleteCommand() {
+  return {"delete", "remove one point; later points keep reading the same data",
+          "--vm UUID --point TIMESTAMP [--json]",
+          [](po::options_description& d, po::positional_options_description&) {
+            d.add_options()("vm", po::value<std::string>(), "the VM's UUID")(
+                "point", po::value<std::string>(), "the point to remove");
+          },
+          RunDelete};
+}
+
+}  // namespace cbt::cli
