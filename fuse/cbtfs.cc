@@ -11,8 +11,9 @@
 // Design notes.  The tree is not cached: each lookup and readdir looks at
 // the repository directory itself, so a point committed while mounted shows
 // up once the kernel's one-second entry timeout passes, without a remount.
-// Committed points never change, so file contents may stay in the kernel
-// page cache (keep_cache) and images stay open in a small LRU cache.  Each
+// A point's disk contents never change (a delete of another point hands its
+// files over, byte for byte), so file contents may stay in the kernel page
+// cache (keep_cache) and images stay open in a small LRU cache.  Each
 // open file holds a shared reference to its image, so eviction never pulls
 // an image from under a reader.  The handlers are thin: all reading,
 // composition and checksum checking is ComposedImage's.
@@ -138,25 +139,38 @@ class Filesystem {
     return points->back();
   }
 
-  // Manifests of committed points never change, so they are cached for good.
+  // A manifest changes only when a delete rewrites it (replacing the file),
+  // so a cached copy is good while the file's inode is the same; a stat per
+  // lookup is what it costs to notice deletes and rewrites at once.
   std::shared_ptr<const cbt::repo::Manifest> Manifest(const std::string& vm,
                                                       const std::string& point) const {
-    std::string key = vm + "/" + point;
+    const std::string key = vm + "/" + point;
+    struct stat st;
+    const std::string file =
+        cbt::JoinPath(repo_.PointPath(vm, point), cbt::repo::kManifestFile);
+    if (::stat(file.c_str(), &st) != 0) return nullptr;
     {
       std::lock_guard<std::mutex> g(mu_);
       auto it = manifests_.find(key);
-      if (it != manifests_.end()) return it->second;
+      if (it != manifests_.end() && it->second.ino == st.st_ino) return it->second.manifest;
     }
     auto m = repo_.ReadManifest(vm, point);
     if (!m.ok()) return nullptr;
     auto shared = std::make_shared<const cbt::repo::Manifest>(std::move(*m));
     std::lock_guard<std::mutex> g(mu_);
-    manifests_.emplace(key, shared);
+    manifests_[key] = CachedManifest{st.st_ino, shared};
     return shared;
   }
 
+  // Images are keyed by their manifest's inode too, so a point whose chain a
+  // delete rewrote is opened afresh.  An image opened before stays correct
+  // for its readers: it holds descriptors of the same bytes.
   Result<std::shared_ptr<const ComposedImage>> Image(const Node& n) {
-    std::string key = n.vm + "/" + n.point + "/" + n.vdi;
+    struct stat st;
+    const std::string file =
+        cbt::JoinPath(repo_.PointPath(n.vm, n.point), cbt::repo::kManifestFile);
+    if (::stat(file.c_str(), &st) != 0) return Status::FromErrno(errno, file);
+    std::string key = n.vm + "/" + n.point + "/" + n.vdi + "@" + std::to_string(st.st_ino);
     {
       std::lock_guard<std::mutex> g(mu_);
       for (auto it = lru_.begin(); it != lru_.end(); ++it) {
@@ -181,6 +195,8 @@ class Filesystem {
     for (const auto& d : m->disks) {
       s += "  " + d.vdi_uuid + ".raw  " + std::to_string(d.virtual_size) + " bytes  " +
            (d.base ? "base" : "overlay on " + d.parent_point) +
+           (d.layers.empty() ? ""
+                             : " (+" + std::to_string(d.layers.size()) + " taken-over file(s))") +
            (d.name.empty() ? "" : "  \"" + d.name + "\"") + "\n";
     }
     return s;
@@ -189,7 +205,11 @@ class Filesystem {
  private:
   cbt::repo::Repository repo_;
   mutable std::mutex mu_;
-  mutable std::map<std::string, std::shared_ptr<const cbt::repo::Manifest>> manifests_;
+  struct CachedManifest {
+    ino_t ino = 0;
+    std::shared_ptr<const cbt::repo::Manifest> manifest;
+  };
+  mutable std::map<std::string, CachedManifest> manifests_;
   std::list<std::pair<std::string, std::shared_ptr<const ComposedImage>>> lru_;
 };
 
@@ -359,8 +379,9 @@ int OpOpen(const char* path, struct fuse_file_info* fi) {
     default:
       return -EISDIR;
   }
-  // Points are immutable: cached pages stay valid across opens.
-  fi->keep_cache = 1;
+  // Disk contents and metadata are immutable: cached pages stay valid across
+  // opens.  The description mentions the parent point, which a delete changes.
+  fi->keep_cache = n.kind != Node::Kind::kDescription;
   fi->fh = reinterpret_cast<uint64_t>(file.release());
   return 0;
 }

@@ -115,7 +115,7 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
         doomed.push_back(d.point);
       }
     }
-    if (!g.json) {
+    if (!g.json && g.verbosity > 0) {
       std::printf("VM %s: keeping %zu point(s), %s %zu\n", v.c_str(), decisions.size() - doomed.size(),
                   dry_run ? "would remove" : "removing", doomed.size());
       for (const auto& d : decisions) {
