@@ -146,8 +146,7 @@ class Filesystem {
                                                       const std::string& point) const {
     const std::string key = vm + "/" + point;
     struct stat st;
-    const std::string file =
-        cbt::JoinPath(repo_.PointPath(vm, point), cbt::repo::kManifestFile);
+    const std::string file = cbt::JoinPath(repo_.PointPath(vm, point), cbt::repo::kManifestFile);
     if (::stat(file.c_str(), &st) != 0) return nullptr;
     {
       std::lock_guard<std::mutex> g(mu_);

@@ -40,14 +40,10 @@ std::string EncodeManifest(const Manifest& m) {
                      {"reason", d.reason}});
     if (!d.layers.empty()) disks.back()["layers"] = layers;
   }
-  json j = {{"format_version", version},
-            {"vm_uuid", m.vm_uuid},
-            {"vm_name", m.vm_name},
-            {"point", m.point},
-            {"created_by", m.created_by},
-            {"source", m.source},
-            {"metadata_file", kMetadataFile},
-            {"disks", disks}};
+  json j = {{"format_version", version},      {"vm_uuid", m.vm_uuid},
+            {"vm_name", m.vm_name},           {"point", m.point},
+            {"created_by", m.created_by},     {"source", m.source},
+            {"metadata_file", kMetadataFile}, {"disks", disks}};
   return j.dump(2) + "\n";
 }
 

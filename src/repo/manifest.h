@@ -35,10 +35,10 @@ struct DiskRecord {
   std::string snapshot_vdi_uuid;  // the server snapshot this point was read from, may be empty
   std::string userdevice;         // VBD position ("0", "1", ...), may be empty
   uint64_t virtual_size = 0;
-  std::string file;          // disk data file name inside the point directory
+  std::string file;           // disk data file name inside the point directory
   std::vector<Layer> layers;  // files below `file`, newest first (empty unless points were deleted)
-  bool base = true;          // the chain ends here, or continues at `parent_point`
-  std::string parent_point;  // empty for a base
+  bool base = true;           // the chain ends here, or continues at `parent_point`
+  std::string parent_point;   // empty for a base
   uint64_t data_blocks = 0;
   uint64_t zero_blocks = 0;
   uint64_t stored_bytes = 0;  // size of `file`

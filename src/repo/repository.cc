@@ -209,6 +209,10 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
     for (const auto& n : names) {
       if (ParseTempPointName(n) || (!journal && ParseDeletingDirName(n))) {
         CBT_RETURN_IF_ERROR(RemoveTree(JoinPath(vm_dir, n)));
+      } else if (n.rfind(std::string(kJournalFile) + ".tmp.", 0) == 0) {
+        // A journal being written when its writer died: that delete never
+        // started.
+        ::unlink(JoinPath(vm_dir, n).c_str());
       }
     }
     CBT_RETURN_IF_ERROR(FinishInterruptedDelete(repo, vm));

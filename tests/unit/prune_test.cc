@@ -146,16 +146,16 @@ TEST_CASE("Keep policy: keep-last keeps the newest N", "[prune]") {
 }
 
 TEST_CASE("Keep policy: time rules keep the newest point of each bucket", "[prune]") {
-  auto points = Names({"20260101T010000Z", "20260101T020000Z", "20260102T010000Z",
-                       "20260102T230000Z", "20260103T120000Z", "20260215T000000Z",
-                       "20261231T000000Z", "20270102T000000Z"});
+  auto points =
+      Names({"20260101T010000Z", "20260101T020000Z", "20260102T010000Z", "20260102T230000Z",
+             "20260103T120000Z", "20260215T000000Z", "20261231T000000Z", "20270102T000000Z"});
   auto daily = ApplyKeepPolicy(points, KeepPolicy{.daily = 4});
   std::vector<std::string> kept;
   for (const auto& x : daily) {
     if (x.keep()) kept.push_back(x.point);
   }
-  CHECK(kept == Names({"20270102T000000Z", "20261231T000000Z", "20260215T000000Z",
-                       "20260103T120000Z"}));
+  CHECK(kept ==
+        Names({"20270102T000000Z", "20261231T000000Z", "20260215T000000Z", "20260103T120000Z"}));
   // 2026-12-31 (Thursday) and 2027-01-02 share ISO week 2026-W53.
   auto weekly = ApplyKeepPolicy(points, KeepPolicy{.weekly = 2});
   kept.clear();
@@ -168,13 +168,13 @@ TEST_CASE("Keep policy: time rules keep the newest point of each bucket", "[prun
   for (const auto& x : monthly) {
     if (x.keep()) kept.push_back(x.point);
   }
-  CHECK(kept == Names({"20270102T000000Z", "20261231T000000Z", "20260215T000000Z",
-                       "20260103T120000Z"}));
+  CHECK(kept ==
+        Names({"20270102T000000Z", "20261231T000000Z", "20260215T000000Z", "20260103T120000Z"}));
 }
 
 TEST_CASE("Keep policy: rules add up and the newest is always kept", "[prune]") {
-  auto points = Names({"20250601T000000Z", "20260101T000000Z", "20260102T000000Z",
-                       "20260103T000000Z"});
+  auto points =
+      Names({"20250601T000000Z", "20260101T000000Z", "20260102T000000Z", "20260103T000000Z"});
   auto d = ApplyKeepPolicy(points, KeepPolicy{.last = 1, .yearly = 2});
   std::map<std::string, std::vector<std::string>> why;
   for (const auto& x : d) why[x.point] = x.reasons;
@@ -186,8 +186,7 @@ TEST_CASE("Keep policy: rules add up and the newest is always kept", "[prune]") 
   CHECK_FALSE(only_hourly[1].keep());
 }
 
-TEST_CASE("Delete: base, middle and newest points go; the rest read back the same",
-          "[prune]") {
+TEST_CASE("Delete: base, middle and newest points go; the rest read back the same", "[prune]") {
   for (uint32_t seed = 1; seed <= 3; ++seed) {
     Fixture fx(6, seed);
     auto lock = VmLock::Acquire(*fx.repo, kVm, "test");
@@ -251,9 +250,10 @@ TEST_CASE("Delete: an unknown point changes nothing", "[prune]") {
   CHECK_FALSE(PathExists(JoinPath(VmDir(fx.repo->path(), kVm), kJournalFile)));
 }
 
-TEST_CASE("Delete: stopped after any step, every point still reads the same and the next "
-          "lock holder finishes",
-          "[prune]") {
+TEST_CASE(
+    "Delete: stopped after any step, every point still reads the same and the next "
+    "lock holder finishes",
+    "[prune]") {
   int steps = 0;
   {
     Fixture fx(5);

@@ -7,6 +7,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,7 +27,12 @@ Result<repo::Repository> OpenRepo(const Globals& g, bool create) {
   auto vms = repo.ListVms();
   if (vms.ok()) {
     for (const auto& vm : *vms) {
-      if (!PathExists(JoinPath(repo::VmDir(repo.path(), vm), repo::kJournalFile))) continue;
+      auto names = ListDir(repo::VmDir(repo.path(), vm));
+      if (!names.ok() || std::none_of(names->begin(), names->end(), [](const std::string& n) {
+            return n.rfind(repo::kJournalFile, 0) == 0;  // the journal or its temporary
+          })) {
+        continue;
+      }
       auto lock = repo::VmLock::Acquire(repo, vm, "finish an interrupted delete");
       if (!lock.ok() && lock.status().code() != Status::Code::kBusy) {
         std::fprintf(stderr, "cbt-backup: warning: %s\n", lock.status().message().c_str());

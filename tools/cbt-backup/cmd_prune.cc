@@ -71,8 +71,8 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
   policy.weekly = vm["keep-weekly"].as<int>();
   policy.monthly = vm["keep-monthly"].as<int>();
   policy.yearly = vm["keep-yearly"].as<int>();
-  for (int n : {policy.last, policy.hourly, policy.daily, policy.weekly, policy.monthly,
-                policy.yearly}) {
+  for (int n :
+       {policy.last, policy.hourly, policy.daily, policy.weekly, policy.monthly, policy.yearly}) {
     if (n < 0) {
       std::fprintf(stderr, "cbt-backup prune: --keep-* values must not be negative\n");
       return kExitUsage;
@@ -116,8 +116,9 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
       }
     }
     if (!g.json && g.verbosity > 0) {
-      std::printf("VM %s: keeping %zu point(s), %s %zu\n", v.c_str(), decisions.size() - doomed.size(),
-                  dry_run ? "would remove" : "removing", doomed.size());
+      std::printf("VM %s: keeping %zu point(s), %s %zu\n", v.c_str(),
+                  decisions.size() - doomed.size(), dry_run ? "would remove" : "removing",
+                  doomed.size());
       for (const auto& d : decisions) {
         std::string why;
         for (const auto& r : d.reasons) why += (why.empty() ? "" : ", ") + r;
@@ -134,8 +135,7 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
         break;
       }
       jv["result"] = StatsJson(*st);
-      released.insert(released.end(), st->released_snapshots.begin(),
-                      st->released_snapshots.end());
+      released.insert(released.end(), st->released_snapshots.begin(), st->released_snapshots.end());
       Info(g, "VM " + v + ": removed " + std::to_string(st->deleted.size()) + " point(s), " +
                   std::to_string(st->layers_moved) + " data file(s) handed to later points, " +
                   HumanBytes(st->bytes_released) + " released");

@@ -22,11 +22,10 @@ using cbt::cli::Globals;
 namespace {
 
 std::vector<Command> AllCommands() {
-  return {cbt::cli::BackupCommand(),       cbt::cli::DeleteCommand(),
-          cbt::cli::ExportCommand(),       cbt::cli::ImportLegacyCommand(),
-          cbt::cli::ImportImageCommand(),  cbt::cli::ListCommand(),
-          cbt::cli::PruneCommand(),        cbt::cli::RestoreCommand(),
-          cbt::cli::VerifyCommand()};
+  return {
+      cbt::cli::BackupCommand(),       cbt::cli::DeleteCommand(),      cbt::cli::ExportCommand(),
+      cbt::cli::ImportLegacyCommand(), cbt::cli::ImportImageCommand(), cbt::cli::ListCommand(),
+      cbt::cli::PruneCommand(),        cbt::cli::RestoreCommand(),     cbt::cli::VerifyCommand()};
 }
 
 po::options_description GlobalOptions() {
