@@ -21,25 +21,26 @@ int Fail(const Status& status) {
 }
 
 Result<repo::Repository> OpenRepo(const Globals& g, bool create) {
-  CBT_ASSIGN_OR_RETURN(repo::Repository repo, repo::Repository::Open(g.repo, create));
-  // A delete that was interrupted is finished by the next command, whatever
-  // it is, unless another process holds the VM (it finishes it then).
+  return repo::Repository::Open(g.repo, create);
+}
+
+void FinishInterruptedDeletes(const repo::Repository& repo) {
   auto vms = repo.ListVms();
-  if (vms.ok()) {
-    for (const auto& vm : *vms) {
-      auto names = ListDir(repo::VmDir(repo.path(), vm));
-      if (!names.ok() || std::none_of(names->begin(), names->end(), [](const std::string& n) {
-            return n.rfind(repo::kJournalFile, 0) == 0;  // the journal or its temporary
-          })) {
-        continue;
-      }
-      auto lock = repo::VmLock::Acquire(repo, vm, "finish an interrupted delete");
-      if (!lock.ok() && lock.status().code() != Status::Code::kBusy) {
-        std::fprintf(stderr, "cbt-backup: warning: %s\n", lock.status().message().c_str());
-      }
+  if (!vms.ok()) return;
+  for (const auto& vm : *vms) {
+    auto names = ListDir(repo::VmDir(repo.path(), vm));
+    if (!names.ok() || std::none_of(names->begin(), names->end(), [](const std::string& n) {
+          return n.rfind(repo::kJournalFile, 0) == 0;  // the journal or its temporary
+        })) {
+      continue;
+    }
+    // Taking the lock finishes the delete (VmLock::Acquire); a VM that is
+    // busy is being finished by its holder.
+    auto lock = repo::VmLock::Acquire(repo, vm, "finish an interrupted delete");
+    if (!lock.ok() && lock.status().code() != Status::Code::kBusy) {
+      std::fprintf(stderr, "cbt-backup: warning: %s\n", lock.status().message().c_str());
     }
   }
-  return repo;
 }
 
 void Info(const Globals& g, const std::string& line) {

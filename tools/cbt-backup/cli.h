@@ -62,6 +62,11 @@ Command VerifyCommand();
 int Fail(const Status& status);
 // Opens the repository named by the globals.
 Result<repo::Repository> OpenRepo(const Globals& g, bool create);
+// For commands that only read: finishes deletes that were interrupted (a
+// writer does so when it takes the VM's lock), warning on stderr about a
+// journal that cannot be finished.  Readers are correct either way, since
+// every state of a delete is readable; this only tidies up early.
+void FinishInterruptedDeletes(const repo::Repository& repo);
 // Prints an informational line on stderr unless -q or --json.
 void Info(const Globals& g, const std::string& line);
 std::string HumanBytes(uint64_t bytes);

@@ -13,6 +13,7 @@ namespace {
 int Run(const Globals& g, const po::variables_map& vm) {
   auto repo = OpenRepo(g, /*create=*/false);
   if (!repo.ok()) return Fail(repo.status());
+  FinishInterruptedDeletes(*repo);
   std::vector<std::string> vms;
   if (vm.count("vm")) {
     vms.push_back(vm["vm"].as<std::string>());

@@ -41,6 +41,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
   }
   auto repo = OpenRepo(g, /*create=*/false);
   if (!repo.ok()) return Fail(repo.status());
+  FinishInterruptedDeletes(*repo);
   auto session = Login(g);
   if (!session.ok()) return Fail(session.status());
   opt.log = [&g](const std::string& line) { Info(g, line); };

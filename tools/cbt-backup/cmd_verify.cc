@@ -22,6 +22,7 @@ std::string Describe(const image::VerifyProblem& p) {
 int Run(const Globals& g, const po::variables_map& vm) {
   auto repo = OpenRepo(g, /*create=*/false);
   if (!repo.ok()) return Fail(repo.status());
+  FinishInterruptedDeletes(*repo);
   std::string vm_uuid = vm.count("vm") ? vm["vm"].as<std::string>() : "";
   std::string point = vm.count("point") ? vm["point"].as<std::string>() : "";
   if (!point.empty() && vm_uuid.empty()) {
