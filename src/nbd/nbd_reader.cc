@@ -192,6 +192,23 @@ Status Reader::Read(const std::vector<Extent>& extents,
     for (auto& sl : slots) sl.buf.reset(new char[options_.max_request]);
     std::vector<std::pair<Extent, int>> retry;  // pieces to read again, with attempts
     std::string last_error;
+    // Requests still queued when the worker stops (another worker or the
+    // sink failed) would be answered into `slots` after they are freed, when
+    // the connection is shut down: wait for them, or drop the connection
+    // while the buffers still exist.
+    auto drain = [&] {
+      auto pending = [&slots] {
+        for (auto& sl : slots) {
+          if (sl.state == Slot::kInFlight) return true;
+        }
+        return false;
+      };
+      if (!pending() || !conns_[ci]) return;
+      while (pending() && !nbd_aio_is_dead(conns_[ci]->h) && !nbd_aio_is_closed(conns_[ci]->h) &&
+             nbd_poll(conns_[ci]->h, -1) != -1) {
+      }
+      if (pending()) conns_[ci].reset();
+    };
     auto completion = [](void* user, int* error) -> int {
       auto* sl = static_cast<Slot*>(user);
       sl->state = *error ? Slot::kFailed : Slot::kDone;
@@ -295,6 +312,7 @@ Status Reader::Read(const std::vector<Extent>& extents,
       for (auto& sl : slots) idle &= sl.state == Slot::kFree;
       if (idle) return;
     }
+    drain();
   };
   std::vector<std::thread> threads;
   for (size_t ci = 0; ci < conns_.size(); ++ci) threads.emplace_back(worker, ci);
