@@ -6,10 +6,39 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <optional>
+#include <stdexcept>
 
 namespace cbt::repo {
 
 using nlohmann::json;
+
+namespace {
+
+// A field of the wrong type.  nlohmann's own conversions turn 1e300 into an
+// integer with undefined behaviour, so numbers are checked by hand.
+struct FieldError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+uint64_t Unsigned(const json& o, const char* key, std::optional<uint64_t> fallback) {
+  if (!o.contains(key)) {
+    if (fallback) return *fallback;
+    throw FieldError(std::string("'") + key + "' is missing");
+  }
+  const json& v = o[key];
+  if (!v.is_number_unsigned()) throw FieldError(std::string("'") + key + "' is not a count");
+  return v.get<uint64_t>();
+}
+
+int64_t Integer(const json& o, const char* key) {
+  if (!o.contains(key) || !o[key].is_number_integer()) {
+    throw FieldError(std::string("'") + key + "' is missing or not an integer");
+  }
+  return o[key].get<int64_t>();
+}
+
+}  // namespace
 
 const DiskRecord* Manifest::FindDisk(const std::string& vdi_uuid) const {
   for (const auto& d : disks) {
@@ -54,11 +83,12 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
   }
   try {
     Manifest m;
-    m.format_version = j.at("format_version").get<int>();
-    if (m.format_version != kRepoFormatVersion && m.format_version != kManifestLayersVersion) {
-      return Status::NotSupported(what + ": manifest format version " +
-                                  std::to_string(m.format_version) + " is not supported");
+    const int64_t version = Integer(j, "format_version");
+    if (version != kRepoFormatVersion && version != kManifestLayersVersion) {
+      return Status::NotSupported(what + ": manifest format version " + std::to_string(version) +
+                                  " is not supported");
     }
+    m.format_version = static_cast<int>(version);
     m.vm_uuid = j.at("vm_uuid").get<std::string>();
     m.vm_name = j.value("vm_name", "");
     m.point = j.at("point").get<std::string>();
@@ -74,7 +104,7 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
       d.name = jd.value("name", "");
       d.snapshot_vdi_uuid = jd.value("snapshot_vdi_uuid", "");
       d.userdevice = jd.value("userdevice", "");
-      d.virtual_size = jd.at("virtual_size").get<uint64_t>();
+      d.virtual_size = Unsigned(jd, "virtual_size", std::nullopt);
       d.file = jd.at("file").get<std::string>();
       std::string kind = jd.at("kind").get<std::string>();
       if (kind != "base" && kind != "overlay") {
@@ -82,9 +112,9 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
       }
       d.base = kind == "base";
       if (!d.base) d.parent_point = jd.at("parent_point").get<std::string>();
-      d.data_blocks = jd.value("data_blocks", uint64_t{0});
-      d.zero_blocks = jd.value("zero_blocks", uint64_t{0});
-      d.stored_bytes = jd.value("stored_bytes", uint64_t{0});
+      d.data_blocks = Unsigned(jd, "data_blocks", 0);
+      d.zero_blocks = Unsigned(jd, "zero_blocks", 0);
+      d.stored_bytes = Unsigned(jd, "stored_bytes", 0);
       d.reason = jd.value("reason", "");
       if (jd.contains("layers")) {
         if (m.format_version < kManifestLayersVersion || !jd["layers"].is_array()) {
@@ -104,7 +134,7 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
           d.layers.push_back(std::move(l));
         }
       }
-      if (jd.value("block_size", 65536) != 65536 || !IsUuid(d.vdi_uuid) ||
+      if (Unsigned(jd, "block_size", 65536) != 65536 || !IsUuid(d.vdi_uuid) ||
           d.file != DiskFileName(d.vdi_uuid) ||
           (!d.base && (!IsTimestamp(d.parent_point) || d.parent_point >= m.point))) {
         return Status::Corruption(what + ": disk record for '" + d.vdi_uuid + "' is invalid");
@@ -118,6 +148,8 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
   } catch (const json::exception& e) {
     return Status::Corruption(what + ": manifest field missing or of the wrong type (" + e.what() +
                               ")");
+  } catch (const FieldError& e) {
+    return Status::Corruption(what + ": manifest field " + e.what());
   }
 }
 
@@ -132,7 +164,7 @@ Status CheckConfig(const std::string& text, const std::string& what) {
       !j["version"].is_number_integer()) {
     return Status::Corruption(what + ": repository config is not valid");
   }
-  int version = j["version"].get<int>();
+  const int64_t version = j["version"].get<int64_t>();
   if (version != kRepoFormatVersion) {
     return Status::NotSupported(what + ": repository format version " + std::to_string(version) +
                                 " is not supported by this build (it reads version " +

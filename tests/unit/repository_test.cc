@@ -201,3 +201,28 @@ TEST_CASE("PointWriter: a manifest readers would refuse is never committed", "[r
   REQUIRE(points.ok());
   CHECK(points->empty());
 }
+
+TEST_CASE("Manifest: numbers of the wrong kind are corruption, not undefined behaviour",
+          "[repo]") {
+  // Found by fuzz_manifest: 2626e56 where a size belongs.
+  const std::string good = EncodeManifest(OneDisk("20260101T000000Z", true, ""));
+  REQUIRE(DecodeManifest(good, "m").ok());
+  for (const char* bad : {"2626e56", "-4", "1.5", "\"262144\"", "1e300"}) {
+    CAPTURE(bad);
+    std::string text = good;
+    const std::string field = "\"virtual_size\": 262144";
+    auto pos = text.find(field);
+    REQUIRE(pos != std::string::npos);
+    text.replace(pos, field.size(), std::string("\"virtual_size\": ") + bad);
+    auto m = DecodeManifest(text, "m");
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.status().IsCorruption());
+  }
+  std::string text = good;
+  auto pos = text.find("\"format_version\": 1");
+  REQUIRE(pos != std::string::npos);
+  text.replace(pos, 19, "\"format_version\": 4294967297");
+  auto m = DecodeManifest(text, "m");
+  REQUIRE_FALSE(m.ok());
+  CHECK(m.status().code() == Status::Code::kNotSupported);
+}
