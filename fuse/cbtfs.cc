@@ -7,6 +7,13 @@
 //   /<vm-uuid>/<timestamp>/<vdi>.raw     a disk of a point, composed on read
 //   /<vm-uuid>/<timestamp>/VM_metadata   the metadata blob saved at backup
 //   /<vm-uuid>/<timestamp>/point.txt     a short description of the point
+//   /<vm-uuid>/<timestamp>/<vdi>.part<N>[-<label>].raw
+//                                        a partition of a disk (MBR or GPT)
+//   /<vm-uuid>/<timestamp>/lvm/<vg>/<lv>.raw
+//                                        an LVM2 linear logical volume
+//
+// Partitions and LVs are found by reading the composed disks
+// (image/volumes.h); nothing is attached or activated on the host.
 //
 // Design notes.  The tree is not cached: each lookup and readdir looks at
 // the repository directory itself, so a point committed while mounted shows
@@ -23,6 +30,7 @@
 #define FUSE_USE_VERSION 35
 
 #include "image/composed_image.h"
+#include "image/volumes.h"
 #include "repo/layout.h"
 #include "repo/repository.h"
 #include "util/file.h"
@@ -45,6 +53,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,9 +79,18 @@ struct Node {
     kPoint,
     kRaw,
     kMetadata,
-    kDescription
+    kDescription,
+    kVolume,     // a partition or LV file
+    kVolumeDir,  // "lvm" or "lvm/<vg>"
   } kind = Kind::kNone;
   std::string vm, point, vdi;
+  std::string rel;  // kVolume, kVolumeDir: path below the point directory
+};
+
+// The volumes of one point and the disk images they read from.
+struct PointView {
+  cbt::image::PointVolumes found;
+  std::map<std::string, std::shared_ptr<const ComposedImage>> disks;
 };
 
 class Filesystem {
@@ -119,9 +137,10 @@ class Filesystem {
       n.kind = Node::Kind::kPoint;
       return n;
     }
-    if (parts.size() != 3) return Node{};
     const std::string& name = parts[2];
-    if (name == cbt::repo::kMetadataFile) {
+    if (parts.size() > 3) {
+      // Only volume paths ("lvm/<vg>/<lv>.raw") are deeper.
+    } else if (name == cbt::repo::kMetadataFile) {
       n.kind = Node::Kind::kMetadata;
     } else if (name == kDescriptionName) {
       n.kind = Node::Kind::kDescription;
@@ -129,8 +148,30 @@ class Filesystem {
       n.vdi = name.substr(0, name.size() - 4);
       if (manifest->FindDisk(n.vdi) != nullptr) n.kind = Node::Kind::kRaw;
     }
+    if (n.kind == Node::Kind::kNone) {
+      // A partition or LV, or a directory on the way to an LV.
+      for (size_t i = 2; i < parts.size(); ++i) n.rel += (i > 2 ? "/" : "") + parts[i];
+      auto view = Volumes(n.vm, n.point);
+      if (view) {
+        for (const auto& v : view->found.volumes) {
+          if (v.path == n.rel) n.kind = Node::Kind::kVolume;
+          if (v.path.rfind(n.rel + "/", 0) == 0 && n.kind == Node::Kind::kNone) {
+            n.kind = Node::Kind::kVolumeDir;
+          }
+        }
+      }
+    }
     if (n.kind == Node::Kind::kNone) return Node{};
     return n;
+  }
+
+  std::shared_ptr<const cbt::image::VolumeImage> Volume(const Node& n) const {
+    auto view = Volumes(n.vm, n.point);
+    if (!view) return nullptr;
+    for (const auto& v : view->found.volumes) {
+      if (v.path == n.rel) return std::make_shared<const cbt::image::VolumeImage>(v, view->disks);
+    }
+    return nullptr;
   }
 
   std::string Newest(const std::string& vm) const {
@@ -164,7 +205,7 @@ class Filesystem {
   // Images are keyed by their manifest's inode too, so a point whose chain a
   // delete rewrote is opened afresh.  An image opened before stays correct
   // for its readers: it holds descriptors of the same bytes.
-  Result<std::shared_ptr<const ComposedImage>> Image(const Node& n) {
+  Result<std::shared_ptr<const ComposedImage>> Image(const Node& n) const {
     struct stat st;
     const std::string file =
         cbt::JoinPath(repo_.PointPath(n.vm, n.point), cbt::repo::kManifestFile);
@@ -186,6 +227,44 @@ class Filesystem {
     return img;
   }
 
+  // The partitions and LVs of a point, found once per manifest version (a
+  // point's disks never change) and kept for the last few points used.
+  std::shared_ptr<const PointView> Volumes(const std::string& vm, const std::string& point) const {
+    struct stat st;
+    const std::string file = cbt::JoinPath(repo_.PointPath(vm, point), cbt::repo::kManifestFile);
+    if (::stat(file.c_str(), &st) != 0) return nullptr;
+    const std::string key = vm + "/" + point + "@" + std::to_string(st.st_ino);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (const auto& [k, v] : views_) {
+        if (k == key) return v;
+      }
+    }
+    auto m = Manifest(vm, point);
+    if (!m) return nullptr;
+    auto view = std::make_shared<PointView>();
+    for (const auto& d : m->disks) {
+      Node dn;
+      dn.vm = vm;
+      dn.point = point;
+      dn.vdi = d.vdi_uuid;
+      auto img = Image(dn);
+      if (!img.ok()) {
+        view->found.notes.push_back("disk " + d.vdi_uuid +
+                                    " not scanned: " + img.status().message());
+        continue;
+      }
+      view->disks[d.vdi_uuid] = *img;
+    }
+    auto found = cbt::image::FindVolumes(view->disks);
+    view->found.volumes = std::move(found.volumes);
+    view->found.notes.insert(view->found.notes.end(), found.notes.begin(), found.notes.end());
+    std::lock_guard<std::mutex> g(mu_);
+    views_.emplace_front(key, view);
+    if (views_.size() > 16) views_.pop_back();
+    return view;
+  }
+
   std::string Description(const Node& n) const {
     auto m = Manifest(n.vm, n.point);
     if (!m) return "";
@@ -198,6 +277,17 @@ class Filesystem {
                              : " (+" + std::to_string(d.layers.size()) + " taken-over file(s))") +
            (d.name.empty() ? "" : "  \"" + d.name + "\"") + "\n";
     }
+    auto view = Volumes(n.vm, n.point);
+    if (view && !view->found.volumes.empty()) {
+      s += "Volumes:\n";
+      for (const auto& v : view->found.volumes) {
+        s += "  " + v.path + "  " + std::to_string(v.size()) + " bytes  " + v.description + "\n";
+      }
+    }
+    if (view && !view->found.notes.empty()) {
+      s += "Notes:\n";
+      for (const auto& note : view->found.notes) s += "  " + note + "\n";
+    }
     return s;
   }
 
@@ -209,12 +299,14 @@ class Filesystem {
     std::shared_ptr<const cbt::repo::Manifest> manifest;
   };
   mutable std::map<std::string, CachedManifest> manifests_;
-  std::list<std::pair<std::string, std::shared_ptr<const ComposedImage>>> lru_;
+  mutable std::list<std::pair<std::string, std::shared_ptr<const ComposedImage>>> lru_;
+  mutable std::list<std::pair<std::string, std::shared_ptr<const PointView>>> views_;
 };
 
 // What an open file handle (fi->fh) points to.
 struct OpenFile {
-  std::shared_ptr<const ComposedImage> image;  // .raw
+  std::shared_ptr<const ComposedImage> image;             // .raw
+  std::shared_ptr<const cbt::image::VolumeImage> volume;  // partition or LV
   cbt::image::SequentialPrefetcher prefetch;
   cbt::UniqueFd fd;  // VM_metadata
   std::string text;  // point.txt
@@ -282,6 +374,19 @@ int OpGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
       st->st_size = static_cast<off_t>(fs->Description(n).size());
       return r;
     }
+    case Node::Kind::kVolumeDir:
+      return DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
+    case Node::Kind::kVolume: {
+      int r = DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
+      auto vol = fs->Volume(n);
+      if (!vol) return -ENOENT;
+      st->st_mode = S_IFREG | 0400;
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>(vol->size());
+      st->st_blocks = static_cast<blkcnt_t>(vol->size() / 512);
+      st->st_blksize = cbt::repo::kBlockSize;
+      return r;
+    }
     case Node::Kind::kRaw: {
       int r = DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
       auto img = fs->Image(n);
@@ -339,6 +444,23 @@ int OpReaddir(const char* path, void* buf, fuse_fill_dir_t filler, off_t, struct
       for (const auto& d : m->disks) add(d.vdi_uuid + kRawSuffix);
       add(cbt::repo::kMetadataFile);
       add(kDescriptionName);
+      std::set<std::string> names;
+      if (auto view = fs->Volumes(n.vm, n.point)) {
+        for (const auto& v : view->found.volumes) names.insert(v.path.substr(0, v.path.find('/')));
+      }
+      for (const auto& name : names) add(name);
+      return 0;
+    }
+    case Node::Kind::kVolumeDir: {
+      std::set<std::string> names;
+      if (auto view = fs->Volumes(n.vm, n.point)) {
+        for (const auto& v : view->found.volumes) {
+          if (v.path.rfind(n.rel + "/", 0) != 0) continue;
+          std::string rest = v.path.substr(n.rel.size() + 1);
+          names.insert(rest.substr(0, rest.find('/')));
+        }
+      }
+      for (const auto& name : names) add(name);
       return 0;
     }
     case Node::Kind::kNone:
@@ -361,6 +483,11 @@ int OpOpen(const char* path, struct fuse_file_info* fi) {
         return img.status().ToNegErrno();
       }
       file->image = std::move(*img);
+      break;
+    }
+    case Node::Kind::kVolume: {
+      file->volume = fs->Volume(n);
+      if (!file->volume) return -ENOENT;
       break;
     }
     case Node::Kind::kMetadata: {
@@ -388,6 +515,14 @@ int OpOpen(const char* path, struct fuse_file_info* fi) {
 int OpRead(const char*, char* buf, size_t size, off_t off, struct fuse_file_info* fi) {
   auto* file = reinterpret_cast<OpenFile*>(fi->fh);
   if (off < 0) return -EINVAL;
+  if (file->volume) {
+    auto n = file->volume->Read(buf, size, static_cast<uint64_t>(off));
+    if (!n.ok()) {
+      LogError(n.status().message());
+      return -EIO;
+    }
+    return static_cast<int>(*n);
+  }
   if (file->image) {
     file->prefetch.OnRead(*file->image, static_cast<uint64_t>(off), size);
     auto n = file->image->Read(buf, size, static_cast<uint64_t>(off));
@@ -411,7 +546,9 @@ off_t OpLseek(const char*, off_t off, int whence, struct fuse_file_info* fi) {
   auto* file = reinterpret_cast<OpenFile*>(fi->fh);
   if (whence != SEEK_DATA && whence != SEEK_HOLE) return -EINVAL;
   uint64_t size = 0;
-  if (file->image) {
+  if (file->volume) {
+    size = file->volume->size();
+  } else if (file->image) {
     size = file->image->size();
   } else if (file->fd.valid()) {
     struct stat st;
@@ -436,7 +573,8 @@ int OpRelease(const char*, struct fuse_file_info* fi) {
 int OpOpendir(const char* path, struct fuse_file_info*) {
   Node n = Fs()->Resolve(path);
   if (n.kind == Node::Kind::kNone) return -ENOENT;
-  if (n.kind != Node::Kind::kRoot && n.kind != Node::Kind::kVm && n.kind != Node::Kind::kPoint)
+  if (n.kind != Node::Kind::kRoot && n.kind != Node::Kind::kVm && n.kind != Node::Kind::kPoint &&
+      n.kind != Node::Kind::kVolumeDir)
     return -ENOTDIR;
   return 0;
 }

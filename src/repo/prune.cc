@@ -272,9 +272,8 @@ Result<std::vector<std::string>> ReadJournal(const std::string& path) {
   CBT_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   auto j = nlohmann::json::parse(text, nullptr, false);
   std::vector<std::string> points;
-  if (j.is_object() && j.contains("delete") && j["delete"].is_array() &&
-      j.contains("version") && j["version"].is_number_unsigned() &&
-      j["version"].get<uint64_t>() == 1) {
+  if (j.is_object() && j.contains("delete") && j["delete"].is_array() && j.contains("version") &&
+      j["version"].is_number_unsigned() && j["version"].get<uint64_t>() == 1) {
     for (const auto& p : j["delete"]) {
       if (!p.is_string() || !IsTimestamp(p.get<std::string>())) {
         points.clear();

@@ -202,8 +202,7 @@ TEST_CASE("PointWriter: a manifest readers would refuse is never committed", "[r
   CHECK(points->empty());
 }
 
-TEST_CASE("Manifest: numbers of the wrong kind are corruption, not undefined behaviour",
-          "[repo]") {
+TEST_CASE("Manifest: numbers of the wrong kind are corruption, not undefined behaviour", "[repo]") {
   // Found by fuzz_manifest: 2626e56 where a size belongs.
   const std::string good = EncodeManifest(OneDisk("20260101T000000Z", true, ""));
   REQUIRE(DecodeManifest(good, "m").ok());

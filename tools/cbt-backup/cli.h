@@ -53,6 +53,8 @@ Command ExportCommand();
 Command ImportLegacyCommand();
 Command ImportImageCommand();
 Command ListCommand();
+Command MountCommand();
+Command UmountCommand();
 Command PruneCommand();
 Command RestoreCommand();
 Command VerifyCommand();

@@ -25,7 +25,8 @@ std::vector<Command> AllCommands() {
   return {
       cbt::cli::BackupCommand(),       cbt::cli::DeleteCommand(),      cbt::cli::ExportCommand(),
       cbt::cli::ImportLegacyCommand(), cbt::cli::ImportImageCommand(), cbt::cli::ListCommand(),
-      cbt::cli::PruneCommand(),        cbt::cli::RestoreCommand(),     cbt::cli::VerifyCommand()};
+      cbt::cli::MountCommand(),        cbt::cli::UmountCommand(),      cbt::cli::PruneCommand(),
+      cbt::cli::RestoreCommand(),      cbt::cli::VerifyCommand()};
 }
 
 po::options_description GlobalOptions() {

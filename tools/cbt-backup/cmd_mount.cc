@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// mount / umount: the whole round of getting files out of a point for a
+// person.  mount starts cbtfs on DIR/.cbtfs, asks blkid what each disk,
+// partition and LV file of the point holds, and loop-mounts every
+// filesystem read-only (without replaying journals) under DIR/<name>;
+// umount undoes all of it.  Needs root, like any loop mount.
+#include "cli.h"
+
+#include "repo/layout.h"
+#include "util/file.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+extern char** environ;
+
+namespace cbt::cli {
+
+namespace {
+
+constexpr char kCbtfsDir[] = ".cbtfs";
+
+// Runs `argv` (searched in PATH), capturing stdout; returns its exit status
+// (-1 if it could not start).
+int Run(const std::vector<std::string>& argv, std::string* out) {
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(pipefd[1]);
+  if (rc != 0) {
+    ::close(pipefd[0]);
+    return -1;
+  }
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) {
+    if (out) out->append(buf, static_cast<size_t>(n));
+  }
+  ::close(pipefd[0]);
+  int status = 0;
+  if (::waitpid(pid, &status, 0) < 0) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// cbtfs next to this executable (an installed pair, or the build tree's
+// tools/ and fuse/), else from PATH.
+std::string CbtfsBinary() {
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    std::string dir(self);
+    dir = dir.substr(0, dir.find_last_of('/'));
+    for (const std::string& c : {dir + "/cbtfs", dir + "/../fuse/cbtfs"}) {
+      if (::access(c.c_str(), X_OK) == 0) return c;
+    }
+  }
+  return "cbtfs";
+}
+
+bool IsMountpoint(const std::string& path) {
+  struct stat a, b;
+  if (::stat(path.c_str(), &a) != 0 || ::stat((path + "/..").c_str(), &b) != 0) return false;
+  return a.st_dev != b.st_dev;
+}
+
+// Mount points at or below `dir`, deepest first.
+std::vector<std::string> MountsBelow(const std::string& dir) {
+  std::vector<std::string> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, devno, root, point;
+    f >> id >> parent >> devno >> root >> point;
+    // mountinfo escapes spaces and a few others as \ooo.
+    std::string decoded;
+    for (size_t i = 0; i < point.size(); ++i) {
+      if (point[i] == '\\' && i + 3 < point.size()) {
+        decoded += static_cast<char>(std::stoi(point.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        decoded += point[i];
+      }
+    }
+    if (decoded.rfind(dir + "/", 0) == 0) out.push_back(decoded);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  return out;
+}
+
+std::string Absolute(const std::string& p) {
+  if (!p.empty() && p[0] == '/') return p;
+  char cwd[4096];
+  if (::getcwd(cwd, sizeof cwd) == nullptr) return p;
+  return std::string(cwd) + "/" + p;
+}
+
+int RunUmount(const Globals& g, const po::variables_map& vm) {
+  if (!vm.count("dir")) {
+    std::fprintf(stderr, "cbt-backup umount: give the directory that mount printed\n");
+    return kExitUsage;
+  }
+  std::string dir = Absolute(vm["dir"].as<std::string>());
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (!IsDirectory(JoinPath(dir, kCbtfsDir))) {
+    return Fail(Status::InvalidArgument(dir + " was not made by 'cbt-backup mount'"));
+  }
+  int failed = 0;
+  for (const auto& m : MountsBelow(dir)) {
+    if (::umount2(m.c_str(), 0) != 0) {
+      std::fprintf(stderr, "cbt-backup: cannot unmount %s: %s\n", m.c_str(), std::strerror(errno));
+      ++failed;
+      continue;
+    }
+    Info(g, "unmounted " + m);
+  }
+  if (failed) return kExitFailure;
+  auto names = ListDir(dir);
+  if (names.ok()) {
+    for (const auto& n : *names) ::rmdir(JoinPath(dir, n).c_str());
+  }
+  if (::rmdir(dir.c_str()) != 0) {
+    return Fail(Status::FromErrno(errno, dir + " (not empty?)"));
+  }
+  return 0;
+}
+
+int RunMount(const Globals& g, const po::variables_map& vm) {
+  if (!vm.count("vm") || !vm.count("point")) {
+    std::fprintf(stderr, "cbt-backup mount: --vm UUID and --point TIMESTAMP are required\n");
+    return kExitUsage;
+  }
+  const std::string v = vm["vm"].as<std::string>();
+  std::string point = vm["point"].as<std::string>();
+  auto repo = OpenRepo(g, /*create=*/false);
+  if (!repo.ok()) return Fail(repo.status());
+  if (point == "latest") {
+    auto points = repo->ListPoints(v);
+    if (!points.ok()) return Fail(points.status());
+    if (points->empty()) return Fail(Status::NotFound("VM " + v + " has no points"));
+    point = points->back();
+  }
+  auto manifest = repo->ReadManifest(v, point);
+  if (!manifest.ok()) return Fail(manifest.status());
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir = vm.count("dir") ? vm["dir"].as<std::string>()
+                                    : std::string(tmp && *tmp ? tmp : "/tmp") + "/cbt-backup-" +
+                                          v.substr(0, 8) + "-" + point;
+  dir = Absolute(dir);
+  if (PathExists(dir)) {
+    auto names = ListDir(dir);
+    if (!names.ok() || !names->empty()) {
+      return Fail(Status::Exists(
+          dir + " exists and is not empty (unmount it with 'cbt-backup umount " + dir + "')"));
+    }
+  }
+  const std::string fsdir = JoinPath(dir, kCbtfsDir);
+  if (Status s = MakeDirs(dir); !s.ok()) return Fail(s);
+  if (Status s = MakeDir(fsdir); !s.ok()) return Fail(s);
+  const std::string repo_abs = Absolute(repo->path());
+  if (Run({CbtfsBinary(), "mount", repo_abs, fsdir}, nullptr) != 0) {
+    ::rmdir(fsdir.c_str());
+    ::rmdir(dir.c_str());
+    return Fail(Status::IoError("cbtfs could not mount " + repo_abs + " on " + fsdir));
+  }
+  for (int i = 0; i < 100 && !IsMountpoint(fsdir); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const std::string pdir = JoinPath(JoinPath(fsdir, v), point);
+  // Candidate files: partitions and LVs, and whole disks without partitions.
+  std::vector<std::string> files;
+  auto top = ListDir(pdir);
+  if (!top.ok()) return Fail(top.status());
+  std::set<std::string> partitioned;
+  for (const auto& n : *top) {
+    auto dot = n.find(".part");
+    if (dot != std::string::npos) partitioned.insert(n.substr(0, dot));
+  }
+  for (const auto& n : *top) {
+    if (!n.ends_with(".raw")) continue;
+    if (partitioned.count(n.substr(0, n.size() - 4))) continue;
+    files.push_back(n);
+  }
+  if (auto vgs = ListDir(JoinPath(pdir, "lvm")); vgs.ok()) {
+    for (const auto& vg : *vgs) {
+      auto lvs = ListDir(JoinPath(JoinPath(pdir, "lvm"), vg));
+      if (!lvs.ok()) continue;
+      for (const auto& lv : *lvs) files.push_back("lvm/" + vg + "/" + lv);
+    }
+  }
+  static const std::set<std::string> kMountable = {"ext2", "ext3", "ext4",  "xfs",     "btrfs",
+                                                   "vfat", "ntfs", "exfat", "iso9660", "udf"};
+  int mounted = 0;
+  for (const auto& f : files) {
+    const std::string path = JoinPath(pdir, f);
+    std::string out;
+    if (Run({"blkid", "-p", "-o", "value", "-s", "TYPE", path}, &out) != 0) continue;
+    while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+    if (!kMountable.count(out)) {
+      if (!out.empty()) Info(g, "skipped " + f + ": " + out);
+      continue;
+    }
+    std::string name = f.substr(0, f.size() - 4);
+    for (auto& c : name) {
+      if (c == '/') c = '-';
+    }
+    const std::string target = JoinPath(dir, name);
+    if (!MakeDir(target).ok()) continue;
+    std::string opts = "ro,loop";
+    // Never replay a journal (the file is read-only) and allow two points of
+    // one filesystem side by side.
+    if (out.rfind("ext", 0) == 0) opts += ",noload";
+    if (out == "xfs") opts += ",norecovery,nouuid";
+    if (Run({"mount", "-t", out, "-o", opts, path, target}, nullptr) != 0) {
+      Info(g, "could not mount " + f + " (" + out + ")");
+      ::rmdir(target.c_str());
+      continue;
+    }
+    ++mounted;
+    Info(g, "mounted " + f + " (" + out + ") on " + target);
+  }
+  Info(g, std::to_string(mounted) + " filesystem(s) of VM " + v + " point " + point +
+              " mounted read-only; undo with: cbt-backup umount " + dir);
+  std::printf("%s\n", dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command MountCommand() {
+  return {"mount", "mount every filesystem of a point read-only under a directory (root)",
+          "--vm UUID --point TIMESTAMP|latest [--dir DIR]",
+          [](po::options_description& d, po::positional_options_description&) {
+            d.add_options()("vm", po::value<std::string>(), "the VM's UUID")(
+                "point", po::value<std::string>(), "the point, or 'latest'")(
+                "dir", po::value<std::string>(),
+                "where to mount (default $TMPDIR or /tmp, cbt-backup-<vm>-<point>)");
+          },
+          RunMount};
+}
+
+Command UmountCommand() {
+  return {"umount", "undo 'cbt-backup mount': unmount everything under DIR and remove it", "DIR",
+          [](po::options_description& d, po::positional_options_description& p) {
+            d.add_options()("dir", po::value<std::string>(), "the directory mount printed");
+            p.add("dir", 1);
+          },
+          RunUmount};
+}
+
+}  // namespace cbt::cli
