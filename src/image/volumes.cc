@@ -263,16 +263,25 @@ struct CfgValue {
   std::vector<CfgValue> items;
 };
 
+struct CfgSection;
+
 struct CfgNode {
   std::map<std::string, CfgValue> values;
-  std::vector<std::pair<std::string, CfgNode>> sections;
-  const CfgNode* Section(const std::string& name) const {
-    for (const auto& [n, s] : sections) {
-      if (n == name) return &s;
-    }
-    return nullptr;
-  }
+  std::vector<CfgSection> sections;  // in file order
+  const CfgNode* Section(const std::string& name) const;
 };
+
+struct CfgSection {
+  std::string name;
+  CfgNode node;
+};
+
+const CfgNode* CfgNode::Section(const std::string& name) const {
+  for (const auto& s : sections) {
+    if (s.name == name) return &s.node;
+  }
+  return nullptr;
+}
 
 class CfgParser {
  public:
@@ -325,7 +334,7 @@ class CfgParser {
         CBT_RETURN_IF_ERROR(Body(&child, depth + 1));
         if (pos_ >= t_.size() || t_[pos_] != '}') return Error("missing '}'");
         ++pos_;
-        node->sections.emplace_back(std::move(name), std::move(child));
+        node->sections.push_back(CfgSection{std::move(name), std::move(child)});
       } else if (t_[pos_] == '=') {
         ++pos_;
         CfgValue v;
@@ -559,7 +568,9 @@ std::string SafeName(const std::string& s) {
 PointVolumes FindVolumes(const std::map<std::string, std::shared_ptr<const ComposedImage>>& disks) {
   PointVolumes out;
   std::vector<LvmPv> pvs;
-  for (const auto& [vdi, img] : disks) {
+  for (const auto& disk : disks) {
+    const std::string& vdi = disk.first;
+    const auto& img = disk.second;
     ReadAt whole = [img = img](uint64_t off, void* buf, size_t len) -> Status {
       CBT_ASSIGN_OR_RETURN(size_t n, img->Read(buf, len, off));
       if (n != len) return Status::Corruption("read past the end of the disk");
