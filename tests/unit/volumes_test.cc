@@ -148,8 +148,8 @@ version = 1
 }
 
 TEST_CASE("LVM metadata: malformed text is corruption with a line number", "[volumes]") {
-  for (const char* bad : {"vg0 {", "vg0 { extent_size = }", "vg0 { x = \"open }",
-                          "}", "vg0 { extent_size = 0 seqno = 1 }", "vg { seqno = -1 }"}) {
+  for (const char* bad : {"vg0 {", "vg0 { extent_size = }", "vg0 { x = \"open }", "}",
+                          "vg0 { extent_size = 0 seqno = 1 }", "vg { seqno = -1 }"}) {
     CAPTURE(bad);
     auto vg = ParseLvmMetadata(bad);
     CHECK_FALSE(vg.ok());
