@@ -491,7 +491,7 @@ std::optional<LvmPv> ReadLvmPv(const ReadAt& read, const std::string& vdi, uint6
     if (!ReadIn(read, size, s * kSector, b, sizeof b)) return std::nullopt;
     if (std::memcmp(b, "LABELONE", 8) != 0 || std::memcmp(b + 24, "LVM2 001", 8) != 0) continue;
     const uint32_t off = Le32(b + 20);
-    if (off < 32 || off + 40 > kSector) {
+    if (off < 32 || off > kSector - 40) {  // no uint32 overflow: off comes from the disk
       notes->push_back("LVM label damaged on " + where);
       return std::nullopt;
     }

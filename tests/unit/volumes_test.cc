@@ -158,3 +158,18 @@ TEST_CASE("LVM metadata: malformed text is corruption with a line number", "[vol
   REQUIRE_FALSE(vg.ok());
   CHECK(vg.status().message().find("extent_size") != std::string::npos);
 }
+
+TEST_CASE("LVM label: a pv_header offset that overflows is a note, not a read out of bounds",
+          "[volumes]") {
+  // Found by fuzz_partitions: offset 0xffffffe0 passed "off + 40 > 512" in
+  // 32-bit arithmetic.
+  MemDisk d(1 << 20);
+  std::memcpy(d.bytes.data() + 512, "LABELONE", 8);
+  std::memcpy(d.bytes.data() + 512 + 24, "LVM2 001", 8);
+  d.Put32(512 + 20, 0xffffffe0u);
+  std::vector<std::string> notes;
+  auto pv = ReadLvmPv(d.reader(), "d", 0, d.bytes.size(), &notes);
+  CHECK_FALSE(pv.has_value());
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].find("label damaged") != std::string::npos);
+}
