@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -394,8 +395,9 @@ class CfgParser {
       std::string num = t_.substr(start, pos_ - start);
       v->kind = CfgValue::kNumber;
       if (num.find('.') != std::string::npos) return Status::Ok();  // floats: unused here
-      if (num == "-" || num.size() > 19) return Error("bad number " + num);
-      v->num = std::stoll(num);
+      // from_chars, not stoll: a number out of range is damage, not an exception.
+      auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), v->num);
+      if (ec != std::errc() || end != num.data() + num.size()) return Error("bad number " + num);
       return Status::Ok();
     }
     return Error("bad value");

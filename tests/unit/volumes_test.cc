@@ -154,6 +154,10 @@ TEST_CASE("LVM metadata: malformed text is corruption with a line number", "[vol
     auto vg = ParseLvmMetadata(bad);
     CHECK_FALSE(vg.ok());
   }
+  // Found by fuzz_lvm_metadata: a number past int64 made stoll throw.
+  auto big = ParseLvmMetadata("vg0 {\nseqno = 99999999999999999999\nextent_size = 8\n}");
+  REQUIRE_FALSE(big.ok());
+  CHECK(big.status().message().find("line 2") != std::string::npos);
   auto vg = ParseLvmMetadata("vg0 {\nseqno = 1\nextent_size = \"x\"\n}");
   REQUIRE_FALSE(vg.ok());
   CHECK(vg.status().message().find("extent_size") != std::string::npos);
