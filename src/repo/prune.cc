@@ -233,10 +233,13 @@ Status PunchDeadBlocks(Run& run, const std::string& qdir, const DiskRecord& d) {
   return Status::Ok();
 }
 
-// Runs the journal for `points` (sorted): idempotent.
-Status RunJournal(Run& run, const std::vector<std::string>& points) {
+// Runs the journal for `points` (sorted): idempotent.  `recovering`: the
+// journal was left by a process that died, which may also have left
+// manifest temporaries in point directories.
+Status RunJournal(Run& run, const std::vector<std::string>& points, bool recovering) {
   CBT_ASSIGN_OR_RETURN(auto names, ListDir(run.vm_dir));
   for (const auto& n : names) {
+    if (!recovering) break;
     // Manifest temporaries of a rewrite that died (WriteFileAtomic's names).
     if (!IsTimestamp(n)) continue;
     CBT_ASSIGN_OR_RETURN(auto files, ListDir(JoinPath(run.vm_dir, n)));
@@ -315,7 +318,7 @@ Result<DeleteStats> DeletePoints(const Repository& repo, const VmLock& lock, con
                       {"started", FormatTimestamp(std::time(nullptr))}};
   CBT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(run.vm_dir, kJournalFile), j.dump(2) + "\n"));
   if (!run.Step("journal")) return Stopped();
-  CBT_RETURN_IF_ERROR(RunJournal(run, sorted));
+  CBT_RETURN_IF_ERROR(RunJournal(run, sorted, /*recovering=*/false));
   return stats;
 }
 
@@ -327,7 +330,7 @@ Status FinishInterruptedDelete(const Repository& repo, const std::string& vm) {
   DeleteStats stats;
   DeleteOptions options;
   Run run{repo, vm, options, &stats, vm_dir};
-  Status s = RunJournal(run, points);
+  Status s = RunJournal(run, points, /*recovering=*/true);
   if (!s.ok()) return s.WithContext("finishing the interrupted delete in " + journal);
   return Status::Ok();
 }

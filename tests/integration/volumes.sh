@@ -115,8 +115,15 @@ for nr in 1 5 6; do
   fill_fs "$d" m$nr
 done
 
+# --- a disk without a partition table: a filesystem on the whole disk --------------
+DP=$(new_uuid)
+truncate -s 16M "$WORK/plain.img"
+mkfs.ext4 -q -F "$WORK/plain.img"
+d=$(loopdev "$WORK/plain.img" 0 $((16 << 20)))
+fill_fs "$d" plain
+
 # --- import and check ----------------------------------------------------------
-save_legacy_point "$SRC" "$VM" $TS "$WORK/gpt.img" "$DG" "$WORK/mbr.img" "$DM"
+save_legacy_point "$SRC" "$VM" $TS "$WORK/gpt.img" "$DG" "$WORK/mbr.img" "$DM" "$WORK/plain.img" "$DP"
 "$CBT_BACKUP" import-legacy "$SRC" --repo "$REPO" -q
 mount_cbtfs "$REPO" "$MNT"
 P=$MNT/$VM/$TS
@@ -135,6 +142,7 @@ for nr in 1 5 6; do
   check_slice "$P/$DM.part$nr.raw" "$WORK/mbr.img" $((START[m$nr] * 512)) $((SECTORS[m$nr] * 512))
 done
 grep -q "$DM.part2" "$WORK/listing" && fail "the extended partition container is shown as a file"
+grep -q "$DP.part" "$WORK/listing" && fail "a disk without a partition table shows partitions"
 # LVs: the concatenation of the segments lvs reports.
 for lv in root swap; do
   : >"$WORK/$lv.expect"
@@ -171,7 +179,7 @@ out=$("$CBT_BACKUP" --repo "$REPO" mount --vm "$VM" --point $TS 2>"$WORK/mount.e
 dir=$(echo "$out" | tail -n 1)
 cleanup_fn "'$CBT_BACKUP' umount '$dir'"
 [ -d "$dir" ] || fail "mount printed no directory: $out"
-for name in "$DG.part1-root" "$DG.part2-data_vol" "lvm-vgsys-root" "$DM.part5"; do
+for name in "$DG.part1-root" "$DG.part2-data_vol" "lvm-vgsys-root" "$DM.part5" "$DP"; do
   grep -q "^file of" "$dir/$name/hello.txt" || fail "mount: $name not mounted in $dir ($(ls "$dir"); $(cat "$WORK/mount.err"))"
 done
 "$CBT_BACKUP" --repo "$REPO" umount "$dir" || fail "umount failed"
