@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Design notes.  One worker thread per connection, each using libnbd's
-// synchronous nbd_pread on its own handle, pulling the next request from a
-// shared atomic cursor: requests complete in any order and the sink is
-// called as soon as each completes, so disk writes overlap network reads.
+// Design notes.  One worker thread per connection, each keeping several
+// requests queued on its own handle (libnbd's asynchronous API) and pulling
+// the next piece from a shared atomic cursor: requests complete in any
+// order and the sink is called as soon as each completes, so disk writes
+// overlap network reads.  libnbd is loaded on first use (util/lazy_lib.h).
 // Certificate checking: libnbd verifies the server's certificate chain
 // against the one PEM from get_nbd_info (written as the only CA) and the
 // certificate's name against the host name it connected to; it verifies
@@ -15,6 +16,7 @@
 #include "nbd/nbd_reader.h"
 
 #include "util/file.h"
+#include "util/lazy_lib.h"
 
 #include <libnbd.h>
 #include <netdb.h>
@@ -29,13 +31,64 @@
 
 namespace cbt::nbd {
 
+namespace {
+
+// libnbd's entry points, bound on first use.
+struct NbdApi {
+  decltype(&::nbd_create) create = nullptr;
+  decltype(&::nbd_close) close = nullptr;
+  decltype(&::nbd_shutdown) shutdown = nullptr;
+  decltype(&::nbd_get_error) get_error = nullptr;
+  decltype(&::nbd_set_tls) set_tls = nullptr;
+  decltype(&::nbd_set_tls_certificates) set_tls_certificates = nullptr;
+  decltype(&::nbd_set_tls_verify_peer) set_tls_verify_peer = nullptr;
+  decltype(&::nbd_set_export_name) set_export_name = nullptr;
+  decltype(&::nbd_set_request_structured_replies) set_request_structured_replies = nullptr;
+  decltype(&::nbd_connect_tcp) connect_tcp = nullptr;
+  decltype(&::nbd_get_size) get_size = nullptr;
+  decltype(&::nbd_aio_pread) aio_pread = nullptr;
+  decltype(&::nbd_poll) poll = nullptr;
+  decltype(&::nbd_aio_is_dead) aio_is_dead = nullptr;
+  decltype(&::nbd_aio_is_closed) aio_is_closed = nullptr;
+};
+
+NbdApi g_nbd;
+
+// Loads libnbd once; Reader::Connect calls it before anything else.
+Status LoadNbd() {
+  static LazyLibrary lib("libnbd.so.0");
+  static Status status = [] {
+    CBT_RETURN_IF_ERROR(lib.Load());
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.create, "nbd_create"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.close, "nbd_close"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.shutdown, "nbd_shutdown"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.get_error, "nbd_get_error"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.set_tls, "nbd_set_tls"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.set_tls_certificates, "nbd_set_tls_certificates"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.set_tls_verify_peer, "nbd_set_tls_verify_peer"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.set_export_name, "nbd_set_export_name"));
+    CBT_RETURN_IF_ERROR(
+        lib.Bind(&g_nbd.set_request_structured_replies, "nbd_set_request_structured_replies"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.connect_tcp, "nbd_connect_tcp"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.get_size, "nbd_get_size"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.aio_pread, "nbd_aio_pread"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.poll, "nbd_poll"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.aio_is_dead, "nbd_aio_is_dead"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.aio_is_closed, "nbd_aio_is_closed"));
+    return Status::Ok();
+  }();
+  return status;
+}
+
+}  // namespace
+
 struct Reader::Conn {
   struct nbd_handle* h = nullptr;
   size_t endpoint = 0;
   ~Conn() {
     if (h != nullptr) {
-      nbd_shutdown(h, 0);
-      nbd_close(h);
+      g_nbd.shutdown(h, 0);
+      g_nbd.close(h);
     }
   }
 };
@@ -43,7 +96,7 @@ struct Reader::Conn {
 namespace {
 
 std::string NbdError() {
-  const char* e = nbd_get_error();
+  const char* e = g_nbd.get_error();
   return e ? e : "unknown libnbd error";
 }
 
@@ -93,16 +146,16 @@ Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
     const Endpoint& ep = endpoints_[idx];
     auto conn = std::make_unique<Conn>();
     conn->endpoint = idx;
-    conn->h = nbd_create();
+    conn->h = g_nbd.create();
     if (conn->h == nullptr) return Status::IoError("nbd_create: " + NbdError());
-    nbd_set_export_name(conn->h, ep.exportname.c_str());
+    g_nbd.set_export_name(conn->h, ep.exportname.c_str());
     // xapi-nbd refuses structured replies and NBD_OPT_GO; asking for neither
     // keeps the negotiation identical on every server.
-    nbd_set_request_structured_replies(conn->h, false);
+    g_nbd.set_request_structured_replies(conn->h, false);
     if (!ep.cert.empty()) {
-      nbd_set_tls(conn->h, LIBNBD_TLS_REQUIRE);
-      nbd_set_tls_certificates(conn->h, tls_dir_.c_str());
-      nbd_set_tls_verify_peer(conn->h, true);
+      g_nbd.set_tls(conn->h, LIBNBD_TLS_REQUIRE);
+      g_nbd.set_tls_certificates(conn->h, tls_dir_.c_str());
+      g_nbd.set_tls_verify_peer(conn->h, true);
     } else if (options_.require_tls) {
       return Status::NotSupported(
           "the server offers NBD without TLS (no certificate in get_nbd_info); "
@@ -110,7 +163,7 @@ Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
     }
     const std::string host =
         !ep.subject.empty() && ResolvesTo(ep.subject, ep.address) ? ep.subject : ep.address;
-    if (nbd_connect_tcp(conn->h, host.c_str(), std::to_string(ep.port).c_str()) == -1) {
+    if (g_nbd.connect_tcp(conn->h, host.c_str(), std::to_string(ep.port).c_str()) == -1) {
       std::string err = NbdError();
       if (!ep.cert.empty() &&
           (err.find("certificate") != std::string::npos || err.find("verif") != std::string::npos ||
@@ -130,6 +183,7 @@ Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
 Result<std::unique_ptr<Reader>> Reader::Connect(const std::vector<Endpoint>& endpoints,
                                                 const ReaderOptions& options) {
   if (endpoints.empty()) return Status::InvalidArgument("no NBD endpoint");
+  CBT_RETURN_IF_ERROR(LoadNbd());
   auto r = std::unique_ptr<Reader>(new Reader());
   r->endpoints_ = endpoints;
   r->options_ = options;
@@ -140,7 +194,7 @@ Result<std::unique_ptr<Reader>> Reader::Connect(const std::vector<Endpoint>& end
     CBT_RETURN_IF_ERROR(WriteNewFile(JoinPath(r->tls_dir_, "ca-cert.pem"), endpoints[0].cert));
   }
   CBT_ASSIGN_OR_RETURN(auto first, r->Open(0));
-  int64_t size = nbd_get_size(first->h);
+  int64_t size = g_nbd.get_size(first->h);
   if (size < 0) return Status::IoError("NBD export size unknown: " + NbdError());
   r->size_ = static_cast<uint64_t>(size);
   r->conns_.push_back(std::move(first));
@@ -204,8 +258,8 @@ Status Reader::Read(const std::vector<Extent>& extents,
         return false;
       };
       if (!pending() || !conns_[ci]) return;
-      while (pending() && !nbd_aio_is_dead(conns_[ci]->h) && !nbd_aio_is_closed(conns_[ci]->h) &&
-             nbd_poll(conns_[ci]->h, -1) != -1) {
+      while (pending() && !g_nbd.aio_is_dead(conns_[ci]->h) &&
+             !g_nbd.aio_is_closed(conns_[ci]->h) && g_nbd.poll(conns_[ci]->h, -1) != -1) {
       }
       if (pending()) conns_[ci].reset();
     };
@@ -241,20 +295,20 @@ Status Reader::Read(const std::vector<Extent>& extents,
         sl.state = Slot::kInFlight;
         ++sl.attempts;
         if (!conns_[ci] ||
-            nbd_aio_pread(conns_[ci]->h, sl.buf.get(), sl.piece.length, sl.piece.offset,
-                          nbd_completion_callback{completion, &sl, nullptr}, 0) == -1) {
+            g_nbd.aio_pread(conns_[ci]->h, sl.buf.get(), sl.piece.length, sl.piece.offset,
+                            nbd_completion_callback{completion, &sl, nullptr}, 0) == -1) {
           sl.state = Slot::kFailed;
           last_error = conns_[ci] ? NbdError() : last_error;
         }
       }
       bool busy = false;
       for (auto& sl : slots) busy |= sl.state == Slot::kInFlight;
-      if (busy && conns_[ci] && nbd_poll(conns_[ci]->h, -1) == -1) {
+      if (busy && conns_[ci] && g_nbd.poll(conns_[ci]->h, -1) == -1) {
         last_error = NbdError();
       }
       // A dead connection completes nothing more: fail what it still holds.
       const bool dead =
-          !conns_[ci] || nbd_aio_is_dead(conns_[ci]->h) || nbd_aio_is_closed(conns_[ci]->h);
+          !conns_[ci] || g_nbd.aio_is_dead(conns_[ci]->h) || g_nbd.aio_is_closed(conns_[ci]->h);
       bool any_failed = false;
       for (auto& sl : slots) {
         if (dead && sl.state == Slot::kInFlight) sl.state = Slot::kFailed;
@@ -284,7 +338,7 @@ Status Reader::Read(const std::vector<Extent>& extents,
             }
             return false;
           };
-          while (pending() && nbd_poll(conns_[ci]->h, -1) != -1) {
+          while (pending() && g_nbd.poll(conns_[ci]->h, -1) != -1) {
           }
         }
         for (auto& sl : slots) {

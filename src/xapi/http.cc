@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "xapi/http.h"
 
+#include "util/lazy_lib.h"
+
+// The calls go through pointers bound at run time (LazyLibrary), so the
+// type-checking macros that wrap curl_easy_setopt cannot apply.
+#define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -10,9 +15,41 @@ namespace cbt::xapi {
 
 namespace {
 
-struct CurlInit {
-  CurlInit() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+// libcurl's entry points, bound on first use.
+struct CurlApi {
+  decltype(&::curl_global_init) global_init = nullptr;
+  decltype(&::curl_easy_init) easy_init = nullptr;
+  decltype(&::curl_easy_setopt) easy_setopt = nullptr;
+  decltype(&::curl_easy_perform) easy_perform = nullptr;
+  decltype(&::curl_easy_getinfo) easy_getinfo = nullptr;
+  decltype(&::curl_easy_cleanup) easy_cleanup = nullptr;
+  decltype(&::curl_easy_strerror) easy_strerror = nullptr;
+  decltype(&::curl_slist_append) slist_append = nullptr;
+  decltype(&::curl_slist_free_all) slist_free_all = nullptr;
 };
+
+CurlApi g_curl;
+
+// Loads libcurl and initialises it once.  Every HttpClient is created
+// through this, so the other functions may use g_curl.
+Status LoadCurl() {
+  static LazyLibrary lib("libcurl.so.4");
+  static Status status = [] {
+    CBT_RETURN_IF_ERROR(lib.Load());
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.global_init, "curl_global_init"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_init, "curl_easy_init"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_setopt, "curl_easy_setopt"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_perform, "curl_easy_perform"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_getinfo, "curl_easy_getinfo"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_cleanup, "curl_easy_cleanup"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_strerror, "curl_easy_strerror"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.slist_append, "curl_slist_append"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.slist_free_all, "curl_slist_free_all"));
+    g_curl.global_init(CURL_GLOBAL_DEFAULT);
+    return Status::Ok();
+  }();
+  return status;
+}
 
 size_t WriteBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
   static_cast<std::string*>(userdata)->append(ptr, size * nmemb);
@@ -69,7 +106,7 @@ std::string UrlEncode(const std::string& s) {
 
 Result<std::unique_ptr<HttpClient>> HttpClient::Create(const std::string& base_url,
                                                        const std::string& ca_cert) {
-  static CurlInit init;
+  CBT_RETURN_IF_ERROR(LoadCurl());
   std::string url = base_url;
   std::string scheme = "https";
   auto sep = url.find("://");
@@ -116,20 +153,20 @@ HttpClient::~HttpClient() = default;
 Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) {
   CURL* curl = static_cast<CURL*>(handle);
   HttpResponse resp;
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &resp.body);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &resp.headers);
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
-  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (!ca_cert_.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, ca_cert_.c_str());
+  g_curl.easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
+  g_curl.easy_setopt(curl, CURLOPT_WRITEDATA, &resp.body);
+  g_curl.easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
+  g_curl.easy_setopt(curl, CURLOPT_HEADERDATA, &resp.headers);
+  g_curl.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  g_curl.easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
+  g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+  g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!ca_cert_.empty()) g_curl.easy_setopt(curl, CURLOPT_CAINFO, ca_cert_.c_str());
   char errbuf[CURL_ERROR_SIZE] = {};
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode rc = curl_easy_perform(curl);
+  g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode rc = g_curl.easy_perform(curl);
   if (rc != CURLE_OK) {
-    std::string detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    std::string detail = errbuf[0] ? errbuf : g_curl.easy_strerror(rc);
     std::string hint;
     if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
         rc == CURLE_SSL_CONNECT_ERROR) {
@@ -137,60 +174,60 @@ Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) 
     }
     return Status::IoError(what + " " + base_url_ + ": " + detail + hint);
   }
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
+  g_curl.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
   return resp;
 }
 
 Result<HttpResponse> HttpClient::Post(const std::string& path, const std::string& body,
                                       const std::string& content_type) {
   std::lock_guard<std::mutex> g(mu_);
-  CURL* curl = curl_easy_init();
+  CURL* curl = g_curl.easy_init();
   if (curl == nullptr) return Status::IoError("curl_easy_init failed");
   std::string url = base_url_ + path;
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_POST, 1L);
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+  g_curl.easy_setopt(curl, CURLOPT_URL, url.c_str());
+  g_curl.easy_setopt(curl, CURLOPT_POST, 1L);
+  g_curl.easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+  g_curl.easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
   struct curl_slist* hdrs = nullptr;
-  hdrs = curl_slist_append(hdrs, ("Content-Type: " + content_type).c_str());
-  hdrs = curl_slist_append(hdrs, "Expect:");
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+  hdrs = g_curl.slist_append(hdrs, ("Content-Type: " + content_type).c_str());
+  hdrs = g_curl.slist_append(hdrs, "Expect:");
+  g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
   auto r = Perform(curl, "cannot reach");
-  curl_slist_free_all(hdrs);
-  curl_easy_cleanup(curl);
+  g_curl.slist_free_all(hdrs);
+  g_curl.easy_cleanup(curl);
   return r;
 }
 
 Result<HttpResponse> HttpClient::Get(const std::string& path_and_query) {
   std::lock_guard<std::mutex> g(mu_);
-  CURL* curl = curl_easy_init();
+  CURL* curl = g_curl.easy_init();
   if (curl == nullptr) return Status::IoError("curl_easy_init failed");
   std::string url = base_url_ + path_and_query;
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  g_curl.easy_setopt(curl, CURLOPT_URL, url.c_str());
   auto r = Perform(curl, "GET failed on");
-  curl_easy_cleanup(curl);
+  g_curl.easy_cleanup(curl);
   return r;
 }
 
 Result<HttpResponse> HttpClient::Put(const std::string& path_and_query, uint64_t length,
                                      const std::function<int64_t(char*, size_t)>& source) {
   std::lock_guard<std::mutex> g(mu_);
-  CURL* curl = curl_easy_init();
+  CURL* curl = g_curl.easy_init();
   if (curl == nullptr) return Status::IoError("curl_easy_init failed");
   std::string url = base_url_ + path_and_query;
   PutSource src{&source};
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
-  curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(length));
-  curl_easy_setopt(curl, CURLOPT_READFUNCTION, ReadBody);
-  curl_easy_setopt(curl, CURLOPT_READDATA, &src);
-  curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
+  g_curl.easy_setopt(curl, CURLOPT_URL, url.c_str());
+  g_curl.easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+  g_curl.easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(length));
+  g_curl.easy_setopt(curl, CURLOPT_READFUNCTION, ReadBody);
+  g_curl.easy_setopt(curl, CURLOPT_READDATA, &src);
+  g_curl.easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
   struct curl_slist* hdrs = nullptr;
-  hdrs = curl_slist_append(hdrs, "Expect:");
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+  hdrs = g_curl.slist_append(hdrs, "Expect:");
+  g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
   auto r = Perform(curl, "PUT failed on");
-  curl_slist_free_all(hdrs);
-  curl_easy_cleanup(curl);
+  g_curl.slist_free_all(hdrs);
+  g_curl.easy_cleanup(curl);
   if (src.aborted) return Status::Aborted("upload aborted by its source");
   return r;
 }
