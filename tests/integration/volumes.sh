@@ -68,19 +68,36 @@ host_vg_before=$(vgs --config "$LVMC" --noheadings -o vg_name,lv_count,vg_uuid 2
 # The guest's PV on partition 3: a copy of the partition attached alone, so
 # the host's vgsys and the guest's never share a view.
 pvpart=$(loopdev "$WORK/gpt.img" $((START[g3] * 512)) $((SECTORS[g3] * 512)))
-C2='devices { use_devicesfile = 0 filter = [ "a|^'"$pvpart"'$|", "r|.*|" ] } activation { udev_sync = 0 udev_rules = 0 }'
+# A second PV of the same VG on a whole disk without a partition table.
+DL=$(new_uuid)
+truncate -s 64M "$WORK/lvmdisk.img"
+pvdisk=$(loopdev "$WORK/lvmdisk.img" 0 $((64 << 20)))
+C2='devices { use_devicesfile = 0 filter = [ "a|^'"$pvpart"'$|", "a|^'"$pvdisk"'$|", "r|.*|" ] } activation { udev_sync = 0 udev_rules = 0 }'
 gl() { "$@" --config "$C2" 2>&1 | grep -v -e WARNING -e "^ *$" >&2 || true; }
 gl pvcreate -y "$pvpart"
 gl vgcreate -s 4M vgsys "$pvpart"
 gl lvcreate --driverloaded n -an -Zn -l 4 -n root vgsys
 gl lvcreate --driverloaded n -an -Zn -l 3 -n swap vgsys
 gl lvextend --driverloaded n -l +5 vgsys/root
+gl pvcreate -y "$pvdisk"
+gl vgextend vgsys "$pvdisk"
+# A linear LV on the whole-disk PV, and a striped one across both PVs (a
+# kind that is listed as unsupported, never served).
+gl lvcreate --driverloaded n -an -Zn -l 2 -n data vgsys "$pvdisk"
+gl lvcreate --driverloaded n -an -Zn -i 2 -l 2 -n striped vgsys
+lvs --config "$C2" --noheadings -o lv_name,stripes vgsys 2>/dev/null | grep -q "striped *2" ||
+  fail "could not make a striped LV"
 pe_start=$(pvs --config "$C2" --noheadings --units b --nosuffix -o pe_start "$pvpart" 2>/dev/null | tr -d ' ')
 ext_bytes=$((4 << 20))
 # lv_segments LV: "first last" PE ranges on the PV, one per line.
 lv_segments() {
   lvs --config "$C2" --noheadings -o seg_pe_ranges "vgsys/$1" 2>/dev/null |
     sed 's/.*://; s/-/ /'
+}
+# lv_segments_dev LV: "device first last" per segment.
+lv_segments_dev() {
+  lvs --config "$C2" --noheadings -o seg_pe_ranges "vgsys/$1" 2>/dev/null |
+    sed 's/^ *//; s/:/ /; s/-/ /'
 }
 [ "$(lv_segments root | wc -l)" = 2 ] || fail "the LV root should have two segments"
 # Write an ext4 filesystem into LV root through its segments.
@@ -123,7 +140,8 @@ d=$(loopdev "$WORK/plain.img" 0 $((16 << 20)))
 fill_fs "$d" plain
 
 # --- import and check ----------------------------------------------------------
-save_legacy_point "$SRC" "$VM" $TS "$WORK/gpt.img" "$DG" "$WORK/mbr.img" "$DM" "$WORK/plain.img" "$DP"
+save_legacy_point "$SRC" "$VM" $TS "$WORK/gpt.img" "$DG" "$WORK/mbr.img" "$DM" "$WORK/plain.img" "$DP" \
+  "$WORK/lvmdisk.img" "$DL"
 "$CBT_BACKUP" import-legacy "$SRC" --repo "$REPO" -q
 mount_cbtfs "$REPO" "$MNT"
 P=$MNT/$VM/$TS
@@ -144,12 +162,13 @@ done
 grep -q "$DM.part2" "$WORK/listing" && fail "the extended partition container is shown as a file"
 grep -q "$DP.part" "$WORK/listing" && fail "a disk without a partition table shows partitions"
 # LVs: the concatenation of the segments lvs reports.
-for lv in root swap; do
+for lv in root swap data; do
   : >"$WORK/$lv.expect"
-  while read -r first last; do
-    dd if="$WORK/gpt.img" bs=1M skip=$(((START[g3] * 512 + pe_start) / 1048576 + first * 4)) \
+  while read -r dev first last; do
+    if [ "$dev" = "$pvdisk" ]; then img=$WORK/lvmdisk.img base=0; else img=$WORK/gpt.img base=$((START[g3] * 512)); fi
+    dd if="$img" bs=1M skip=$(((base + pe_start) / 1048576 + first * 4)) \
       count=$(((last - first + 1) * 4)) status=none >>"$WORK/$lv.expect"
-  done < <(lv_segments $lv)
+  done < <(lv_segments_dev $lv)
   cmp "$WORK/$lv.expect" "$P/lvm/vgsys/$lv.raw" || fail "LV $lv differs from its segments: $(cat "$P/point.txt")"
 done
 
@@ -169,6 +188,10 @@ ls "$P/lvm" | grep -qx vgsys || fail "ls of lvm/ does not show the VG"
 ls "$P/lvm/vgsys" | grep -qx root.raw || fail "ls of lvm/vgsys/ does not show the LV"
 for nr in 1 5 6; do check_mount "$P/$DM.part$nr.raw" m$nr noload; done
 grep -q "LVM2 linear volume vgsys/root, 2 segment(s)" "$P/point.txt" || fail "point.txt lacks the LV"
+grep -q "LV vgsys/striped not shown (unsupported: segment type striped with 2 stripes)" "$P/point.txt" ||
+  fail "point.txt does not list the striped LV as unsupported: $(cat "$P/point.txt")"
+[ -e "$P/lvm/vgsys/striped.raw" ] && fail "a striped LV is served"
+grep -q "$DL.part" "$WORK/listing" && fail "a whole-disk PV shows partitions"
 # The host's VG is untouched.
 [ "$(vgs --config "$LVMC" --noheadings -o vg_name,lv_count,vg_uuid 2>/dev/null | sort)" = "$host_vg_before" ] ||
   fail "the host's volume groups changed"
