@@ -12,7 +12,8 @@
 //                       elsewhere);
 //   existing VDI, full  every block (old contents must be overwritten);
 //   changed blocks      the blocks list_changed_blocks reports between the
-//                       point's snapshot and a fresh snapshot of the target.
+//                       point's snapshot and the target (itself when it is
+//                       not attached, else a fresh snapshot of it).
 #include "restore/restore.h"
 
 #include "restore/vhd_stream.h"
@@ -161,12 +162,17 @@ Result<std::vector<bool>> ChangedSincePoint(Session& s, const repo::DiskRecord& 
     *reason = "CBT is off on the target disk";
     return std::vector<bool>();
   }
-  // A fresh snapshot closes the target's live CBT log, so the bitmap covers
-  // every write up to now; the snapshot is removed again afterwards (its
-  // log merges back into the disk's).
-  CBT_ASSIGN_OR_RETURN(Value now, s.Call("VDI.snapshot", {Value(target_ref)}));
-  auto bitmap = s.Call("VDI.list_changed_blocks", {*snap, now});
-  (void)s.Call("VDI.destroy", {now});
+  // The live VDI may be `vdi_to` while it is not attached (a halted VM, as
+  // a restore wants): its log then covers every write up to now.  If it is
+  // attached, xapi refuses (VDI_IN_USE) and a fresh snapshot closes the live
+  // log instead; the snapshot is removed again afterwards (its log merges
+  // back into the disk's).
+  auto bitmap = s.Call("VDI.list_changed_blocks", {*snap, Value(target_ref)});
+  if (!bitmap.ok() && bitmap.status().remote_code() == "VDI_IN_USE") {
+    CBT_ASSIGN_OR_RETURN(Value now, s.Call("VDI.snapshot", {Value(target_ref)}));
+    bitmap = s.Call("VDI.list_changed_blocks", {*snap, now});
+    (void)s.Call("VDI.destroy", {now});
+  }
   if (!bitmap.ok()) {
     *reason = "the server cannot list the blocks changed since the point (" +
               bitmap.status().message() + ")";
