@@ -311,6 +311,12 @@ Result<DeleteStats> DeletePoints(const Repository& repo, const VmLock& lock, con
       if (!d.snapshot_vdi_uuid.empty()) stats.released_snapshots.push_back(d.snapshot_vdi_uuid);
     }
   }
+  // Every later point's manifest is read during the delete; one that cannot
+  // be read would stop it half way, so refuse now, before anything changes.
+  CBT_ASSIGN_OR_RETURN(auto all, repo.ListPoints(vm));
+  for (const auto& q : all) {
+    if (q > sorted.front()) CBT_RETURN_IF_ERROR(repo.ReadManifest(vm, q).status());
+  }
   Run run{repo, vm, options, &stats, VmDir(repo.path(), vm)};
   nlohmann::json j = {{"version", 1},
                       {"operation", "delete"},

@@ -299,3 +299,16 @@ TEST_CASE("Delete: a damaged journal stops the next writer and changes nothing",
   CHECK(fx.Points().size() == 3);
   fx.CheckRemaining();
 }
+
+TEST_CASE("Delete: a damaged later manifest is refused before anything changes", "[prune]") {
+  Fixture fx(4);
+  const std::string m3 = JoinPath(fx.repo->PointPath(kVm, Point(3)), kManifestFile);
+  REQUIRE(WriteFileAtomic(m3, "{ not json").ok());
+  auto lock = VmLock::Acquire(*fx.repo, kVm, "test");
+  REQUIRE(lock.ok());
+  auto st = DeletePoints(*fx.repo, *lock, kVm, {Point(1)});
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.status().message().find(m3) != std::string::npos);
+  CHECK(fx.Points().size() == 4);
+  CHECK_FALSE(PathExists(JoinPath(VmDir(fx.repo->path(), kVm), kJournalFile)));
+}
