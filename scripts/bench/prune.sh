@@ -82,7 +82,7 @@ echo "disk ${SIZE_GIB} GiB, $POINTS points, $CHANGED blocks (1%) rewritten per p
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 secs() { echo "$(date +%s.%N) - $1" | bc; }
 REPO=$W/repo
-fresh() { rm -rf "$REPO" "$W/copy.cbd"; cp -a "$W/pristine" "$REPO"; drop; }
+fresh() { rm -rf "$REPO" "$W/copy.cbd"; cp -a "$W/pristine" "$REPO"; }
 BASE=$(ts 0)
 MIDDLE=$(ts $((POINTS / 2)))
 NEWEST=$(ts $((POINTS - 1)))
@@ -103,33 +103,23 @@ report() {  # name seconds cp_seconds used_before
     "$1" "$2" "$3" "$(echo "100 * $2 / $3" | bc -l)" $(($4 / 1024)) $((used / 1024))
 }
 
-fresh
-used=$(du -sk "$REPO" | cut -f1)
-cp_s=$(time_cp)
-rm -f "$W/copy.cbd"
-drop
-t=$(date +%s.%N)
-"$CBT" --repo "$REPO" -q delete --vm "$VM" --point "$BASE"
-report "delete base point" "$(secs "$t")" "$cp_s" "$used"
-"$CBT" --repo "$REPO" -q verify --vm "$VM" --point "$NEWEST" && echo "  verify of the newest point: clean"
-
-fresh
-used=$(du -sk "$REPO" | cut -f1)
-cp_s=$(time_cp)
-rm -f "$W/copy.cbd"
-drop
-t=$(date +%s.%N)
-"$CBT" --repo "$REPO" -q delete --vm "$VM" --point "$MIDDLE"
-report "delete middle point" "$(secs "$t")" "$cp_s" "$used"
-"$CBT" --repo "$REPO" -q verify --vm "$VM" --point "$NEWEST" && echo "  verify of the newest point: clean"
-
-fresh
-used=$(du -sk "$REPO" | cut -f1)
-cp_s=$(time_cp)
-rm -f "$W/copy.cbd"
-drop
-t=$(date +%s.%N)
-"$CBT" --repo "$REPO" -q prune --vm "$VM" --keep-last 10
-report "prune --keep-last 10" "$(secs "$t")" "$cp_s" "$used"
-"$CBT" --repo "$REPO" -q verify --vm "$VM" --point "$NEWEST" && echo "  verify of the newest point: clean"
+# measure NAME ARGS...: on a fresh copy of the chain, `cp` of the base and
+# then `cbt-backup ARGS` with cold caches; prints both and checks the newest
+# point afterwards.
+measure() {
+  local name=$1 used cp_s t
+  shift
+  fresh
+  used=$(du -sk "$REPO" | cut -f1)
+  cp_s=$(time_cp)
+  rm -f "$W/copy.cbd"
+  drop
+  t=$(date +%s.%N)
+  "$CBT" --repo "$REPO" -q "$@"
+  report "$name" "$(secs "$t")" "$cp_s" "$used"
+  "$CBT" --repo "$REPO" -q verify --vm "$VM" --point "$NEWEST" && echo "  verify of the newest point: clean"
+}
+measure "delete base point" delete --vm "$VM" --point "$BASE"
+measure "delete middle point" delete --vm "$VM" --point "$MIDDLE"
+measure "prune --keep-last 10" prune --vm "$VM" --keep-last 10
 rm -rf "$REPO"

@@ -62,9 +62,8 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
         // The point's own file, then its layers: a layer's blocks that a
         // newer file of the same point covers are dead (a delete may have
         // punched them out, see docs/FORMAT.md) and are not checked.
-        std::vector<std::string> names = {d.file};
-        for (const auto& l : d.layers) names.push_back(l.file);
-        std::vector<bool> covered;
+        const std::vector<std::string> names = d.Files();
+        std::vector<bool> covered(repo::BlockCount(d.virtual_size), false);
         for (size_t i = 0; i < names.size(); ++i) {
           const std::string path = JoinPath(repo.PointPath(v, p), names[i]);
           auto file = repo::DiskFile::Open(path);
@@ -79,7 +78,6 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
             add({v, p, d.vdi_uuid, -1, path + ": disk file does not match its manifest record"});
             continue;
           }
-          covered.resize(repo::BlockCount(d.virtual_size), false);
           for (const auto& e : (*file)->entries()) {
             if (e.kind != repo::EntryKind::kData || covered[e.block]) continue;
             ++report->blocks_checked;

@@ -40,6 +40,12 @@ int64_t Integer(const json& o, const char* key) {
 
 }  // namespace
 
+std::vector<std::string> DiskRecord::Files() const {
+  std::vector<std::string> names = {file};
+  for (const auto& l : layers) names.push_back(l.file);
+  return names;
+}
+
 const DiskRecord* Manifest::FindDisk(const std::string& vdi_uuid) const {
   for (const auto& d : disks) {
     if (d.vdi_uuid == vdi_uuid) return &d;

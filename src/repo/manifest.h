@@ -43,6 +43,9 @@ struct DiskRecord {
   uint64_t zero_blocks = 0;
   uint64_t stored_bytes = 0;  // size of `file`
   std::string reason;         // why this disk is a base ("first backup", "--full", ...)
+
+  // `file`, then the layers' files: the point's own files, newest first.
+  std::vector<std::string> Files() const;
 };
 
 struct Manifest {

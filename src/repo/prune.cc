@@ -147,12 +147,11 @@ Status DeleteOne(Run& run, const std::string& p) {
           return Status::Corruption(JoinPath(qdir, kManifestFile) + ": disk " + dq.vdi_uuid +
                                     " continues at point " + p + ", which does not hold it");
         }
+        // P's own file becomes a layer named after P; P's layers keep
+        // their names.
         std::vector<Layer> taken = {{LayerFileName(dq.vdi_uuid, p), p}};
-        std::vector<std::string> sources = {dp->file};
-        for (const auto& l : dp->layers) {
-          taken.push_back(l);
-          sources.push_back(l.file);
-        }
+        taken.insert(taken.end(), dp->layers.begin(), dp->layers.end());
+        const std::vector<std::string> sources = dp->Files();
         for (size_t i = 0; i < taken.size(); ++i) {
           CBT_RETURN_IF_ERROR(LinkSame(JoinPath(pdir, sources[i]), JoinPath(qdir, taken[i].file)));
           ++run.stats->layers_moved;
@@ -190,10 +189,8 @@ uint64_t AllocatedBytes(int fd) {
 // Step 4 for one disk of one point.
 Status PunchDeadBlocks(Run& run, const std::string& qdir, const DiskRecord& d) {
   std::vector<bool> covered(BlockCount(d.virtual_size), false);
-  std::vector<std::string> names = {d.file};
-  for (const auto& l : d.layers) names.push_back(l.file);
-  for (size_t i = 0; i < names.size(); ++i) {
-    const std::string path = JoinPath(qdir, names[i]);
+  for (const auto& name : d.Files()) {
+    const std::string path = JoinPath(qdir, name);
     CBT_ASSIGN_OR_RETURN(auto file, DiskFile::Open(path));
     std::vector<uint64_t> dead;
     for (const auto& e : file->entries()) {
