@@ -590,12 +590,15 @@ int OpStatfs(const char*, struct statvfs* st) {
 
 // Mount point and kernel readahead wanted for this mount (0: kernel default).
 std::string g_mountpoint;
-unsigned g_readahead_kb = 1024;
+unsigned g_readahead_kb = 4096;
 
 // The kernel sends FUSE reads of at most its readahead window (128 KiB by
 // default), one round trip each.  Sequential readers (restore, cp, dd) go
 // much faster with a larger window, which only the mount's bdi setting can
-// give.  This must run once the mount answers requests, so it runs on its
+// give.  4 MiB measured best: the kernel then has several 1 MiB requests
+// out at once, so both cores work on a sequential read; 1 MiB gave half the
+// throughput of a cold base, 16 MiB no more than 4.  This must run once the
+// mount answers requests, so it runs on its
 // own thread after init; it needs root, and failing is harmless.
 void RaiseReadahead() {
   if (g_readahead_kb == 0) return;
@@ -632,7 +635,7 @@ int Usage(FILE* out) {
                "  -f          stay in the foreground\n"
                "  -d          debug output (implies -f)\n"
                "  -o OPTIONS  FUSE mount options, e.g. allow_other\n"
-               "  --readahead-kb N  kernel readahead for this mount (default 1024; 0 keeps\n"
+               "  --readahead-kb N  kernel readahead for this mount (default 4096; 0 keeps\n"
                "                    the kernel's default; setting it needs root)\n");
   return out == stdout ? 0 : 2;
 }
