@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import socketserver
 import ssl
 import subprocess
@@ -56,6 +57,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        # Responses go out as headers then body, two writes: with Nagle's
+        # algorithm the body waits for the ACK of the headers, which the
+        # client delays by 40 ms, so every call would take 40 ms more than
+        # it does on xapi.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # HTTPS: the TLS handshake is deferred to this worker thread, so one slow
         # client cannot stall the accept loop.
         if isinstance(self.connection, ssl.SSLSocket):
