@@ -234,7 +234,7 @@ Status Reader::Read(const std::vector<Extent>& extents,
   // while it answers one: xapi-nbd answers in order, but the pipeline hides
   // the round trips.  A failed request is retried on a fresh connection.
   struct Slot {
-    std::unique_ptr<char[]> buf;
+    std::unique_ptr<char, decltype(&std::free)> buf{nullptr, &std::free};
     Extent piece{0, 0};
     int attempts = 0;
     enum State { kFree, kInFlight, kDone, kFailed } state = kFree;
@@ -243,7 +243,15 @@ Status Reader::Read(const std::vector<Extent>& extents,
   auto worker = [&](size_t ci) {
     const size_t in_flight = std::max(1, options_.in_flight);
     std::vector<Slot> slots(in_flight);
-    for (auto& sl : slots) sl.buf.reset(new char[options_.max_request]);
+    // Page-aligned buffers: the kernel copies a sink's writes into the page
+    // cache with `rep movsb`, which runs several times slower when source
+    // and destination are not aligned alike (malloc's are 16 bytes past a
+    // page boundary).
+    for (auto& sl : slots) {
+      void* p = nullptr;
+      if (::posix_memalign(&p, 4096, options_.max_request) != 0) throw std::bad_alloc();
+      sl.buf.reset(static_cast<char*>(p));
+    }
     std::vector<std::pair<Extent, int>> retry;  // pieces to read again, with attempts
     std::string last_error;
     // Requests still queued when the worker stops (another worker or the

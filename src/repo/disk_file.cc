@@ -11,6 +11,8 @@
 
 #include <xxhash.h>
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -76,8 +78,70 @@ Result<std::unique_ptr<DiskFileWriter>> DiskFileWriter::Create(const std::string
   // An all-zero header marks the file as unfinished until Finish() runs.
   unsigned char zero[kHeaderSize] = {};
   CBT_RETURN_IF_ERROR(PwriteAll(fd.get(), zero, sizeof zero, 0, path));
-  return std::unique_ptr<DiskFileWriter>(
-      new DiskFileWriter(path, std::move(fd), kind, virtual_size));
+  auto w =
+      std::unique_ptr<DiskFileWriter>(new DiskFileWriter(path, std::move(fd), kind, virtual_size));
+  w->SetDirect(true);
+  return w;
+}
+
+// Data blocks go to the device with O_DIRECT where the filesystem allows
+// it.  A backup writes gigabytes once and reads them rarely: through the
+// page cache, each byte would be copied once more by the CPU (measured at a
+// third of a full backup's CPU time, on a machine where nbdkit shares the
+// cores) and flushed later by fsync in one long wait.  The header and index
+// are small and unaligned, so they are written buffered, after Finish turns
+// O_DIRECT off.  Filesystems that refuse O_DIRECT keep the buffered path.
+void DiskFileWriter::SetDirect(bool on) {
+  const int fl = ::fcntl(fd_.get(), F_GETFL);
+  if (fl == -1) {
+    direct_ = false;
+    return;
+  }
+  const int want = on ? (fl | O_DIRECT) : (fl & ~O_DIRECT);
+  direct_ = on && ::fcntl(fd_.get(), F_SETFL, want) == 0;
+  if (!on) ::fcntl(fd_.get(), F_SETFL, want);
+}
+
+Status DiskFileWriter::WriteData(const char* data, uint64_t len) {
+  constexpr uint64_t kAlign = 4096;
+  constexpr uint64_t kBounce = 1 << 20;
+  uint64_t done = 0;
+  if (direct_) {
+    const bool aligned = reinterpret_cast<uintptr_t>(data) % kAlign == 0;
+    if (!aligned && !bounce_) {
+      void* p = nullptr;
+      if (::posix_memalign(&p, kAlign, kBounce) != 0) return Status::IoError("out of memory");
+      bounce_.reset(static_cast<char*>(p));
+    }
+    while (done < len) {
+      const char* src = data + done;
+      uint64_t n = len - done;
+      if (!aligned) {
+        n = std::min(n, kBounce);
+        std::memcpy(bounce_.get(), src, n);
+        src = bounce_.get();
+      }
+      const ssize_t w = ::pwrite(fd_.get(), src, n, static_cast<off_t>(next_data_offset_ + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno == EINVAL) {  // this file or medium takes no O_DIRECT
+        SetDirect(false);
+        break;
+      }
+      if (w < 0) return Status::FromErrno(errno, path_);
+      if (w == 0) return Status::IoError(path_ + ": short write");
+      done += static_cast<uint64_t>(w);
+      if (done % kAlign != 0) {  // a partial write left the rest unaligned
+        SetDirect(false);
+        break;
+      }
+    }
+  }
+  if (done < len) {
+    CBT_RETURN_IF_ERROR(
+        PwriteAll(fd_.get(), data + done, len - done, next_data_offset_ + done, path_));
+    StartWriteback();
+  }
+  return Status::Ok();
 }
 
 Status DiskFileWriter::CheckBlock(uint64_t block) {
@@ -95,11 +159,25 @@ Status DiskFileWriter::CheckBlock(uint64_t block) {
 
 Status DiskFileWriter::AddData(uint64_t block, const void* data) {
   CBT_RETURN_IF_ERROR(CheckBlock(block));
-  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, kBlockSize, next_data_offset_, path_));
+  CBT_RETURN_IF_ERROR(WriteData(static_cast<const char*>(data), kBlockSize));
   entries_.push_back({block, EntryKind::kData, next_data_offset_, Checksum(data, kBlockSize)});
   next_data_offset_ += kBlockSize;
   ++data_blocks_;
   return Status::Ok();
+}
+
+// Buffered writes only.  Finish must make the file durable.  Left alone,
+// the kernel holds a backup's data in the page cache until Finish's fsync,
+// which then writes gigabytes while the reads wait; starting the writeback
+// of every 32 MiB as it is written overlaps the device's work with the
+// reads and leaves fsync little to do.  Only a hint: failures are reported
+// by fsync.
+void DiskFileWriter::StartWriteback() {
+  constexpr uint64_t kStep = 32ull << 20;
+  if (next_data_offset_ - writeback_from_ < kStep) return;
+  ::sync_file_range(fd_.get(), static_cast<off_t>(writeback_from_),
+                    static_cast<off_t>(next_data_offset_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+  writeback_from_ = next_data_offset_;
 }
 
 Status DiskFileWriter::AddDataRun(uint64_t first, const char* data, uint64_t count,
@@ -112,7 +190,7 @@ Status DiskFileWriter::AddDataRun(uint64_t first, const char* data, uint64_t cou
     }
   }
   for (uint64_t i = 0; i < count; ++i) seen_[first + i] = true;
-  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, count * kBlockSize, next_data_offset_, path_));
+  CBT_RETURN_IF_ERROR(WriteData(data, count * kBlockSize));
   for (uint64_t i = 0; i < count; ++i) {
     entries_.push_back({first + i, EntryKind::kData, next_data_offset_, checksums[i]});
     next_data_offset_ += kBlockSize;
@@ -131,6 +209,7 @@ Status DiskFileWriter::AddZero(uint64_t block) {
 Status DiskFileWriter::Finish() {
   if (finished_) return Status::InvalidArgument(path_ + ": Finish called twice");
   finished_ = true;
+  if (direct_) SetDirect(false);
   std::sort(entries_.begin(), entries_.end(),
             [](const IndexEntry& a, const IndexEntry& b) { return a.block < b.block; });
   std::vector<unsigned char> index(entries_.size() * kIndexEntrySize, 0);

@@ -21,6 +21,7 @@
 #include "util/status.h"
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -86,12 +87,18 @@ class DiskFileWriter {
  private:
   DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uint64_t virtual_size);
   Status CheckBlock(uint64_t block);
+  Status WriteData(const char* data, uint64_t len);
+  void SetDirect(bool on);
+  void StartWriteback();
 
   std::string path_;
   UniqueFd fd_;
   FileKind kind_;
   uint64_t virtual_size_;
   uint64_t next_data_offset_ = kHeaderSize;
+  uint64_t writeback_from_ = 0;  // start of the data not yet sent to the device
+  bool direct_ = false;          // data blocks are written with O_DIRECT
+  std::unique_ptr<char, void (*)(void*)> bounce_{nullptr, &std::free};
   std::vector<IndexEntry> entries_;
   std::vector<bool> seen_;
   uint64_t data_blocks_ = 0;
