@@ -102,46 +102,77 @@ void DiskFileWriter::SetDirect(bool on) {
   if (!on) ::fcntl(fd_.get(), F_SETFL, want);
 }
 
+// With O_DIRECT every write waits for the device, so small writes (an
+// incremental's scattered 64 KiB blocks) are gathered in a page-aligned
+// staging buffer and written kStageSize at a time; a long aligned write
+// with nothing staged goes straight from the caller's buffer.
 Status DiskFileWriter::WriteData(const char* data, uint64_t len) {
-  constexpr uint64_t kAlign = 4096;
-  constexpr uint64_t kBounce = 1 << 20;
+  uint64_t off = next_data_offset_;
+  if (direct_) {
+    const bool aligned = reinterpret_cast<uintptr_t>(data) % kDirectAlign == 0;
+    if (staged_ == 0 && aligned && len >= kStageSize) {
+      CBT_ASSIGN_OR_RETURN(uint64_t done, DirectWrite(data, len, off));
+      data += done;
+      len -= done;
+      off += done;
+    } else {
+      if (!stage_) {
+        void* p = nullptr;
+        if (::posix_memalign(&p, kDirectAlign, kStageSize) != 0) {
+          return Status::IoError(path_ + ": out of memory");
+        }
+        stage_.reset(static_cast<char*>(p));
+      }
+      while (len > 0 && direct_) {
+        if (staged_ == 0) stage_off_ = off;
+        const uint64_t n = std::min(len, kStageSize - staged_);
+        std::memcpy(stage_.get() + staged_, data, n);
+        staged_ += n;
+        data += n;
+        len -= n;
+        off += n;
+        if (staged_ == kStageSize) CBT_RETURN_IF_ERROR(FlushStage());
+      }
+    }
+  }
+  if (len == 0) return Status::Ok();
+  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, len, off, path_));
+  StartWriteback();
+  return Status::Ok();
+}
+
+Status DiskFileWriter::FlushStage() {
+  if (staged_ == 0) return Status::Ok();
   uint64_t done = 0;
   if (direct_) {
-    const bool aligned = reinterpret_cast<uintptr_t>(data) % kAlign == 0;
-    if (!aligned && !bounce_) {
-      void* p = nullptr;
-      if (::posix_memalign(&p, kAlign, kBounce) != 0) return Status::IoError("out of memory");
-      bounce_.reset(static_cast<char*>(p));
-    }
-    while (done < len) {
-      const char* src = data + done;
-      uint64_t n = len - done;
-      if (!aligned) {
-        n = std::min(n, kBounce);
-        std::memcpy(bounce_.get(), src, n);
-        src = bounce_.get();
-      }
-      const ssize_t w = ::pwrite(fd_.get(), src, n, static_cast<off_t>(next_data_offset_ + done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0 && errno == EINVAL) {  // this file or medium takes no O_DIRECT
-        SetDirect(false);
-        break;
-      }
-      if (w < 0) return Status::FromErrno(errno, path_);
-      if (w == 0) return Status::IoError(path_ + ": short write");
-      done += static_cast<uint64_t>(w);
-      if (done % kAlign != 0) {  // a partial write left the rest unaligned
-        SetDirect(false);
-        break;
-      }
-    }
+    CBT_ASSIGN_OR_RETURN(done, DirectWrite(stage_.get(), staged_, stage_off_));
   }
-  if (done < len) {
+  if (done < staged_) {
     CBT_RETURN_IF_ERROR(
-        PwriteAll(fd_.get(), data + done, len - done, next_data_offset_ + done, path_));
-    StartWriteback();
+        PwriteAll(fd_.get(), stage_.get() + done, staged_ - done, stage_off_ + done, path_));
   }
+  staged_ = 0;
   return Status::Ok();
+}
+
+Result<uint64_t> DiskFileWriter::DirectWrite(const char* src, uint64_t len, uint64_t off) {
+  uint64_t done = 0;
+  while (done < len) {
+    const ssize_t w = ::pwrite(fd_.get(), src + done, len - done, static_cast<off_t>(off + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EINVAL) {  // this file or medium takes no O_DIRECT
+      SetDirect(false);
+      break;
+    }
+    if (w < 0) return Status::FromErrno(errno, path_);
+    if (w == 0) return Status::IoError(path_ + ": short write");
+    done += static_cast<uint64_t>(w);
+    if (done % kDirectAlign != 0) {  // a short write left the rest unaligned
+      SetDirect(false);
+      break;
+    }
+  }
+  return done;
 }
 
 Status DiskFileWriter::CheckBlock(uint64_t block) {
@@ -209,6 +240,7 @@ Status DiskFileWriter::AddZero(uint64_t block) {
 Status DiskFileWriter::Finish() {
   if (finished_) return Status::InvalidArgument(path_ + ": Finish called twice");
   finished_ = true;
+  CBT_RETURN_IF_ERROR(FlushStage());
   if (direct_) SetDirect(false);
   std::sort(entries_.begin(), entries_.end(),
             [](const IndexEntry& a, const IndexEntry& b) { return a.block < b.block; });

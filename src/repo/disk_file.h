@@ -87,7 +87,18 @@ class DiskFileWriter {
  private:
   DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uint64_t virtual_size);
   Status CheckBlock(uint64_t block);
+  static constexpr uint64_t kDirectAlign = 4096;
+  static constexpr uint64_t kStageSize = 4ull << 20;
+  // Writes `len` bytes of data at next_data_offset_ (which the caller then
+  // advances): with O_DIRECT through the staging buffer or straight, or
+  // buffered.
   Status WriteData(const char* data, uint64_t len);
+  // Writes out what is staged.
+  Status FlushStage();
+  // Writes with O_DIRECT and returns the bytes written: fewer than `len`,
+  // with O_DIRECT turned off, if the file refuses it; the caller writes the
+  // rest buffered.
+  Result<uint64_t> DirectWrite(const char* src, uint64_t len, uint64_t off);
   void SetDirect(bool on);
   void StartWriteback();
 
@@ -98,7 +109,9 @@ class DiskFileWriter {
   uint64_t next_data_offset_ = kHeaderSize;
   uint64_t writeback_from_ = 0;  // start of the data not yet sent to the device
   bool direct_ = false;          // data blocks are written with O_DIRECT
-  std::unique_ptr<char, void (*)(void*)> bounce_{nullptr, &std::free};
+  std::unique_ptr<char, void (*)(void*)> stage_{nullptr, &std::free};
+  uint64_t staged_ = 0;     // bytes in stage_
+  uint64_t stage_off_ = 0;  // file offset of stage_[0]
   std::vector<IndexEntry> entries_;
   std::vector<bool> seen_;
   uint64_t data_blocks_ = 0;

@@ -235,9 +235,9 @@ TEST_CASE("DiskFile: a zero entry with an offset is refused", "[repo]") {
 
 TEST_CASE("DiskFileWriter: aligned, unaligned and long runs all read back", "[repo]") {
   // Data goes out with O_DIRECT where the filesystem allows it: straight
-  // from page-aligned buffers, through a 1 MiB bounce buffer otherwise.
+  // from page-aligned buffers, through a 4 MiB staging buffer otherwise.
   TempDir dir;
-  constexpr uint32_t kRun = 20;  // 1.25 MiB: more than one bounce buffer
+  constexpr uint32_t kRun = 80;  // 5 MiB: more than one staging buffer
   auto w = DiskFileWriter::Create(dir.Sub("dio.cbd"), FileKind::kBase, 3 * kRun * kBlockSize);
   REQUIRE(w.ok());
   void* mem = nullptr;
