@@ -46,11 +46,12 @@ command -v mkfs.xfs >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install
 truncate -s 64G "$W/xfs.img"
 mkfs.xfs -q -m reflink=1 "$W/xfs.img"
 mkdir -p "$W/xfs"
-# Direct I/O on the loop device: otherwise one kernel worker reads the image
-# file through the page cache, one request after the other, and the
-# simulator's disks answer random reads far slower than any storage
-# repository would (and cost a memory copy per byte on top).
-LOOPDEV=$(losetup --direct-io=on -f --show "$W/xfs.img")
+# LOOP_DIRECT_IO=on (set by a benchmark before sourcing this): direct I/O
+# on the loop device.  Otherwise one kernel worker reads the image file
+# through the page cache, one request after the other, so the simulator's
+# disks answer random reads (a backup's) far slower than a storage
+# repository would.  Writes (a restore's) are faster buffered.
+LOOPDEV=$(losetup --direct-io="${LOOP_DIRECT_IO:-off}" -f --show "$W/xfs.img")
 mount "$LOOPDEV" "$W/xfs"
 D=$W/xfs
 
