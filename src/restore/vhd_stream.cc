@@ -195,38 +195,57 @@ Result<std::unique_ptr<VhdStream>> VhdStream::Create(const DiskSource& source,
   }
   s->prefix_ = s->footer_ + header + bat;
   s->length_ = first_block + s->present_.size() * (512 + kVhdBlock) + 512;
-  s->block_buf_.resize(512 + kVhdBlock);
-  s->block_pos_ = s->block_buf_.size();  // no block loaded
+  s->bitmap_.resize(512);
+  s->block_pos_ = 512 + kVhdBlock;  // no block started
   return s;
 }
 
-Status VhdStream::FillBlock(uint32_t vb) {
-  char* bitmap = block_buf_.data();
-  char* data = bitmap + 512;
-  std::memset(block_buf_.data(), 0, block_buf_.size());
+void VhdStream::StartBlock(uint32_t vb) {
+  std::fill(bitmap_.begin(), bitmap_.end(), 0);
   const uint64_t size = source_.size();
   for (uint64_t i = 0; i < kPerVhdBlock; ++i) {
     const uint64_t b = vb * kPerVhdBlock + i;
     if (b >= carry_.size() || !carry_[b]) continue;
-    const uint64_t off = b * kCbtBlock;
-    const uint64_t n = std::min(kCbtBlock, size - off);
-    if (source_.MayHoldData(b)) {
-      CBT_ASSIGN_OR_RETURN(size_t got, source_.Read(data + i * kCbtBlock, n, off));
-      if (got != n)
-        return Status::IoError("short read of the disk at offset " + std::to_string(off));
-    }
     // Bits for the sectors of this 64 KiB block that lie inside the disk.
+    const uint64_t n = std::min(kCbtBlock, size - b * kCbtBlock);
     const uint64_t first = i * kSectorsPerCbtBlock;
-    const uint64_t count = (n + 511) / 512;
-    for (uint64_t sct = first; sct < first + count; ++sct) {
-      bitmap[sct / 8] = static_cast<char>(bitmap[sct / 8] | (0x80 >> (sct % 8)));
+    for (uint64_t sct = first; sct < first + (n + 511) / 512; ++sct) {
+      bitmap_[sct / 8] = static_cast<char>(bitmap_[sct / 8] | (0x80 >> (sct % 8)));
     }
   }
+  block_ = vb;
   block_pos_ = 0;
+}
+
+// A block's data goes from the source straight into the upload buffer: no
+// staging copy of the 2 MiB block, which measured as much CPU as the reads.
+Status VhdStream::BlockData(char* buf, uint64_t pos, size_t n) {
+  const uint64_t size = source_.size();
+  while (n > 0) {
+    const uint64_t i = pos / kCbtBlock, in = pos % kCbtBlock;
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(n, kCbtBlock - in));
+    const uint64_t b = block_ * kPerVhdBlock + i;
+    const uint64_t off = b * kCbtBlock;
+    // Bytes of this 64 KiB block inside the disk; the rest reads as zeros.
+    const uint64_t valid = off < size ? std::min(kCbtBlock, size - off) : 0;
+    size_t got = 0;
+    if (b < carry_.size() && carry_[b] && in < valid && source_.MayHoldData(b)) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(len, valid - in));
+      CBT_ASSIGN_OR_RETURN(got, source_.Read(buf, want, off + in));
+      if (got != want) {
+        return Status::IoError("short read of the disk at offset " + std::to_string(off + in));
+      }
+    }
+    std::memset(buf + got, 0, len - got);
+    buf += len;
+    pos += len;
+    n -= len;
+  }
   return Status::Ok();
 }
 
 Result<size_t> VhdStream::Next(char* buf, size_t max) {
+  constexpr size_t kBlockBytes = 512 + kVhdBlock;
   size_t out = 0;
   while (out < max && pos_ < length_) {
     if (pos_ < prefix_.size()) {
@@ -236,9 +255,9 @@ Result<size_t> VhdStream::Next(char* buf, size_t max) {
       pos_ += n;
       continue;
     }
-    if (block_pos_ == block_buf_.size()) {
+    if (block_pos_ == kBlockBytes) {
       if (next_block_ < present_.size()) {
-        CBT_RETURN_IF_ERROR(FillBlock(present_[next_block_++]));
+        StartBlock(present_[next_block_++]);
       } else {
         const uint64_t footer_pos = pos_ - (length_ - 512);
         size_t n = std::min<size_t>(max - out, 512 - footer_pos);
@@ -248,8 +267,13 @@ Result<size_t> VhdStream::Next(char* buf, size_t max) {
         continue;
       }
     }
-    size_t n = std::min(max - out, block_buf_.size() - block_pos_);
-    std::memcpy(buf + out, block_buf_.data() + block_pos_, n);
+    size_t n = std::min(max - out, kBlockBytes - block_pos_);
+    if (block_pos_ < 512) {
+      n = std::min<size_t>(n, 512 - block_pos_);
+      std::memcpy(buf + out, bitmap_.data() + block_pos_, n);
+    } else {
+      CBT_RETURN_IF_ERROR(BlockData(buf + out, block_pos_ - 512, n));
+    }
     block_pos_ += n;
     out += n;
     pos_ += n;

@@ -55,7 +55,10 @@ class VhdStream {
 
  private:
   VhdStream(const DiskSource& source) : source_(source) {}
-  Status FillBlock(uint32_t vhd_block);
+  void StartBlock(uint32_t vhd_block);
+  // Writes `n` bytes of the current block's data, from `pos` within it, to
+  // `buf`: read from the source straight into the caller's buffer, or zeros.
+  Status BlockData(char* buf, uint64_t pos, size_t n);
 
   const DiskSource& source_;
   std::vector<bool> carry_;
@@ -67,8 +70,9 @@ class VhdStream {
   // Streaming state.
   uint64_t pos_ = 0;
   size_t next_block_ = 0;
-  std::vector<char> block_buf_;  // bitmap + 2 MiB data of the current block
-  size_t block_pos_ = 0;
+  std::vector<char> bitmap_;  // sector bitmap of the current block
+  uint32_t block_ = 0;        // the current VHD block
+  size_t block_pos_ = 0;      // position in bitmap + data of the current block
 };
 
 // xapi's raw "chunked" upload framing (import_raw_vdi?format=raw&chunked):
