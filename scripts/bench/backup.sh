@@ -43,7 +43,6 @@ print("NBD_URI='nbds://%s:%s/%s?tls-certificates=%s'" % (info["subject"], info["
 print("NBD_SESSION='%s'" % s)
 PY
 source "$W/nbd.env"
-min() { if [ -z "$1" ] || [ "$(echo "$2 < $1" | bc)" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 NBDCOPY="" FULL="" FULL_DISK=""
 for _ in $(seq "$REPEAT"); do
   sync; echo 3 >/proc/sys/vm/drop_caches

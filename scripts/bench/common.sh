@@ -22,6 +22,8 @@ for k in sys.argv[1].split("."): v = v[int(k)] if isinstance(v, list) else v[k]
 print(v)' "$1"
 }
 now() { date +%s.%N; }
+# min BEST SECS: the smaller of two timings (BEST may be empty: none yet)
+min() { if [ -z "$1" ] || [ "$(echo "$2 < $1" | bc)" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 
 # make_disk PATH GIB DATA_MIB PERIOD_MIB: a GIB disk holding DATA_MIB of
 # random data at the start of every PERIOD_MIB, holes elsewhere.

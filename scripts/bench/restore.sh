@@ -41,7 +41,6 @@ vdi = x.VDI.create(s, {"SR": srref, "virtual_size": str(gib << 30), "type": "use
 print("SESSION='%s'\nTARGET='%s'" % (s, vdi))
 PY
 source "$W/curl.env"
-min() { if [ -z "$1" ] || [ "$(echo "$2 < $1" | bc)" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 curl_secs() {
   sync; echo 3 >/proc/sys/vm/drop_caches
   local t

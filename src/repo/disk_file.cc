@@ -93,13 +93,9 @@ Result<std::unique_ptr<DiskFileWriter>> DiskFileWriter::Create(const std::string
 // O_DIRECT off.  Filesystems that refuse O_DIRECT keep the buffered path.
 void DiskFileWriter::SetDirect(bool on) {
   const int fl = ::fcntl(fd_.get(), F_GETFL);
-  if (fl == -1) {
-    direct_ = false;
-    return;
-  }
-  const int want = on ? (fl | O_DIRECT) : (fl & ~O_DIRECT);
-  direct_ = on && ::fcntl(fd_.get(), F_SETFL, want) == 0;
-  if (!on) ::fcntl(fd_.get(), F_SETFL, want);
+  const bool set =
+      fl != -1 && ::fcntl(fd_.get(), F_SETFL, on ? (fl | O_DIRECT) : (fl & ~O_DIRECT)) == 0;
+  direct_ = on && set;
 }
 
 // With O_DIRECT every write waits for the device, so small writes (an
