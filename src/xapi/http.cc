@@ -23,6 +23,7 @@ struct CurlApi {
   decltype(&::curl_easy_perform) easy_perform = nullptr;
   decltype(&::curl_easy_getinfo) easy_getinfo = nullptr;
   decltype(&::curl_easy_cleanup) easy_cleanup = nullptr;
+  decltype(&::curl_easy_reset) easy_reset = nullptr;
   decltype(&::curl_easy_strerror) easy_strerror = nullptr;
   decltype(&::curl_slist_append) slist_append = nullptr;
   decltype(&::curl_slist_free_all) slist_free_all = nullptr;
@@ -42,6 +43,7 @@ Status LoadCurl() {
     CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_perform, "curl_easy_perform"));
     CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_getinfo, "curl_easy_getinfo"));
     CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_cleanup, "curl_easy_cleanup"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_reset, "curl_easy_reset"));
     CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_strerror, "curl_easy_strerror"));
     CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.slist_append, "curl_slist_append"));
     CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.slist_free_all, "curl_slist_free_all"));
@@ -148,7 +150,9 @@ Result<std::unique_ptr<HttpClient>> HttpClient::ForHost(const std::string& host)
   return Create(scheme_ + "://" + h + (port_.empty() ? "" : ":" + port_), ca_cert_);
 }
 
-HttpClient::~HttpClient() = default;
+HttpClient::~HttpClient() {
+  if (rpc_ != nullptr) g_curl.easy_cleanup(static_cast<CURL*>(rpc_));
+}
 
 Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) {
   CURL* curl = static_cast<CURL*>(handle);
@@ -165,6 +169,8 @@ Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) 
   char errbuf[CURL_ERROR_SIZE] = {};
   g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
   CURLcode rc = g_curl.easy_perform(curl);
+  // A reused handle must not keep pointers into this frame.
+  g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, static_cast<char*>(nullptr));
   if (rc != CURLE_OK) {
     std::string detail = errbuf[0] ? errbuf : g_curl.easy_strerror(rc);
     std::string hint;
@@ -181,8 +187,17 @@ Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) 
 Result<HttpResponse> HttpClient::Post(const std::string& path, const std::string& body,
                                       const std::string& content_type) {
   std::lock_guard<std::mutex> g(mu_);
-  CURL* curl = g_curl.easy_init();
-  if (curl == nullptr) return Status::IoError("curl_easy_init failed");
+  // One handle for every call, so its connection (and TLS session) is kept
+  // alive between calls: a backup makes a few dozen of them, and a new
+  // connection each cost a TCP and TLS handshake and a reload of the CA
+  // certificates.  curl reconnects by itself if the server dropped it.
+  if (rpc_ == nullptr) {
+    rpc_ = g_curl.easy_init();
+    if (rpc_ == nullptr) return Status::IoError("curl_easy_init failed");
+  } else {
+    g_curl.easy_reset(static_cast<CURL*>(rpc_));  // options only; connections stay
+  }
+  CURL* curl = static_cast<CURL*>(rpc_);
   std::string url = base_url_ + path;
   g_curl.easy_setopt(curl, CURLOPT_URL, url.c_str());
   g_curl.easy_setopt(curl, CURLOPT_POST, 1L);
@@ -193,8 +208,9 @@ Result<HttpResponse> HttpClient::Post(const std::string& path, const std::string
   hdrs = g_curl.slist_append(hdrs, "Expect:");
   g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
   auto r = Perform(curl, "cannot reach");
+  // The header list must outlive every use of the handle's options.
+  g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
   g_curl.slist_free_all(hdrs);
-  g_curl.easy_cleanup(curl);
   return r;
 }
 

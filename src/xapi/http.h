@@ -53,6 +53,7 @@ class HttpClient {
   Result<HttpResponse> Perform(void* curl, const std::string& what);
   std::string scheme_, host_, port_, base_url_, ca_cert_;
   std::mutex mu_;
+  void* rpc_ = nullptr;  // the CURL handle Post reuses, guarded by mu_
 };
 
 // Percent-encodes a query parameter value.
