@@ -586,7 +586,7 @@ class Sim:
             if offset < 0 or offset + len(data) > rec["virtual_size"]:
                 raise XapiError("VDI_IO_ERROR", "Device I/O errors")
             with open(st.path, "r+b") as f:
-                if not (data.count(0) == len(data) and is_hole(f.fileno(), offset, len(data))):
+                if not (all_zero(data) and is_hole(f.fileno(), offset, len(data))):
                     # (Zeros over a hole are already there: keep the file sparse.)
                     f.seek(offset)
                     f.write(data)
@@ -1147,6 +1147,21 @@ def merge_into(dst, src):
     for i, b in enumerate(src[:len(dst)]):
         if b:
             dst[i] |= b
+
+
+_ZEROS = memoryview(bytes(4096))
+
+
+def all_zero(data):
+    """True if the bytes-like `data` holds only zeros.  Data usually differs in
+    its first bytes, so those are compared first; the full scan uses count(),
+    the fastest whole-buffer test in CPython."""
+    head = memoryview(data)[:len(_ZEROS)]
+    if head != _ZEROS[:len(head)]:
+        return False
+    if not isinstance(data, (bytes, bytearray)):
+        data = bytes(data)
+    return data.count(0) == len(data)
 
 
 def is_hole(fd, offset, length):

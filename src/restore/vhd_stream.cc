@@ -98,12 +98,17 @@ class ImageSource : public DiskSource {
   explicit ImageSource(std::shared_ptr<const image::ComposedImage> img) : img_(std::move(img)) {}
   uint64_t size() const override { return img_->size(); }
   Result<size_t> Read(void* buf, size_t len, uint64_t off) const override {
+    // A stream reads the point front to back; without a window asked for
+    // ahead, each block's read from the repository waits on the disk while
+    // the upload stalls.
+    prefetch_.OnRead(*img_, off, len);
     return img_->Read(buf, len, off);
   }
   bool MayHoldData(uint64_t block) const override { return img_->IsDataBlock(block); }
 
  private:
   std::shared_ptr<const image::ComposedImage> img_;
+  mutable image::SequentialPrefetcher prefetch_;
 };
 
 class FileSource : public DiskSource {
