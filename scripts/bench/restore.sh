@@ -79,16 +79,26 @@ with open(path, "r+b") as f:
         f.seek(b * 65536)
         f.write(os.urandom(65536))
 PY
-"$SIMCTL" replace "$VDI" "$D/disk.img" >/dev/null
-CB=$(restore_secs --disk "$VDI" --onto-vdi "$VDI")
-CB_SENT=$(json disks.0.bytes_sent <"$W/last.json")
-CB_MODE=$(json disks.0.mode <"$W/last.json")
-CB_UP=$(json disks.0.upload_seconds <"$W/last.json")
-# the same once more, in xapi's raw chunked framing
-"$SIMCTL" replace "$VDI" "$D/disk.img" >/dev/null
-CBR=$(restore_secs --disk "$VDI" --onto-vdi "$VDI" --format raw)
-CBR_SENT=$(json disks.0.bytes_sent <"$W/last.json")
-CBR_UP=$(json disks.0.upload_seconds <"$W/last.json")
+# Each round puts the changed content back first, in both forms.
+CB="" CBR=""
+for _ in $(seq "$REPEAT"); do
+  "$SIMCTL" replace "$VDI" "$D/disk.img" >/dev/null
+  secs=$(restore_secs --disk "$VDI" --onto-vdi "$VDI")
+  if [ -z "$CB" ] || [ "$(echo "$secs < $CB" | bc)" = 1 ]; then
+    CB=$secs
+    CB_SENT=$(json disks.0.bytes_sent <"$W/last.json")
+    CB_MODE=$(json disks.0.mode <"$W/last.json")
+    CB_UP=$(json disks.0.upload_seconds <"$W/last.json")
+  fi
+  # the same in xapi's raw chunked framing
+  "$SIMCTL" replace "$VDI" "$D/disk.img" >/dev/null
+  secs=$(restore_secs --disk "$VDI" --onto-vdi "$VDI" --format raw)
+  if [ -z "$CBR" ] || [ "$(echo "$secs < $CBR" | bc)" = 1 ]; then
+    CBR=$secs
+    CBR_SENT=$(json disks.0.bytes_sent <"$W/last.json")
+    CBR_UP=$(json disks.0.upload_seconds <"$W/last.json")
+  fi
+done
 
 MIB=$((SIZE_GIB * 1024))
 echo
@@ -98,9 +108,9 @@ printf '%-28s %7.2f s  %6.0f MiB/s of disk  %5.2fx curl throughput  sent %s byte
   "$(echo "$MIB / $RAW" | bc -l)" "$(echo "$CURL / $RAW" | bc -l)" "$RAW_SENT"
 printf '%-28s %7.2f s  %6.0f MiB/s of disk  %5.2fx faster than raw  sent %s bytes\n' "restore --format vhd" "$VHD" \
   "$(echo "$MIB / $VHD" | bc -l)" "$(echo "$RAW / $VHD" | bc -l)" "$VHD_SENT"
-printf '%-28s %7.2f s  %5.3fx of the vhd restore time (%s, vhd)  sent %s bytes\n' "changed blocks, 1% changed" "$CB" \
+printf '%-28s %7.2f s  %5.3fx of the full vhd restore time (%s)  sent %s bytes\n' "changed blocks, 1%, vhd" "$CB" \
   "$(echo "$CB / $VHD" | bc -l)" "$CB_MODE" "$CB_SENT"
-printf '%-28s %7.2f s  %5.3fx of the vhd restore time (raw chunked framing)  sent %s bytes\n' "  same, --format raw" "$CBR" \
-  "$(echo "$CBR / $VHD" | bc -l)" "$CBR_SENT"
+printf '%-28s %7.2f s  %5.3fx of the full raw restore time, %5.3fx of the full vhd one (raw chunked framing)  sent %s bytes\n' \
+  "changed blocks, 1%, raw" "$CBR" "$(echo "$CBR / $RAW" | bc -l)" "$(echo "$CBR / $VHD" | bc -l)" "$CBR_SENT"
 echo "upload alone (without the simulator's VDI snapshot, a full file copy here): vhd full ${VHD_UP} s," \
   "changed blocks vhd ${CB_UP} s ($(echo "$CB_UP / $VHD_UP" | bc -l | cut -c1-5)x), raw chunked ${CBR_UP} s ($(echo "$CBR_UP / $VHD_UP" | bc -l | cut -c1-5)x)"

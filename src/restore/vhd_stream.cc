@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <deque>
+#include <mutex>
 #include <random>
 
 namespace cbt::restore {
@@ -93,22 +95,64 @@ std::string Footer(uint64_t size) {
   return f;
 }
 
+// Reads a repository point.  A stream reads it in increasing block order; a
+// window of the blocks it will read next is asked of the kernel ahead of it,
+// or each block's read from the repository would wait on the disk while the
+// upload stalls.  Only blocks the reader will read are asked for: a
+// changed-blocks restore reads 1% of a point, scattered.
 class ImageSource : public DiskSource {
  public:
   explicit ImageSource(std::shared_ptr<const image::ComposedImage> img) : img_(std::move(img)) {}
   uint64_t size() const override { return img_->size(); }
   Result<size_t> Read(void* buf, size_t len, uint64_t off) const override {
-    // A stream reads the point front to back; without a window asked for
-    // ahead, each block's read from the repository waits on the disk while
-    // the upload stalls.
-    prefetch_.OnRead(*img_, off, len);
+    Ahead(off / repo::kBlockSize);
     return img_->Read(buf, len, off);
   }
   bool MayHoldData(uint64_t block) const override { return img_->IsDataBlock(block); }
+  void ExpectReads(std::vector<bool> blocks) const override {
+    std::lock_guard<std::mutex> g(mu_);
+    wanted_ = std::move(blocks);
+    advised_.clear();
+    next_ = 0;
+  }
 
  private:
+  static constexpr size_t kWindow = (128u << 20) / repo::kBlockSize;
+
+  // The reader is at `block`: forget what it passed, and when less than half
+  // the window lies ahead, advise the next wanted data blocks up to a full
+  // window.  Every block is scanned once over the whole stream.
+  void Ahead(uint64_t block) const {
+    std::lock_guard<std::mutex> g(mu_);
+    while (!advised_.empty() && advised_.front() < block) advised_.pop_front();
+    if (advised_.size() >= kWindow / 2) return;
+    next_ = std::max(next_, block);
+    const uint64_t blocks = repo::BlockCount(img_->size());
+    uint64_t run_start = 0, run_end = 0;
+    auto flush = [&] {
+      if (run_end > run_start) {
+        img_->Prefetch(run_start * repo::kBlockSize, (run_end - run_start) * repo::kBlockSize);
+      }
+      run_start = run_end = 0;
+    };
+    for (; next_ < blocks && advised_.size() < kWindow; ++next_) {
+      if (!img_->IsDataBlock(next_)) continue;
+      if (!wanted_.empty() && (next_ >= wanted_.size() || !wanted_[next_])) continue;
+      advised_.push_back(next_);
+      if (run_end != next_) {
+        flush();
+        run_start = next_;
+      }
+      run_end = next_ + 1;
+    }
+    flush();
+  }
+
   std::shared_ptr<const image::ComposedImage> img_;
-  mutable image::SequentialPrefetcher prefetch_;
+  mutable std::mutex mu_;
+  mutable std::vector<bool> wanted_;      // empty: every block
+  mutable std::deque<uint64_t> advised_;  // advised blocks the reader has not passed
+  mutable uint64_t next_ = 0;             // first block not yet considered
 };
 
 class FileSource : public DiskSource {
@@ -172,6 +216,7 @@ Result<std::unique_ptr<VhdStream>> VhdStream::Create(const DiskSource& source,
   }
   auto s = std::unique_ptr<VhdStream>(new VhdStream(source));
   carry.resize(repo::BlockCount(size), false);
+  source.ExpectReads(carry);
   s->carry_ = std::move(carry);
   const uint64_t entries = (size + kVhdBlock - 1) / kVhdBlock;
   for (uint64_t b = 0; b < s->carry_.size(); ++b) {
@@ -289,6 +334,7 @@ Result<size_t> VhdStream::Next(char* buf, size_t max) {
 std::unique_ptr<ChunkedRawStream> ChunkedRawStream::Create(const DiskSource& source,
                                                            const std::vector<bool>& carry) {
   auto s = std::unique_ptr<ChunkedRawStream>(new ChunkedRawStream(source));
+  source.ExpectReads(carry);
   constexpr uint64_t kMaxFrame = 4 << 20;
   const uint64_t size = source.size();
   for (uint64_t b = 0; b < carry.size() && b * kCbtBlock < size; ++b) {

@@ -35,6 +35,10 @@ class DiskSource {
   virtual Result<size_t> Read(void* buf, size_t len, uint64_t off) const = 0;
   // True if 64 KiB block `block` may hold non-zero data.
   virtual bool MayHoldData(uint64_t block) const = 0;
+  // A hint: the reader will read exactly the 64 KiB blocks set in `blocks`,
+  // in increasing order (without it: every block, front to back).  A source
+  // may use it to have the next of them fetched while earlier ones are sent.
+  virtual void ExpectReads(std::vector<bool> blocks) const { (void)blocks; }
 };
 
 // A ComposedImage point of the repository, or a raw image file (holes found
