@@ -112,5 +112,5 @@ printf '%-28s %7.2f s  %5.3fx of the full vhd restore time (%s)  sent %s bytes\n
   "$(echo "$CB / $VHD" | bc -l)" "$CB_MODE" "$CB_SENT"
 printf '%-28s %7.2f s  %5.3fx of the full raw restore time, %5.3fx of the full vhd one (raw chunked framing)  sent %s bytes\n' \
   "changed blocks, 1%, raw" "$CBR" "$(echo "$CBR / $RAW" | bc -l)" "$(echo "$CBR / $VHD" | bc -l)" "$CBR_SENT"
-echo "upload alone (without the simulator's VDI snapshot, a full file copy here): vhd full ${VHD_UP} s," \
+echo "upload alone (the HTTP PUT, without the API calls): vhd full ${VHD_UP} s," \
   "changed blocks vhd ${CB_UP} s ($(echo "$CB_UP / $VHD_UP" | bc -l | cut -c1-5)x), raw chunked ${CBR_UP} s ($(echo "$CBR_UP / $VHD_UP" | bc -l | cut -c1-5)x)"

@@ -184,7 +184,7 @@ uint64_t ComposedImage::DataBlockCount() const {
 
 namespace cbt::image {
 
-void ComposedImage::Prefetch(uint64_t off, uint64_t len) const {
+void ComposedImage::Prefetch(uint64_t off, uint64_t len, bool leave_single_run) const {
   if (off >= size_) return;
   // Per file, the blocks a window needs lie in increasing file order (files
   // are written in block order), interleaved with other files' blocks.
@@ -192,34 +192,36 @@ void ComposedImage::Prefetch(uint64_t off, uint64_t len) const {
   // into one request however the chain interleaves them.  Runs are not
   // merged across gaps: the gaps hold superseded blocks, and reading them
   // measured slower.
-  constexpr uint64_t kGap = 0;
   const uint64_t first = off / kBlockSize;
   const uint64_t last = std::min<uint64_t>((off + len + kBlockSize - 1) / kBlockSize, map_.size());
   struct Run {
+    uint32_t file = 0;
     uint64_t start = 0, end = 0;
   };
-  std::vector<Run> runs(chain_.size());
-  auto flush = [&](uint32_t f) {
-    Run& r = runs[f];
-    if (r.end > r.start) {
-      ::posix_fadvise(chain_[f]->fd(), static_cast<off_t>(r.start),
-                      static_cast<off_t>(r.end - r.start), POSIX_FADV_WILLNEED);
-    }
-    r = Run{};
+  std::vector<Run> open(chain_.size());  // the open run of each file
+  std::vector<Run> done;
+  auto close = [&](uint32_t f) {
+    if (open[f].end > open[f].start) done.push_back(open[f]);
+    open[f] = Run{};
   };
   for (uint64_t b = first; b < last; ++b) {
     const Slot s = map_[b];
     if (s.file == kNoFile) continue;
     const uint64_t o = chain_[s.file]->entries()[s.entry].offset;
-    Run& r = runs[s.file];
-    if (r.end > r.start && o >= r.end && o - r.end <= kGap) {
+    Run& r = open[s.file];
+    if (r.end > r.start && o == r.end) {
       r.end = o + kBlockSize;
       continue;
     }
-    flush(s.file);
-    runs[s.file] = Run{o, o + kBlockSize};
+    close(s.file);
+    open[s.file] = Run{s.file, o, o + kBlockSize};
   }
-  for (uint32_t f = 0; f < runs.size(); ++f) flush(f);
+  for (uint32_t f = 0; f < open.size(); ++f) close(f);
+  if (leave_single_run && done.size() == 1) return;
+  for (const Run& r : done) {
+    ::posix_fadvise(chain_[r.file]->fd(), static_cast<off_t>(r.start),
+                    static_cast<off_t>(r.end - r.start), POSIX_FADV_WILLNEED);
+  }
 }
 
 void SequentialPrefetcher::OnRead(const ComposedImage& image, uint64_t off, uint64_t len) {
@@ -242,7 +244,7 @@ void SequentialPrefetcher::OnRead(const ComposedImage& image, uint64_t off, uint
     to = off + len + window_;
     prefetched_to_ = to;
   }
-  image.Prefetch(from, to - from);
+  image.Prefetch(from, to - from, /*leave_single_run=*/true);
 }
 
 }  // namespace cbt::image

@@ -93,7 +93,11 @@ class ComposedImage {
   // contiguous in one file.  Deep chains scatter a point's blocks over many
   // files; prefetching ahead of a sequential reader lets the device work on
   // many of them at once instead of one 64 KiB read at a time.
-  void Prefetch(uint64_t off, uint64_t len) const;
+  // With `leave_single_run`, a range whose blocks all lie in one contiguous
+  // run of one file is not advised: a reader going through it in order gets
+  // the kernel's own readahead, which measured faster there than advice
+  // issued from the reading threads.
+  void Prefetch(uint64_t off, uint64_t len, bool leave_single_run = false) const;
 
  private:
   static constexpr uint32_t kNoFile = 0xffffffffu;
