@@ -5,16 +5,21 @@
 # qemu-storage-daemon's FUSE export of that chain.
 #
 # A SIZE disk (default 4 GiB) about half full of data; each later point
-# rewrites 1% of the blocks, chosen at random.  Both chains hold the same
-# bytes (checked with cmp at the end).  Run as root (drop_caches, FUSE).
+# rewrites 1% of the disk's blocks, chosen at random.  Both chains hold the
+# same bytes (checked with cmp at the end).  Run as root (drop_caches, FUSE).
 #   scripts/bench/composed-read.sh [--size GIB] [--depth N] [--dir DIR] [--repeat R]
+#                                  [--rewrite data|anywhere]
 # With --dir the data set is kept in DIR and reused by later runs.
 #
-# Random rewrites fill holes, so the newest point of a deep chain holds
-# more data than the base (about 82% of the disk at depth 100, against 50%):
-# it reads more bytes from the device whatever the format.  The same bytes
-# are therefore also stored as a single base (a second VM), and the run
-# reports depth 100 against that too: the cost of the chain itself.
+# --rewrite data (the default) picks the blocks among those holding data, as
+# a guest overwriting its files does: the disk stays half full, so every
+# depth reads the same amount of data and the comparison measures the chain.
+# --rewrite anywhere picks them over the whole disk: rewrites then fill
+# holes, and the newest point at depth 100 holds about 81% of the disk as
+# data against the base's 50%, so it reads more bytes from the device
+# whatever the format.  Either way the newest point's bytes are also stored
+# as a single base (a second VM), and depth 100 is reported against that
+# too: the cost of the chain itself.
 #
 # Every cold figure is the best of R runs (default 3): on a shared machine
 # the slowest runs measure the neighbours, not the reader.
@@ -24,15 +29,18 @@ SIZE_GIB=4
 MAX_DEPTH=100
 KEEP_DIR=""
 REPEAT=3
+REWRITE=data
 while [ $# -gt 0 ]; do
   case "$1" in
+    --rewrite) REWRITE=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
     --size) SIZE_GIB=$2; shift 2 ;;
     --depth) MAX_DEPTH=$2; shift 2 ;;
     --dir) KEEP_DIR=$2; shift 2 ;;
-    *) echo "usage: $0 [--size GIB] [--depth N] [--dir DIR] [--repeat R]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--size GIB] [--depth N] [--dir DIR] [--repeat R] [--rewrite data|anywhere]" >&2; exit 2 ;;
   esac
 done
+case "$REWRITE" in data|anywhere) ;; *) echo "--rewrite takes data or anywhere" >&2; exit 2 ;; esac
 scripts/setup-deps.sh
 command -v qemu-storage-daemon >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-common >/dev/null
@@ -59,7 +67,7 @@ NBLOCKS=$((SIZE_GIB * 1024 * 1024 * 1024 / BS))
 CHANGED=$((NBLOCKS / 100))
 REPO=$W/repo
 ts() { printf '2026%02d%02dT%02d0000Z' $((1 + $1 / 600)) $((1 + ($1 / 24) % 25)) $(($1 % 24)); }
-if [ -f "$W/ready" ] && [ "$(cat "$W/ready")" = "$SIZE_GIB $MAX_DEPTH" ]; then
+if [ -f "$W/ready" ] && [ "$(cat "$W/ready")" = "$SIZE_GIB $MAX_DEPTH $REWRITE" ]; then
   read -r VM VDI <"$W/ids"
   echo "reusing the data set in $W"
 else
@@ -67,7 +75,7 @@ rm -rf "${W:?}"/*
 VM=$(cat /proc/sys/kernel/random/uuid)
 VDI=$(cat /proc/sys/kernel/random/uuid)
 echo "$VM $VDI" >"$W/ids"
-echo "disk: ${SIZE_GIB} GiB, $NBLOCKS blocks; $CHANGED blocks (1%) rewritten per point; depth up to $MAX_DEPTH"
+echo "disk: ${SIZE_GIB} GiB, $NBLOCKS blocks; $CHANGED blocks (1%) rewritten per point ($REWRITE); depth up to $MAX_DEPTH"
 
 # The base: every other 1 MiB extent holds random data (about half full).
 python3 - "$W/disk.img" "$SIZE_GIB" <<'PY'
@@ -90,11 +98,13 @@ echo "base written ($(du -sh "$REPO" | cut -f1) in the repository, $(du -sh "$W/
 # Later points: the same random blocks rewritten with the same bytes in the
 # raw image (imported with a changed-block list) and in a new qcow2 overlay.
 for k in $(seq 1 $((MAX_DEPTH - 1))); do
-  python3 - "$W" "$k" "$NBLOCKS" "$CHANGED" <<'PY'
+  python3 - "$W" "$k" "$NBLOCKS" "$CHANGED" "$REWRITE" <<'PY'
 import os, random, sys
 w, k, nblocks, changed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(k)
-blocks = sorted(rng.sample(range(nblocks), changed))
+# The base holds data in every other 1 MiB extent (16 blocks).
+pool = range(nblocks) if sys.argv[5] == "anywhere" else [b for b in range(nblocks) if b // 16 % 2 == 0]
+blocks = sorted(rng.sample(pool, changed))
 data = os.urandom(65536)
 with open(f"{w}/disk.img", "r+b") as f:
     for b in blocks:
@@ -115,7 +125,7 @@ PY
   [ -e "$W/q$k.qcow2" ] || exit 1
 done
 echo "repository after $MAX_DEPTH points: $(du -sh "$REPO" | cut -f1)"
-echo "$SIZE_GIB $MAX_DEPTH" >"$W/ready"
+echo "$SIZE_GIB $MAX_DEPTH $REWRITE" >"$W/ready"
 fi
 # The newest point's bytes again, as the base of a chain of depth 1.
 if [ ! -s "$W/flat-vm" ]; then
