@@ -82,6 +82,8 @@ Status LoadNbd() {
 
 }  // namespace
 
+void Preload() { (void)LoadNbd(); }
+
 struct Reader::Conn {
   struct nbd_handle* h = nullptr;
   size_t endpoint = 0;

@@ -47,6 +47,13 @@ struct Extent {
   uint64_t length;
 };
 
+// Loads libnbd (normally loaded by the first Connect).  Loading it from a
+// cold cache takes about 15 ms, pulling in its TLS and XML libraries; a
+// caller that knows it will read over NBD can have that happen on another
+// thread while it waits on the server.  A failure is reported again by
+// Connect.  Thread-safe.
+void Preload();
+
 class Reader {
  public:
   // Connects (one connection first, to fail fast with a clear message).

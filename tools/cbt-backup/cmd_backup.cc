@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include "backup/backup.h"
+#include "nbd/nbd_reader.h"
 
 #include <nlohmann/json.hpp>
 
@@ -9,6 +10,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 namespace cbt::cli {
 
@@ -23,6 +25,10 @@ int Run(const Globals& g, const po::variables_map& vm) {
   if (!repo.ok()) return Fail(repo.status());
   auto session = Login(g);
   if (!session.ok()) return Fail(session.status());
+  // The snapshot and the API calls before the first NBD read leave time to
+  // load libnbd.  Started after the login: both loads would otherwise take
+  // turns on the dynamic linker's lock, delaying the login.
+  std::jthread nbd_preload([] { nbd::Preload(); });
 
   backup::Options opt;
   opt.vm = vm["vm"].as<std::string>();
