@@ -110,10 +110,15 @@ class ImageSource : public DiskSource {
   }
   bool MayHoldData(uint64_t block) const override { return img_->IsDataBlock(block); }
   void ExpectReads(std::vector<bool> blocks) const override {
-    std::lock_guard<std::mutex> g(mu_);
-    wanted_ = std::move(blocks);
-    advised_.clear();
-    next_ = 0;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      wanted_ = std::move(blocks);
+      advised_.clear();
+      next_ = 0;
+    }
+    // The first window now: its reads then overlap the upload's connection
+    // and TLS handshake.
+    Ahead(0);
   }
 
  private:
