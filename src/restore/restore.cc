@@ -56,6 +56,7 @@ struct Created {
 // MD5 of the source followed by zeros up to `total` (a VDI the server
 // rounded up reads zero past the restored bytes).
 Result<std::string> Md5Of(const DiskSource& src, uint64_t total) {
+  src.ExpectReads({});  // every block, whatever the upload read
   return Md5Hex(total, [&src](char* buf, size_t n, uint64_t off) -> Status {
     std::memset(buf, 0, n);
     if (off >= src.size()) return Status::Ok();
