@@ -720,6 +720,15 @@ def test_http(sim, tmp, vm, disk, size):
     vhd.apply_stream(io.BytesIO(vblob).read, len(vblob), put)
     check(r.getheader("content-type") == "application/vhd" and got == content,
           "export_raw_vdi vhd round trip")
+    # The same through the importer's readinto path, fed in short pieces as
+    # a socket does.
+    src = io.BytesIO(vblob)
+
+    def short_readinto(view):
+        return src.readinto(view[:1000])
+    got[:] = bytes(size)
+    vhd.apply_stream(src.read, len(vblob), put, short_readinto)
+    check(got == content, "vhd importer, readinto in short pieces")
     ok(x.session.logout(s))
 
 
