@@ -17,11 +17,47 @@
 #include "util/file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 namespace cbt::image {
+
+namespace {
+
+// True if the block device holding `fd`'s file reads ahead 4 MiB or more
+// (sysfs read_ahead_kb of the device, or of the disk of a partition).
+// False when it cannot be told: a network or multi-device filesystem.
+// Cached per device: cbtfs opens many chains on the same one.
+bool HasBigReadahead(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return false;
+  static std::mutex mu;
+  static std::map<dev_t, bool> cache;
+  std::lock_guard<std::mutex> g(mu);
+  auto it = cache.find(st.st_dev);
+  if (it != cache.end()) return it->second;
+  const std::string dev =
+      "/sys/dev/block/" + std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  bool big = false;
+  for (const char* q : {"/queue/read_ahead_kb", "/../queue/read_ahead_kb"}) {
+    std::FILE* f = std::fopen((dev + q).c_str(), "re");
+    if (f == nullptr) continue;
+    unsigned long kb = 0;
+    if (std::fscanf(f, "%lu", &kb) == 1) big = kb >= 4096;
+    std::fclose(f);
+    break;
+  }
+  cache[st.st_dev] = big;
+  return big;
+}
+
+}  // namespace
 
 using repo::DiskFile;
 using repo::EntryKind;
@@ -100,6 +136,7 @@ Result<std::shared_ptr<const ComposedImage>> ComposedImage::FromChain(
                                         : Slot{kNoFile, 0};
     }
   }
+  for (const auto& f : chain) img->big_readahead_.push_back(HasBigReadahead(f->fd()));
   img->chain_ = std::move(chain);
   img->file_points_ = std::move(file_points);
   return std::shared_ptr<const ComposedImage>(std::move(img));
@@ -217,7 +254,7 @@ void ComposedImage::Prefetch(uint64_t off, uint64_t len, bool leave_single_run) 
     open[s.file] = Run{s.file, o, o + kBlockSize};
   }
   for (uint32_t f = 0; f < open.size(); ++f) close(f);
-  if (leave_single_run && done.size() == 1) return;
+  if (leave_single_run && done.size() == 1 && big_readahead_[done[0].file]) return;
   for (const Run& r : done) {
     ::posix_fadvise(chain_[r.file]->fd(), static_cast<off_t>(r.start),
                     static_cast<off_t>(r.end - r.start), POSIX_FADV_WILLNEED);

@@ -94,9 +94,10 @@ class ComposedImage {
   // files; prefetching ahead of a sequential reader lets the device work on
   // many of them at once instead of one 64 KiB read at a time.
   // With `leave_single_run`, a range whose blocks all lie in one contiguous
-  // run of one file is not advised: a reader going through it in order gets
-  // the kernel's own readahead, which measured faster there than advice
-  // issued from the reading threads.
+  // run of one file on a device with a large readahead (4 MiB or more) is
+  // not advised: a reader going through it in order gets the kernel's own
+  // readahead, which measured faster there than advice issued from the
+  // reading threads, and slower than advice with the common 128 KiB.
   void Prefetch(uint64_t off, uint64_t len, bool leave_single_run = false) const;
 
  private:
@@ -113,6 +114,7 @@ class ComposedImage {
   uint64_t size_ = 0;
   std::vector<std::shared_ptr<const repo::DiskFile>> chain_;
   std::vector<std::string> file_points_;
+  std::vector<bool> big_readahead_;  // per file of chain_: see Prefetch
   std::vector<Slot> map_;
 };
 
