@@ -169,7 +169,6 @@ Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) 
   char errbuf[CURL_ERROR_SIZE] = {};
   g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
   CURLcode rc = g_curl.easy_perform(curl);
-  // A reused handle must not keep pointers into this frame.
   g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, static_cast<char*>(nullptr));
   if (rc != CURLE_OK) {
     std::string detail = errbuf[0] ? errbuf : g_curl.easy_strerror(rc);
@@ -190,12 +189,16 @@ Result<HttpResponse> HttpClient::Post(const std::string& path, const std::string
   // One handle for every call, so its connection (and TLS session) is kept
   // alive between calls: a backup makes a few dozen of them, and a new
   // connection each cost a TCP and TLS handshake and a reload of the CA
-  // certificates.  curl reconnects by itself if the server dropped it.
+  // certificates.  curl reconnects by itself if the server dropped it; it
+  // also sends a request again, once, when a kept connection closes before
+  // any answer (the usual idle timeout).  Should xapi have carried out the
+  // call before the connection died, it runs twice, and a call that creates
+  // an object (VM.snapshot, VDI.create) leaves one extra behind; a fresh
+  // connection per call would have reported an error instead.  Snapshots
+  // carry our name, so the next backup's clean-up removes such a one.
   if (rpc_ == nullptr) {
     rpc_ = g_curl.easy_init();
     if (rpc_ == nullptr) return Status::IoError("curl_easy_init failed");
-  } else {
-    g_curl.easy_reset(static_cast<CURL*>(rpc_));  // options only; connections stay
   }
   CURL* curl = static_cast<CURL*>(rpc_);
   std::string url = base_url_ + path;
@@ -208,8 +211,9 @@ Result<HttpResponse> HttpClient::Post(const std::string& path, const std::string
   hdrs = g_curl.slist_append(hdrs, "Expect:");
   g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
   auto r = Perform(curl, "cannot reach");
-  // The header list must outlive every use of the handle's options.
-  g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
+  // Clears every option, so the kept handle holds no pointer into this call
+  // (body, headers, response); its connections stay.
+  g_curl.easy_reset(curl);
   g_curl.slist_free_all(hdrs);
   return r;
 }

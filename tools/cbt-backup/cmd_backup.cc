@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <system_error>
 #include <thread>
 
 namespace cbt::cli {
@@ -28,7 +29,12 @@ int Run(const Globals& g, const po::variables_map& vm) {
   // The snapshot and the API calls before the first NBD read leave time to
   // load libnbd.  Started after the login: both loads would otherwise take
   // turns on the dynamic linker's lock, delaying the login.
-  std::jthread nbd_preload([] { nbd::Preload(); });
+  std::jthread nbd_preload;
+  try {
+    nbd_preload = std::jthread([] { nbd::Preload(); });
+  } catch (const std::system_error&) {
+    // No thread: libnbd loads at the first connection instead.
+  }
 
   backup::Options opt;
   opt.vm = vm["vm"].as<std::string>();
