@@ -420,7 +420,7 @@ def import_raw_vdi(app, h, query):
             write = _writer(sim, vdi_ref, size)
             if fmt == "vhd":
                 try:
-                    vhd.apply_stream(req.read_body, length, write, req.h.rfile.readinto)
+                    vhd.apply_stream(req.h.rfile.readinto, length, write)
                 except vhd.VhdError as e:
                     sys_log(app, "import_raw_vdi vhd: %s" % e)
                     raise XapiError(*IO_ERROR)

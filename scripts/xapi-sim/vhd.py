@@ -36,44 +36,29 @@ def checksum(buf, field_offset):
 class ForwardReader:
     """Reads exactly what is asked from a stream of known length, never backwards.
 
-    `read` is a file-like read function; `readinto`, when given, lets a block
-    land in one buffer instead of being joined from pieces (the body of a
-    restore is gigabytes, and copies were most of the importer's time)."""
+    `readinto` is a file-like readinto function: a block lands in one buffer
+    (the body of a restore is gigabytes, and joining pieces and copying them
+    was most of the importer's time)."""
 
-    def __init__(self, read, length, readinto=None):
-        self._read = read
+    def __init__(self, readinto, length):
         self._readinto = readinto
         self.length = length
         self.pos = 0
 
-    def _short(self, got, n):
-        return VhdError("short body: connection closed at byte %d of %d"
-                        % (self.pos + got, self.length))
-
     def read(self, n):
         if self.pos + n > self.length:
             raise VhdError("stream ends at %d, need %d bytes at %d" % (self.length, n, self.pos))
-        if self._readinto is not None:
-            buf = bytearray(n)
-            view = memoryview(buf)
-            got = 0
-            while got < n:
-                k = self._readinto(view[got:])
-                if not k:
-                    raise self._short(got, n)
-                got += k
-            self.pos += n
-            return buf
-        parts = []
-        want = n
-        while want > 0:
-            chunk = self._read(min(want, 1 << 20))
-            if not chunk:
-                raise self._short(n - want, n)
-            parts.append(chunk)
-            want -= len(chunk)
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self._readinto(view[got:])
+            if not k:
+                raise VhdError("short body: connection closed at byte %d of %d"
+                               % (self.pos + got, self.length))
+            got += k
         self.pos += n
-        return b"".join(parts)
+        return buf
 
     def skip_to(self, offset, what):
         if offset < self.pos:
@@ -142,11 +127,12 @@ def set_runs(bitmap, nsect):
         yield start, nsect
 
 
-def apply_stream(read, length, write, readinto=None):
-    """Parse a dynamic/differencing VHD from `read` (a file-like read function;
-    `length` = Content-Length) and call write(offset, data) for every run of
-    present sectors.  Raises VhdError on any malformation or short body."""
-    r = ForwardReader(read, length, readinto)
+def apply_stream(readinto, length, write):
+    """Parse a dynamic/differencing VHD from `readinto` (a file-like readinto
+    function; `length` = Content-Length) and call write(offset, data) for
+    every run of present sectors.  Raises VhdError on any malformation or
+    short body."""
+    r = ForwardReader(readinto, length)
     footer = parse_footer(r.read(SECTOR))
     if footer["disk_type"] not in (DISK_DYNAMIC, DISK_DIFFERENCING):
         raise VhdError("disk type %d is not dynamic or differencing" % footer["disk_type"])

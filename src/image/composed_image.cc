@@ -33,7 +33,7 @@ namespace {
 // True if the block device holding `fd`'s file reads ahead 4 MiB or more
 // (sysfs read_ahead_kb of the device, or of the disk of a partition).
 // False when it cannot be told: a network or multi-device filesystem.
-// Cached per device: cbtfs opens many chains on the same one.
+// Cached per device: it is asked at every read-ahead step of a reader.
 bool HasBigReadahead(int fd) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return false;
@@ -136,7 +136,6 @@ Result<std::shared_ptr<const ComposedImage>> ComposedImage::FromChain(
                                         : Slot{kNoFile, 0};
     }
   }
-  for (const auto& f : chain) img->big_readahead_.push_back(HasBigReadahead(f->fd()));
   img->chain_ = std::move(chain);
   img->file_points_ = std::move(file_points);
   return std::shared_ptr<const ComposedImage>(std::move(img));
@@ -254,7 +253,7 @@ void ComposedImage::Prefetch(uint64_t off, uint64_t len, bool leave_single_run) 
     open[s.file] = Run{s.file, o, o + kBlockSize};
   }
   for (uint32_t f = 0; f < open.size(); ++f) close(f);
-  if (leave_single_run && done.size() == 1 && big_readahead_[done[0].file]) return;
+  if (leave_single_run && done.size() == 1 && HasBigReadahead(chain_[done[0].file]->fd())) return;
   for (const Run& r : done) {
     ::posix_fadvise(chain_[r.file]->fd(), static_cast<off_t>(r.start),
                     static_cast<off_t>(r.end - r.start), POSIX_FADV_WILLNEED);

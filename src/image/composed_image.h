@@ -114,7 +114,6 @@ class ComposedImage {
   uint64_t size_ = 0;
   std::vector<std::shared_ptr<const repo::DiskFile>> chain_;
   std::vector<std::string> file_points_;
-  std::vector<bool> big_readahead_;  // per file of chain_: see Prefetch
   std::vector<Slot> map_;
 };
 

@@ -169,7 +169,6 @@ Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) 
   char errbuf[CURL_ERROR_SIZE] = {};
   g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
   CURLcode rc = g_curl.easy_perform(curl);
-  g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, static_cast<char*>(nullptr));
   if (rc != CURLE_OK) {
     std::string detail = errbuf[0] ? errbuf : g_curl.easy_strerror(rc);
     std::string hint;

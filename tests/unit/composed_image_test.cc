@@ -33,13 +33,7 @@ std::unique_ptr<Chain> MakeChain() {
   std::vector<std::shared_ptr<const DiskFile>> files;
   auto add = [&](const std::string& name, FileKind kind, auto fill) {
     std::string path = c->dir.Sub(name);
-    auto w = DiskFileWriter::Create(path, kind, kSize);
-    REQUIRE(w.ok());
-    fill(**w);
-    REQUIRE((*w)->Finish().ok());
-    auto f = DiskFile::Open(path);
-    REQUIRE(f.ok());
-    files.push_back(*f);
+    files.push_back(cbt::testing::WriteDiskFile(path, kind, kSize, fill));
     c->paths.push_back(path);
   };
   add("base", FileKind::kBase, [](DiskFileWriter& w) {

@@ -31,4 +31,17 @@ std::vector<char> Block(uint32_t seed) {
   return b;
 }
 
+std::shared_ptr<const repo::DiskFile> WriteDiskFile(
+    const std::string& path, repo::FileKind kind, uint64_t size,
+    const std::function<void(repo::DiskFileWriter&)>& fill) {
+  auto w = repo::DiskFileWriter::Create(path, kind, size);
+  if (!w.ok()) throw std::runtime_error(w.status().message());
+  fill(**w);
+  Status s = (*w)->Finish();
+  if (!s.ok()) throw std::runtime_error(s.message());
+  auto f = repo::DiskFile::Open(path);
+  if (!f.ok()) throw std::runtime_error(f.status().message());
+  return *f;
+}
+
 }  // namespace cbt::testing

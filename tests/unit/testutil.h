@@ -5,7 +5,11 @@
 #ifndef CBT_TESTS_UNIT_TESTUTIL_H_
 #define CBT_TESTS_UNIT_TESTUTIL_H_
 
+#include "repo/disk_file.h"
+
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +31,13 @@ class TempDir {
 
 // 64 KiB whose content depends on `seed` (never all zero).
 std::vector<char> Block(uint32_t seed);
+
+// Writes a disk file of `kind` and virtual size `size` at `path`, with
+// `fill` adding its blocks, and opens it.  Throws std::runtime_error if a
+// step fails (the test then fails).
+std::shared_ptr<const repo::DiskFile> WriteDiskFile(
+    const std::string& path, repo::FileKind kind, uint64_t size,
+    const std::function<void(repo::DiskFileWriter&)>& fill);
 
 }  // namespace cbt::testing
 

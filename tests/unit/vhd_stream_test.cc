@@ -41,14 +41,7 @@ std::unique_ptr<Image> MakeImage() {
   auto m = std::make_unique<Image>();
   std::vector<std::shared_ptr<const DiskFile>> files;
   auto add = [&](const std::string& name, FileKind kind, auto fill) {
-    std::string path = m->dir.Sub(name);
-    auto w = DiskFileWriter::Create(path, kind, kSize);
-    REQUIRE(w.ok());
-    fill(**w);
-    REQUIRE((*w)->Finish().ok());
-    auto f = DiskFile::Open(path);
-    REQUIRE(f.ok());
-    files.push_back(*f);
+    files.push_back(cbt::testing::WriteDiskFile(m->dir.Sub(name), kind, kSize, fill));
   };
   add("base", FileKind::kBase, [](DiskFileWriter& w) {
     for (uint64_t b : {0, 1, 5, 31, 32, 40, 64, 67}) {
