@@ -25,6 +25,14 @@
 // an image from under a reader.  The handlers are thin: all reading,
 // composition and checksum checking is ComposedImage's.
 //
+// Disk images are read with O_DIRECT (ComposedImage::ReadDirect) into the
+// buffer handed to the kernel: the kernel already caches what cbtfs returns,
+// so caching the repository's files as well would hold every byte twice and
+// copy it once more.  A request's blocks, from however many files of the
+// chain, are read all at once; the kernel's readahead of the mounted file
+// keeps several requests in flight.  Where O_DIRECT is refused, images are
+// read through the page cache with a read-ahead window of their own.
+//
 // Thread model: libfuse's multi-threaded loop calls the handlers from several
 // threads; the only shared mutable state is the cache, guarded by a mutex.
 #define FUSE_USE_VERSION 35
@@ -38,6 +46,7 @@
 #include <fuse.h>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -307,9 +316,10 @@ class Filesystem {
 struct OpenFile {
   std::shared_ptr<const ComposedImage> image;             // .raw
   std::shared_ptr<const cbt::image::VolumeImage> volume;  // partition or LV
-  cbt::image::SequentialPrefetcher prefetch;
-  cbt::UniqueFd fd;  // VM_metadata
-  std::string text;  // point.txt
+  bool direct = false;                                    // image read with ReadDirect
+  cbt::image::SequentialPrefetcher prefetch;              // image read through the page cache
+  cbt::UniqueFd fd;                                       // VM_metadata
+  std::string text;                                       // point.txt
 };
 
 Filesystem* Fs() { return static_cast<Filesystem*>(fuse_get_context()->private_data); }
@@ -483,6 +493,7 @@ int OpOpen(const char* path, struct fuse_file_info* fi) {
         return img.status().ToNegErrno();
       }
       file->image = std::move(*img);
+      file->direct = file->image->CanReadDirect();
       break;
     }
     case Node::Kind::kVolume: {
@@ -540,6 +551,39 @@ int OpRead(const char*, char* buf, size_t size, off_t off, struct fuse_file_info
   size_t n = std::min(size, file->text.size() - static_cast<size_t>(off));
   std::memcpy(buf, file->text.data() + off, n);
   return static_cast<int>(n);
+}
+
+// Reads into a buffer of our own, aligned for O_DIRECT; libfuse writes it
+// to the kernel as it is and frees it.
+int OpReadBuf(const char* path, struct fuse_bufvec** bufp, size_t size, off_t off,
+              struct fuse_file_info* fi) {
+  void* mem = nullptr;
+  if (::posix_memalign(&mem, ComposedImage::kDirectAlign, std::max<size_t>(size, 1)) != 0) {
+    return -ENOMEM;
+  }
+  auto* bv = static_cast<struct fuse_bufvec*>(std::malloc(sizeof(struct fuse_bufvec)));
+  if (bv == nullptr) {
+    std::free(mem);
+    return -ENOMEM;
+  }
+  *bv = FUSE_BUFVEC_INIT(size);
+  bv->buf[0].mem = mem;
+  *bufp = bv;
+  auto* file = reinterpret_cast<OpenFile*>(fi->fh);
+  int r;
+  if (file->direct && off >= 0) {
+    auto n = file->image->ReadDirect(static_cast<char*>(mem), size, static_cast<uint64_t>(off));
+    if (!n.ok()) {
+      LogError(n.status().message());
+      return -EIO;
+    }
+    r = static_cast<int>(*n);
+  } else {
+    r = OpRead(path, static_cast<char*>(mem), size, off, fi);
+  }
+  if (r < 0) return r;
+  bv->buf[0].size = static_cast<size_t>(r);
+  return 0;
 }
 
 off_t OpLseek(const char*, off_t off, int whence, struct fuse_file_info* fi) {
@@ -643,6 +687,14 @@ int Usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Every read request allocates a buffer of up to 1 MiB (OpReadBuf) that
+  // libfuse frees once sent.  glibc's default would soon serve those from
+  // fresh mappings or trim them away, and each request would then fault in
+  // and zero its pages again.  Keeping them in the heap took the system time
+  // of a cold read of a 4 GiB point of a depth-100 chain from 3.4-4.8 s to
+  // 1.6-2.0 s.
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   if (argc < 2) return Usage(stderr);
   std::string verb = argv[1];
   if (verb == "--help" || verb == "-h") return Usage(stdout);
@@ -719,7 +771,7 @@ int main(int argc, char** argv) {
   ops.getattr = OpGetattr;
   ops.readlink = OpReadlink;
   ops.open = OpOpen;
-  ops.read = OpRead;
+  ops.read_buf = OpReadBuf;
   ops.statfs = OpStatfs;
   ops.release = OpRelease;
   ops.opendir = OpOpendir;

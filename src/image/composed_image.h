@@ -79,6 +79,24 @@ class ComposedImage {
   // failed pread.
   Result<size_t> Read(void* buf, size_t len, uint64_t off) const;
 
+  // Alignment ReadDirect needs of its buffer.
+  static constexpr size_t kDirectAlign = 4096;
+
+  // Read for a caller that wants the page cache left out, such as a FUSE
+  // server whose kernel already caches what it returns.  The runs of whole
+  // blocks go from the device straight into `buf` (O_DIRECT), all submitted
+  // at once, so a read gathering blocks from many files of a deep chain
+  // waits for about one device round trip, and no backing page is
+  // allocated, copied or left behind.  Holes are zero-filled; blocks the
+  // request covers only in part, files that refuse O_DIRECT, and a `buf`
+  // not aligned to kDirectAlign go through Read.  Same bytes, results and
+  // errors as Read.
+  Result<size_t> ReadDirect(char* buf, size_t len, uint64_t off) const;
+  // True if every file of the chain takes O_DIRECT and this thread can use
+  // asynchronous I/O: ReadDirect then never falls back to the page cache
+  // for whole blocks.  Opens the direct descriptors on first call.
+  bool CanReadDirect() const;
+
   // True if block `block` holds stored data (not a hole, not a zero block).
   bool IsDataBlock(uint64_t block) const { return map_[block].file != kNoFile; }
   // Offset of the first data byte at or after `off`, or size() if none.

@@ -371,4 +371,15 @@ Status DiskFile::ReadBlock(const IndexEntry& e, void* buf) const {
   return Status::Ok();
 }
 
+int DiskFile::direct_fd() const {
+  std::call_once(direct_once_, [this] {
+    // Through /proc rather than the path: a delete may have moved the file
+    // to another point since it was opened, and this must be the same file.
+    const std::string self = "/proc/self/fd/" + std::to_string(fd_.get());
+    int fd = ::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (fd >= 0) direct_fd_ = UniqueFd(fd);
+  });
+  return direct_fd_.get();
+}
+
 }  // namespace cbt::repo

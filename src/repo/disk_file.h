@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -140,10 +141,17 @@ class DiskFile {
   // its checksum.  Corruption names the disk offset when it does not match.
   Status ReadBlock(const IndexEntry& e, void* buf) const;
 
+  // A second descriptor of the same file that bypasses the page cache
+  // (O_DIRECT), opened on first use; -1 where the filesystem refuses it.
+  // Reads through it need buffers, offsets and lengths aligned to 4096.
+  int direct_fd() const;
+
  private:
   DiskFile() = default;
   std::string path_;
   UniqueFd fd_;
+  mutable std::once_flag direct_once_;
+  mutable UniqueFd direct_fd_;
   FileKind kind_ = FileKind::kBase;
   uint64_t virtual_size_ = 0;
   uint64_t file_size_ = 0;

@@ -6,8 +6,11 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 using namespace cbt;
@@ -123,4 +126,112 @@ TEST_CASE("ComposedImage: a chain not starting with a base is refused", "[image]
   REQUIRE(o.ok());
   auto img = ComposedImage::FromChain({*o}, {"p1"}, {"vm", "p1", "vdi"});
   CHECK(img.status().IsCorruption());
+}
+
+namespace {
+
+// A buffer aligned as ReadDirect wants it, `pad` bytes past an aligned start.
+struct AlignedBuf {
+  explicit AlignedBuf(size_t n, size_t pad = 0)
+      : mem(static_cast<char*>(
+            std::aligned_alloc(ComposedImage::kDirectAlign, (n + pad + 4095) / 4096 * 4096))),
+        data(mem + pad) {
+    std::memset(mem, 'x', n + pad);
+  }
+  ~AlignedBuf() { std::free(mem); }
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  char* mem;
+  char* data;
+};
+
+}  // namespace
+
+TEST_CASE("ComposedImage: ReadDirect returns the bytes Read returns", "[image]") {
+  auto c = MakeChain();
+  auto expected = Expected();
+  // Where the test's filesystem refuses O_DIRECT this checks the fallback.
+  INFO("O_DIRECT available: " << c->img->CanReadDirect());
+  struct Case {
+    uint64_t off, len;
+    size_t pad;
+  };
+  for (Case k : {Case{0, 6 * kBlockSize, 0}, Case{kBlockSize, 2 * kBlockSize, 0},
+                 Case{4096, 3 * kBlockSize, 0}, Case{kBlockSize - 7, 100000, 0},
+                 Case{0, 6 * kBlockSize, 512}, Case{5 * kBlockSize, kBlockSize, 0},
+                 Case{kSize - 300, 4096, 0}, Case{kSize, 4096, 0}}) {
+    CAPTURE(k.off, k.len, k.pad);
+    AlignedBuf buf(k.len, k.pad);
+    auto n = c->img->ReadDirect(buf.data, k.len, k.off);
+    REQUIRE(n.ok());
+    const uint64_t want = k.off >= kSize ? 0 : std::min<uint64_t>(k.len, kSize - k.off);
+    CHECK(*n == want);
+    CHECK(std::memcmp(buf.data, expected.data() + std::min<uint64_t>(k.off, kSize), want) == 0);
+    // Bytes past the end of the disk are left alone.
+    if (want < k.len) CHECK(buf.data[want] == 'x');
+  }
+}
+
+TEST_CASE("ComposedImage: ReadDirect gathers more runs than one batch of reads", "[image]") {
+  // Every other block comes from the overlay: 200 blocks make 200 runs.
+  TempDir dir;
+  const uint64_t blocks = 200;
+  const uint64_t size = blocks * kBlockSize;
+  std::vector<std::shared_ptr<const DiskFile>> files;
+  files.push_back(
+      cbt::testing::WriteDiskFile(dir.Sub("base"), FileKind::kBase, size, [&](DiskFileWriter& w) {
+        for (uint64_t b = 0; b < blocks; ++b)
+          REQUIRE(w.AddData(b, Block(static_cast<uint32_t>(b)).data()).ok());
+      }));
+  files.push_back(
+      cbt::testing::WriteDiskFile(dir.Sub("o1"), FileKind::kOverlay, size, [&](DiskFileWriter& w) {
+        for (uint64_t b = 0; b < blocks; b += 2)
+          REQUIRE(w.AddData(b, Block(static_cast<uint32_t>(1000 + b)).data()).ok());
+      }));
+  auto img = ComposedImage::FromChain(files, {"p0", "p1"}, {"vm", "p1", "vdi"});
+  REQUIRE(img.ok());
+  for (const auto& f : files) {
+    REQUIRE(::fdatasync(f->fd()) == 0);
+    REQUIRE(::posix_fadvise(f->fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+  }
+  AlignedBuf buf(size);
+  auto n = (*img)->ReadDirect(buf.data, size, 0);
+  REQUIRE(n.ok());
+  CHECK(*n == size);
+  if ((*img)->CanReadDirect()) {
+    // Every run went to the device directly: no data page of either file
+    // entered the page cache.
+    for (const auto& f : files) {
+      const uint64_t data_end = kHeaderSize + f->entries().size() * kBlockSize;
+      void* map = ::mmap(nullptr, data_end, PROT_READ, MAP_SHARED, f->fd(), 0);
+      REQUIRE(map != MAP_FAILED);
+      std::vector<unsigned char> resident(data_end / 4096);
+      REQUIRE(::mincore(map, data_end, resident.data()) == 0);
+      ::munmap(map, data_end);
+      CHECK(std::count_if(resident.begin() + kHeaderSize / 4096, resident.end(),
+                          [](unsigned char r) { return r & 1; }) == 0);
+    }
+  }
+  for (uint64_t b = 0; b < blocks; ++b) {
+    CAPTURE(b);
+    auto want = Block(static_cast<uint32_t>(b % 2 == 0 ? 1000 + b : b));
+    CHECK(std::memcmp(buf.data + b * kBlockSize, want.data(), kBlockSize) == 0);
+  }
+}
+
+TEST_CASE("ComposedImage: ReadDirect fails a corrupted block and reads the others", "[image]") {
+  auto c = MakeChain();
+  int fd = ::open(c->paths[1].c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  char x = 0x7f;
+  REQUIRE(::pwrite(fd, &x, 1, kHeaderSize + 99) == 1);
+  ::close(fd);
+  AlignedBuf buf(6 * kBlockSize);
+  auto bad = c->img->ReadDirect(buf.data, 2 * kBlockSize, 0);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().IsCorruption());
+  CHECK(bad.status().message().find("offset 65536") != std::string::npos);
+  CHECK(bad.status().message().find("point p1") != std::string::npos);
+  CHECK(c->img->ReadDirect(buf.data, kBlockSize, 0).ok());
+  CHECK(c->img->ReadDirect(buf.data, 4 * kBlockSize, 2 * kBlockSize).ok());
 }
