@@ -25,13 +25,13 @@
 // an image from under a reader.  The handlers are thin: all reading,
 // composition and checksum checking is ComposedImage's.
 //
-// Disk images are read with O_DIRECT (ComposedImage::ReadDirect) into the
-// buffer handed to the kernel: the kernel already caches what cbtfs returns,
-// so caching the repository's files as well would hold every byte twice and
-// copy it once more.  A request's blocks, from however many files of the
-// chain, are read all at once; the kernel's readahead of the mounted file
-// keeps several requests in flight.  Where O_DIRECT is refused, images are
-// read through the page cache with a read-ahead window of their own.
+// Disk images are read with O_DIRECT (ComposedImage::ReadDirect): the kernel
+// already caches what cbtfs returns, so caching the repository's files as
+// well would hold every byte twice, and cost a page allocation and more
+// bookkeeping for each 4 KiB.  A request's blocks, from however many files
+// of the chain, are read all at once; the kernel's readahead of the mounted
+// file keeps several requests in flight.  Where O_DIRECT is refused, images
+// are read through the page cache with a read-ahead window of their own.
 //
 // Thread model: libfuse's multi-threaded loop calls the handlers from several
 // threads; the only shared mutable state is the cache, guarded by a mutex.
@@ -46,7 +46,6 @@
 #include <fuse.h>
 
 #include <fcntl.h>
-#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -534,6 +533,31 @@ int OpRead(const char*, char* buf, size_t size, off_t off, struct fuse_file_info
     }
     return static_cast<int>(*n);
   }
+  if (file->direct) {
+    // libfuse hands us a buffer O_DIRECT cannot use (not aligned); a reused
+    // aligned one per thread costs one copy and no allocation.  Reading into
+    // buffers of our own that libfuse then frees was tried: glibc could not
+    // reuse the freed aligned blocks, and cbtfs grew past 100 MiB.
+    struct Free {
+      void operator()(char* p) const { std::free(p); }
+    };
+    thread_local std::unique_ptr<char, Free> bounce;
+    thread_local size_t bounce_size = 0;
+    if (bounce_size < size) {
+      const size_t want = (size + ComposedImage::kDirectAlign - 1) / ComposedImage::kDirectAlign *
+                          ComposedImage::kDirectAlign;
+      bounce.reset(static_cast<char*>(std::aligned_alloc(ComposedImage::kDirectAlign, want)));
+      bounce_size = bounce ? want : 0;
+      if (!bounce) return -ENOMEM;
+    }
+    auto n = file->image->ReadDirect(bounce.get(), size, static_cast<uint64_t>(off));
+    if (!n.ok()) {
+      LogError(n.status().message());
+      return -EIO;
+    }
+    std::memcpy(buf, bounce.get(), *n);
+    return static_cast<int>(*n);
+  }
   if (file->image) {
     file->prefetch.OnRead(*file->image, static_cast<uint64_t>(off), size);
     auto n = file->image->Read(buf, size, static_cast<uint64_t>(off));
@@ -551,39 +575,6 @@ int OpRead(const char*, char* buf, size_t size, off_t off, struct fuse_file_info
   size_t n = std::min(size, file->text.size() - static_cast<size_t>(off));
   std::memcpy(buf, file->text.data() + off, n);
   return static_cast<int>(n);
-}
-
-// Reads into a buffer of our own, aligned for O_DIRECT; libfuse writes it
-// to the kernel as it is and frees it.
-int OpReadBuf(const char* path, struct fuse_bufvec** bufp, size_t size, off_t off,
-              struct fuse_file_info* fi) {
-  void* mem = nullptr;
-  if (::posix_memalign(&mem, ComposedImage::kDirectAlign, std::max<size_t>(size, 1)) != 0) {
-    return -ENOMEM;
-  }
-  auto* bv = static_cast<struct fuse_bufvec*>(std::malloc(sizeof(struct fuse_bufvec)));
-  if (bv == nullptr) {
-    std::free(mem);
-    return -ENOMEM;
-  }
-  *bv = FUSE_BUFVEC_INIT(size);
-  bv->buf[0].mem = mem;
-  *bufp = bv;
-  auto* file = reinterpret_cast<OpenFile*>(fi->fh);
-  int r;
-  if (file->direct && off >= 0) {
-    auto n = file->image->ReadDirect(static_cast<char*>(mem), size, static_cast<uint64_t>(off));
-    if (!n.ok()) {
-      LogError(n.status().message());
-      return -EIO;
-    }
-    r = static_cast<int>(*n);
-  } else {
-    r = OpRead(path, static_cast<char*>(mem), size, off, fi);
-  }
-  if (r < 0) return r;
-  bv->buf[0].size = static_cast<size_t>(r);
-  return 0;
 }
 
 off_t OpLseek(const char*, off_t off, int whence, struct fuse_file_info* fi) {
@@ -687,14 +678,6 @@ int Usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Every read request allocates a buffer of up to 1 MiB (OpReadBuf) that
-  // libfuse frees once sent.  glibc's default would soon serve those from
-  // fresh mappings or trim them away, and each request would then fault in
-  // and zero its pages again.  Keeping them in the heap took the system time
-  // of a cold read of a 4 GiB point of a depth-100 chain from 3.4-4.8 s to
-  // 1.6-2.0 s.
-  mallopt(M_MMAP_THRESHOLD, 8 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   if (argc < 2) return Usage(stderr);
   std::string verb = argv[1];
   if (verb == "--help" || verb == "-h") return Usage(stdout);
@@ -771,7 +754,7 @@ int main(int argc, char** argv) {
   ops.getattr = OpGetattr;
   ops.readlink = OpReadlink;
   ops.open = OpOpen;
-  ops.read_buf = OpReadBuf;
+  ops.read = OpRead;
   ops.statfs = OpStatfs;
   ops.release = OpRelease;
   ops.opendir = OpOpendir;
