@@ -22,7 +22,9 @@
 # too: the cost of the chain itself.
 #
 # Every cold figure is the best of R runs (default 3): on a shared machine
-# the slowest runs measure the neighbours, not the reader.
+# the slowest runs measure the neighbours, not the reader.  The cbtfs and
+# qemu-img runs take turns across the depths, so that each depth sees the
+# same stretch of the machine's drift.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_GIB=4
@@ -169,12 +171,29 @@ best() {
 }
 
 declare -A COLD WARM QEMU QSD
+DEPTHS=""
 for depth in 1 10 $MAX_DEPTH; do
-  [ "$depth" -le "$MAX_DEPTH" ] || continue
-  raw="$W/mnt/$VM/$(ts $((depth - 1)))/$VDI.raw"
-  COLD[$depth]=$(best read_secs "$raw")
+  if [ "$depth" -le "$MAX_DEPTH" ] && [[ " $DEPTHS " != *" $depth "* ]]; then DEPTHS="$DEPTHS $depth"; fi
+done
+raw_of() { echo "$W/mnt/$VM/$(ts $(($1 - 1)))/$VDI.raw"; }
+FLAT_RAW="$W/mnt/$FLAT_VM/$(ts $((MAX_DEPTH - 1)))/$VDI.raw"
+# Cold reads through cbtfs and with qemu-img go round-robin over the depths,
+# R rounds, keeping each one's best: the machine's speed drifts over
+# minutes, and a depth measured only early or only late would carry that
+# drift into the ratios.
+keep_min() { if [ -z "${2:-}" ] || [ "$(echo "$1 < $2" | bc)" = 1 ]; then echo "$1"; else echo "$2"; fi; }
+FLAT=""
+for _ in $(seq "$REPEAT"); do
+  for depth in $DEPTHS; do
+    drop; COLD[$depth]=$(keep_min "$(read_secs "$(raw_of "$depth")")" "${COLD[$depth]:-}")
+    drop; QEMU[$depth]=$(keep_min "$(qemu_secs "$W/q$((depth - 1)).qcow2")" "${QEMU[$depth]:-}")
+  done
+  drop; FLAT=$(keep_min "$(read_secs "$FLAT_RAW")" "$FLAT")
+done
+for depth in $DEPTHS; do
+  raw=$(raw_of "$depth")
+  read_secs "$raw" >/dev/null  # the cold runs above dropped it: cache it again
   WARM[$depth]=$(read_secs "$raw")
-  QEMU[$depth]=$(best qemu_secs "$W/q$((depth - 1)).qcow2")
   touch "$W/qsd.raw"
   qemu-storage-daemon --blockdev "driver=qcow2,node-name=top,file.driver=file,file.filename=$W/q$((depth - 1)).qcow2" \
     --export "type=fuse,id=e,node-name=top,mountpoint=$W/qsd.raw,writable=off" &
@@ -186,7 +205,6 @@ for depth in 1 10 $MAX_DEPTH; do
   fi
   kill "$QSD_PID"; wait "$QSD_PID" 2>/dev/null || true; QSD_PID=""
 done
-FLAT=$(best read_secs "$W/mnt/$FLAT_VM/$(ts $((MAX_DEPTH - 1)))/$VDI.raw")
 RSS=$(grep VmHWM /proc/"$CBTFS_PID"/status | awk '{print $2}')
 exec 3<"$W/mnt/$VM/$(ts $((MAX_DEPTH - 1)))/$VDI.raw"
 RSS_OPEN=$(grep VmRSS /proc/"$CBTFS_PID"/status | awk '{print $2}')
@@ -194,8 +212,7 @@ exec 3<&-
 
 echo
 printf '%-6s %14s %14s %14s %14s %12s\n' depth "cbtfs cold" "cbtfs warm" "qemu-img cold" "qsd FUSE cold" "cbtfs/qemu"
-for depth in 1 10 $MAX_DEPTH; do
-  [ -n "${COLD[$depth]:-}" ] || continue
+for depth in $DEPTHS; do
   printf '%-6s %9s MiB/s %9s MiB/s %9s MiB/s %9s MiB/s %11sx\n' "$depth" \
     "$(mibs "${COLD[$depth]}")" "$(mibs "${WARM[$depth]}")" "$(mibs "${QEMU[$depth]}")" \
     "$(mibs "${QSD[$depth]}")" "$(echo "scale=2; ${QEMU[$depth]} / ${COLD[$depth]}" | bc)"

@@ -43,7 +43,10 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
           }
         }
       }
-      points.assign(needed.begin(), needed.end());
+      // Not points.assign(set range): GCC 12 at -O3 warns, wrongly, that
+      // the copy loop overflows, and warnings are errors.
+      points.clear();
+      for (const auto& p : needed) points.push_back(p);
     }
     for (const auto& p : points) {
       ++report->points;
