@@ -43,10 +43,7 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
           }
         }
       }
-      // Not points.assign(set range): GCC 12 at -O3 warns, wrongly, that
-      // the copy loop overflows, and warnings are errors.
-      points.clear();
-      for (const auto& p : needed) points.push_back(p);
+      points.assign(needed.begin(), needed.end());
     }
     for (const auto& p : points) {
       ++report->points;
