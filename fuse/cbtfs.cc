@@ -534,6 +534,15 @@ int OpRead(const char*, char* buf, size_t size, off_t off, struct fuse_file_info
     return static_cast<int>(*n);
   }
   if (file->direct) {
+    const auto pos = static_cast<uint64_t>(off);
+    if (file->image->AllHoles(pos, size)) {
+      // A request over holes only (much of a thin disk) needs no device
+      // read: zeros go straight into libfuse's buffer, with no copy.
+      const uint64_t n =
+          pos >= file->image->size() ? 0 : std::min<uint64_t>(size, file->image->size() - pos);
+      std::memset(buf, 0, n);
+      return static_cast<int>(n);
+    }
     // libfuse hands us a buffer O_DIRECT cannot use (not aligned); a reused
     // aligned one per thread costs one copy and no allocation.  Reading into
     // buffers of our own that libfuse then frees was tried: glibc could not
@@ -550,7 +559,7 @@ int OpRead(const char*, char* buf, size_t size, off_t off, struct fuse_file_info
       bounce_size = bounce ? want : 0;
       if (!bounce) return -ENOMEM;
     }
-    auto n = file->image->ReadDirect(bounce.get(), size, static_cast<uint64_t>(off));
+    auto n = file->image->ReadDirect(bounce.get(), size, pos);
     if (!n.ok()) {
       LogError(n.status().message());
       return -EIO;

@@ -367,6 +367,15 @@ uint64_t ComposedImage::NextHole(uint64_t off) const {
   return size_;
 }
 
+bool ComposedImage::AllHoles(uint64_t off, uint64_t len) const {
+  if (off >= size_ || len == 0) return true;
+  const uint64_t last = (std::min<uint64_t>(off + len, size_) - 1) / kBlockSize;
+  for (uint64_t b = off / kBlockSize; b <= last; ++b) {
+    if (map_[b].file != kNoFile) return false;
+  }
+  return true;
+}
+
 uint64_t ComposedImage::DataBlockCount() const {
   return static_cast<uint64_t>(
       std::count_if(map_.begin(), map_.end(), [](Slot s) { return s.file != kNoFile; }));

@@ -103,6 +103,9 @@ class ComposedImage {
   uint64_t NextData(uint64_t off) const;
   // Offset of the first hole byte at or after `off` (size() counts as a hole).
   uint64_t NextHole(uint64_t off) const;
+  // True if no byte of [off, off + len) is stored data (holes, zero blocks,
+  // or past the end).  Looks only at the blocks of that range.
+  bool AllHoles(uint64_t off, uint64_t len) const;
   // Number of blocks that hold data.
   uint64_t DataBlockCount() const;
 

@@ -100,6 +100,12 @@ TEST_CASE("ComposedImage: SEEK_DATA and SEEK_HOLE follow the block map", "[image
   CHECK(c->img->NextData(2 * kBlockSize) == 5 * kBlockSize);
   CHECK(c->img->NextHole(5 * kBlockSize) == kSize);
   CHECK(c->img->DataBlockCount() == 3);
+  // Blocks 2-4 are holes (block 2 a zero block); 5 is data; past the end.
+  CHECK(c->img->AllHoles(2 * kBlockSize, 3 * kBlockSize));
+  CHECK_FALSE(c->img->AllHoles(2 * kBlockSize, 3 * kBlockSize + 1));
+  CHECK_FALSE(c->img->AllHoles(2 * kBlockSize - 1, 2));
+  CHECK(c->img->AllHoles(kSize, 4096));
+  CHECK(c->img->AllHoles(0, 0));
 }
 
 TEST_CASE("ComposedImage: a corrupted block fails only reads that touch it", "[image]") {
