@@ -21,16 +21,18 @@
 # as a single base (a second VM), and depth 100 is reported against that
 # too: the cost of the chain itself.
 #
-# Every cold figure is the best of R runs (default 3): on a shared machine
+# Every cold figure is the best of R runs (default 5): on a shared machine
 # the slowest runs measure the neighbours, not the reader.  The cbtfs and
 # qemu-img runs take turns across the depths, so that each depth sees the
-# same stretch of the machine's drift.
+# same stretch of the machine's drift, and the depth ratios are also given
+# as the median of each round's own ratio (runs seconds apart, so drift
+# cancels).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_GIB=4
 MAX_DEPTH=100
 KEEP_DIR=""
-REPEAT=3
+REPEAT=5
 REWRITE=data
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--size GIB] [--depth N] [--dir DIR] [--repeat R] [--rewrite data|anywhere]" >&2; exit 2 ;;
   esac
 done
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat takes a whole number of at least 1" >&2; exit 2; }
 case "$REWRITE" in data|anywhere) ;; *) echo "--rewrite takes data or anywhere" >&2; exit 2 ;; esac
 scripts/setup-deps.sh
 command -v qemu-storage-daemon >/dev/null || {
@@ -148,14 +151,14 @@ drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 read_secs() {
   local t
   t=$(date +%s.%N)
-  dd if="$1" of=/dev/null bs=1M status=none
+  dd if="$1" of=/dev/null bs=1M status=none || { echo "reading $1 failed" >&2; return 1; }
   echo "$(date +%s.%N) - $t" | bc
 }
 qemu_secs() {
   local t
   t=$(date +%s.%N)
   # The null-co target discards what it is given, as dd to /dev/null does.
-  qemu-img convert -n --target-image-opts "$1" "driver=null-co,size=$((SIZE_GIB << 30))"
+  qemu-img convert -n --target-image-opts "$1" "driver=null-co,size=$((SIZE_GIB << 30))" || return 1
   echo "$(date +%s.%N) - $t" | bc
 }
 mibs() { echo "scale=0; $SIZE_GIB * 1024 / $1" | bc; }
@@ -164,7 +167,7 @@ best() {
   local b="" t
   for _ in $(seq "$REPEAT"); do
     drop
-    t=$("$@")
+    t=$("$@") || exit 1
     if [ -z "$b" ] || [ "$(echo "$t < $b" | bc)" = 1 ]; then b=$t; fi
   done
   echo "$b"
@@ -183,17 +186,26 @@ FLAT_RAW="$W/mnt/$FLAT_VM/$(ts $((MAX_DEPTH - 1)))/$VDI.raw"
 # drift into the ratios.
 keep_min() { if [ -z "${2:-}" ] || [ "$(echo "$1 < $2" | bc)" = 1 ]; then echo "$1"; else echo "$2"; fi; }
 FLAT=""
+ROUND_RATIOS=""       # depth 1 time / depth MAX time, per round
+ROUND_FLAT_RATIOS=""  # one-base time / depth MAX time, per round
 for _ in $(seq "$REPEAT"); do
+  declare -A T=()
   for depth in $DEPTHS; do
-    drop; COLD[$depth]=$(keep_min "$(read_secs "$(raw_of "$depth")")" "${COLD[$depth]:-}")
-    drop; QEMU[$depth]=$(keep_min "$(qemu_secs "$W/q$((depth - 1)).qcow2")" "${QEMU[$depth]:-}")
+    drop; T[$depth]=$(read_secs "$(raw_of "$depth")") || exit 1
+    COLD[$depth]=$(keep_min "${T[$depth]}" "${COLD[$depth]:-}")
+    drop; t=$(qemu_secs "$W/q$((depth - 1)).qcow2") || exit 1
+    QEMU[$depth]=$(keep_min "$t" "${QEMU[$depth]:-}")
   done
-  drop; FLAT=$(keep_min "$(read_secs "$FLAT_RAW")" "$FLAT")
+  drop; t=$(read_secs "$FLAT_RAW") || exit 1
+  FLAT=$(keep_min "$t" "$FLAT")
+  ROUND_RATIOS="$ROUND_RATIOS $(echo "scale=4; ${T[1]} / ${T[$MAX_DEPTH]}" | bc)"
+  ROUND_FLAT_RATIOS="$ROUND_FLAT_RATIOS $(echo "scale=4; $t / ${T[$MAX_DEPTH]}" | bc)"
 done
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", m}'; }
 for depth in $DEPTHS; do
   raw=$(raw_of "$depth")
-  read_secs "$raw" >/dev/null  # the cold runs above dropped it: cache it again
-  WARM[$depth]=$(read_secs "$raw")
+  read_secs "$raw" >/dev/null || exit 1  # the cold runs dropped it: cache it again
+  WARM[$depth]=$(read_secs "$raw") || exit 1
   touch "$W/qsd.raw"
   qemu-storage-daemon --blockdev "driver=qcow2,node-name=top,file.driver=file,file.filename=$W/q$((depth - 1)).qcow2" \
     --export "type=fuse,id=e,node-name=top,mountpoint=$W/qsd.raw,writable=off" &
@@ -226,6 +238,9 @@ print(d["data_blocks"] * 100 // (d["virtual_size"] // 65536))'
 }
 echo "data in the point read: depth 1 $(data_pct "$VM")%, depth $MAX_DEPTH $(data_pct "$FLAT_VM")% of the disk"
 echo "same bytes as depth $MAX_DEPTH stored as one base: cbtfs cold $(mibs "$FLAT") MiB/s"
-echo "cbtfs cold throughput, depth $MAX_DEPTH vs depth 1 (its base): $(echo "scale=2; ${COLD[1]} / ${COLD[$MAX_DEPTH]}" | bc)x"
-echo "cbtfs cold throughput, depth $MAX_DEPTH vs the same bytes as one base: $(echo "scale=2; $FLAT / ${COLD[$MAX_DEPTH]}" | bc)x"
+# shellcheck disable=SC2086  # the lists split into their numbers on purpose
+echo "cbtfs cold throughput, depth $MAX_DEPTH vs depth 1 (its base): best $(echo "scale=2; ${COLD[1]} / ${COLD[$MAX_DEPTH]}" | bc)x, median of rounds $(median $ROUND_RATIOS)x"
+# shellcheck disable=SC2086
+echo "cbtfs cold throughput, depth $MAX_DEPTH vs the same bytes as one base: best $(echo "scale=2; $FLAT / ${COLD[$MAX_DEPTH]}" | bc)x, median of rounds $(median $ROUND_FLAT_RATIOS)x"
+echo "per-round depth $MAX_DEPTH vs depth 1:$ROUND_RATIOS; vs one base:$ROUND_FLAT_RATIOS"
 echo "cbtfs peak memory (VmHWM) after all reads: $((RSS / 1024)) MiB; RSS with the depth-$MAX_DEPTH image open: $((RSS_OPEN / 1024)) MiB"

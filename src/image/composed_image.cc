@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -222,9 +223,10 @@ class AioContext {
   }
 
   // Runs `count` (at most kMaxInFlight) reads at once and stores each one's
-  // result (bytes read or -errno) in `result[iocb.aio_data]`.  False if the
-  // kernel would not take or return them; those results stay -1.
-  bool Run(struct iocb* cbs, long count, long* result) {
+  // result (bytes read or -errno) in `result[iocb.aio_data]`, which must be
+  // in [0, result_size).  Reads the kernel would not take (EAGAIN, ENOMEM)
+  // keep the -1 the caller put there; the caller reads those another way.
+  void Run(struct iocb* cbs, long count, long* result, size_t result_size) {
     struct iocb* ptrs[kMaxInFlight];
     for (long i = 0; i < count; ++i) ptrs[i] = &cbs[i];
     long submitted = 0;
@@ -240,11 +242,18 @@ class AioContext {
       long n =
           ::syscall(SYS_io_getevents, ctx_, submitted - done, submitted - done, events, nullptr);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return false;  // cannot happen with a valid context; never reuse the buffers
-      for (long i = 0; i < n; ++i) result[events[i].data] = static_cast<long>(events[i].res);
+      if (n < 0) {
+        // Only a bad context or argument can get here.  Reads may still be
+        // landing in the caller's buffer, which it would then reuse: stop.
+        std::fprintf(stderr, "io_getevents failed: %s\n", std::strerror(errno));
+        std::abort();
+      }
+      for (long i = 0; i < n; ++i) {
+        if (events[i].data >= result_size) std::abort();  // not one of ours
+        result[events[i].data] = static_cast<long>(events[i].res);
+      }
       done += n;
     }
-    return submitted == count;
   }
 
  private:
@@ -327,18 +336,16 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
   for (size_t first = 0; first < runs.size(); first += AioContext::kMaxInFlight) {
     const long count =
         std::min<long>(AioContext::kMaxInFlight, static_cast<long>(runs.size() - first));
-    if (!aio->Run(cbs.data() + first, count, result.data())) {
-      return Status::IoError("VM " + label_.vm + " point " + label_.point + " disk " + label_.vdi +
-                             ": asynchronous read failed");
-    }
+    aio->Run(cbs.data() + first, count, result.data(), result.size());
   }
   for (size_t i = 0; i < runs.size(); ++i) {
     const Run& r = runs[i];
     const DiskFile& f = *chain_[r.file];
     const uint64_t bytes = r.count * kBlockSize;
-    // Refused (EINVAL where a filesystem takes O_DIRECT at open but not for
-    // this read), cut short, or failed: read it again through the page
-    // cache, which reports a real I/O error with the file's name.
+    // Not submitted (the kernel was short of resources), refused (EINVAL
+    // where a filesystem takes O_DIRECT at open but not for this read), cut
+    // short, or failed: read it again through the page cache, which reports
+    // a real I/O error with the file's name.
     if (result[i] != static_cast<long>(bytes)) {
       CBT_RETURN_IF_ERROR(
           PreadAll(f.fd(), r.dst, bytes, static_cast<uint64_t>(cbs[i].aio_offset), f.path()));
