@@ -30,8 +30,9 @@
 // well would hold every byte twice, and cost a page allocation and more
 // bookkeeping for each 4 KiB.  A request's blocks, from however many files
 // of the chain, are read all at once; the kernel's readahead of the mounted
-// file keeps several requests in flight.  Where O_DIRECT is refused, images
-// are read through the page cache with a read-ahead window of their own.
+// file keeps several requests in flight.  Where O_DIRECT is refused or not
+// known to work (DiskFile::direct_fd), images are read through the page
+// cache with a read-ahead window of their own.
 //
 // Thread model: libfuse's multi-threaded loop calls the handlers from several
 // threads; the only shared mutable state is the cache, guarded by a mutex.

@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include <fcntl.h>
+#include <sys/vfs.h>
 
 #include <algorithm>
 #include <cstring>
@@ -371,8 +372,30 @@ Status DiskFile::ReadBlock(const IndexEntry& e, void* buf) const {
   return Status::Ok();
 }
 
+namespace {
+
+// Filesystems whose O_DIRECT reads through Linux AIO are known to run
+// asynchronously and uncached.  Elsewhere O_DIRECT may be ignored, or AIO
+// may run each read to completion inside io_submit (ZFS before 2.3, for
+// example), which would turn one parallel batch into serial reads.
+bool DirectAioIsReal(int fd) {
+  struct statfs st;
+  if (::fstatfs(fd, &st) != 0) return false;
+  switch (static_cast<unsigned long>(st.f_type)) {
+    case 0xEF53:      // ext2/3/4
+    case 0x58465342:  // XFS
+    case 0x9123683E:  // btrfs
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 int DiskFile::direct_fd() const {
   std::call_once(direct_once_, [this] {
+    if (!DirectAioIsReal(fd_.get())) return;
     // Through /proc rather than the path: a delete may have moved the file
     // to another point since it was opened, and this must be the same file.
     const std::string self = "/proc/self/fd/" + std::to_string(fd_.get());

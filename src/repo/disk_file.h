@@ -142,7 +142,9 @@ class DiskFile {
   Status ReadBlock(const IndexEntry& e, void* buf) const;
 
   // A second descriptor of the same file that bypasses the page cache
-  // (O_DIRECT), opened on first use; -1 where the filesystem refuses it.
+  // (O_DIRECT), opened on first use; -1 where the filesystem refuses it or
+  // is not one where O_DIRECT with Linux AIO is known to work (ext4, XFS,
+  // btrfs).
   // Reads through it need buffers, offsets and lengths aligned to 4096.
   int direct_fd() const;
 
