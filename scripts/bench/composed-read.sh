@@ -162,13 +162,15 @@ qemu_secs() {
   echo "$(date +%s.%N) - $t" | bc
 }
 mibs() { echo "scale=0; $SIZE_GIB * 1024 / $1" | bc; }
+# the smaller of two times; an empty second one does not count
+keep_min() { if [ -z "${2:-}" ] || [ "$(echo "$1 < $2" | bc)" = 1 ]; then echo "$1"; else echo "$2"; fi; }
 # best (smallest) of REPEAT runs of a timing command, caches dropped first
 best() {
   local b="" t
   for _ in $(seq "$REPEAT"); do
     drop
     t=$("$@") || exit 1
-    if [ -z "$b" ] || [ "$(echo "$t < $b" | bc)" = 1 ]; then b=$t; fi
+    b=$(keep_min "$t" "$b")
   done
   echo "$b"
 }
@@ -184,7 +186,6 @@ FLAT_RAW="$W/mnt/$FLAT_VM/$(ts $((MAX_DEPTH - 1)))/$VDI.raw"
 # R rounds, keeping each one's best: the machine's speed drifts over
 # minutes, and a depth measured only early or only late would carry that
 # drift into the ratios.
-keep_min() { if [ -z "${2:-}" ] || [ "$(echo "$1 < $2" | bc)" = 1 ]; then echo "$1"; else echo "$2"; fi; }
 FLAT=""
 ROUND_RATIOS=""       # depth 1 time / depth MAX time, per round
 ROUND_FLAT_RATIOS=""  # one-base time / depth MAX time, per round

@@ -152,6 +152,32 @@ Status ComposedImage::CorruptionAt(uint64_t block, uint32_t file) const {
                             file_points_[file] + ", " + chain_[file]->path() + ")");
 }
 
+uint64_t ComposedImage::RunLength(uint64_t block, uint64_t max) const {
+  const Slot first = map_[block];
+  const auto& entries = chain_[first.file]->entries();
+  const uint64_t first_offset = entries[first.entry].offset;
+  uint64_t run = 1;
+  while (run < max) {
+    const Slot next = map_[block + run];
+    if (next.file != first.file || entries[next.entry].offset != first_offset + run * kBlockSize)
+      break;
+    ++run;
+  }
+  return run;
+}
+
+Status ComposedImage::VerifyRun(const char* data, uint64_t block, uint64_t count) const {
+  const uint32_t file = map_[block].file;
+  const auto& entries = chain_[file]->entries();
+  for (uint64_t i = 0; i < count; ++i) {
+    if (repo::Checksum(data + i * kBlockSize, kBlockSize) !=
+        entries[map_[block + i].entry].checksum) {
+      return CorruptionAt(block + i, file);
+    }
+  }
+  return Status::Ok();
+}
+
 Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
   if (off >= size_) return size_t{0};
   const uint64_t end = std::min<uint64_t>(off + len, size_);
@@ -168,22 +194,10 @@ Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
       std::memset(out, 0, n);
     } else if (in_block == 0 && n == kBlockSize) {
       const DiskFile& f = *chain_[slot.file];
-      const auto& entries = f.entries();
-      const uint64_t first_offset = entries[slot.entry].offset;
-      uint64_t run = 1;
-      while (pos + (run + 1) * kBlockSize <= end) {
-        Slot next = map_[block + run];
-        if (next.file != slot.file || entries[next.entry].offset != first_offset + run * kBlockSize)
-          break;
-        ++run;
-      }
-      CBT_RETURN_IF_ERROR(PreadAll(f.fd(), out, run * kBlockSize, first_offset, f.path()));
-      for (uint64_t i = 0; i < run; ++i) {
-        const auto& e = entries[map_[block + i].entry];
-        if (repo::Checksum(out + i * kBlockSize, kBlockSize) != e.checksum) {
-          return CorruptionAt(block + i, slot.file);
-        }
-      }
+      const uint64_t run = RunLength(block, (end - pos) / kBlockSize);
+      CBT_RETURN_IF_ERROR(
+          PreadAll(f.fd(), out, run * kBlockSize, f.entries()[slot.entry].offset, f.path()));
+      CBT_RETURN_IF_ERROR(VerifyRun(out, block, run));
       out += run * kBlockSize;
       pos += run * kBlockSize;
       continue;
@@ -280,8 +294,9 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
   }
   struct Run {
     uint32_t file;
-    uint64_t block;  // first block of the run
-    uint64_t count;  // blocks in the run
+    uint64_t block;   // first block of the run
+    uint64_t count;   // blocks in the run
+    uint64_t offset;  // of the first block in the file
     char* dst;
   };
   thread_local std::vector<Run> runs;
@@ -289,6 +304,9 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
   thread_local std::vector<long> result;
   runs.clear();
 
+  // Whole blocks start at out = buf + (block start - off), aligned when
+  // `off` is, since `buf` is and blocks are multiples of kDirectAlign.
+  const bool aligned = off % kDirectAlign == 0;
   uint64_t pos = off;
   char* out = buf;
   while (pos < end) {
@@ -296,20 +314,12 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
     const uint64_t in_block = pos % kBlockSize;
     const uint64_t n = std::min<uint64_t>(kBlockSize - in_block, end - pos);
     const Slot slot = map_[block];
-    const bool aligned = reinterpret_cast<uintptr_t>(out) % kDirectAlign == 0;
     if (slot.file == kNoFile) {
       std::memset(out, 0, n);
     } else if (in_block == 0 && n == kBlockSize && aligned && chain_[slot.file]->direct_fd() >= 0) {
-      const auto& entries = chain_[slot.file]->entries();
-      const uint64_t first_offset = entries[slot.entry].offset;
-      uint64_t run = 1;
-      while (pos + (run + 1) * kBlockSize <= end) {
-        Slot next = map_[block + run];
-        if (next.file != slot.file || entries[next.entry].offset != first_offset + run * kBlockSize)
-          break;
-        ++run;
-      }
-      runs.push_back(Run{slot.file, block, run, out});
+      const uint64_t run = RunLength(block, (end - pos) / kBlockSize);
+      runs.push_back(
+          Run{slot.file, block, run, chain_[slot.file]->entries()[slot.entry].offset, out});
       out += run * kBlockSize;
       pos += run * kBlockSize;
       continue;
@@ -330,7 +340,7 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
     cbs[i].aio_fildes = static_cast<uint32_t>(f.direct_fd());
     cbs[i].aio_buf = reinterpret_cast<uintptr_t>(r.dst);
     cbs[i].aio_nbytes = r.count * kBlockSize;
-    cbs[i].aio_offset = static_cast<int64_t>(f.entries()[map_[r.block].entry].offset);
+    cbs[i].aio_offset = static_cast<int64_t>(r.offset);
     cbs[i].aio_data = i;
   }
   for (size_t first = 0; first < runs.size(); first += AioContext::kMaxInFlight) {
@@ -347,15 +357,9 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
     // short, or failed: read it again through the page cache, which reports
     // a real I/O error with the file's name.
     if (result[i] != static_cast<long>(bytes)) {
-      CBT_RETURN_IF_ERROR(
-          PreadAll(f.fd(), r.dst, bytes, static_cast<uint64_t>(cbs[i].aio_offset), f.path()));
+      CBT_RETURN_IF_ERROR(PreadAll(f.fd(), r.dst, bytes, r.offset, f.path()));
     }
-    for (uint64_t b = 0; b < r.count; ++b) {
-      const auto& e = f.entries()[map_[r.block + b].entry];
-      if (repo::Checksum(r.dst + b * kBlockSize, kBlockSize) != e.checksum) {
-        return CorruptionAt(r.block + b, r.file);
-      }
-    }
+    CBT_RETURN_IF_ERROR(VerifyRun(r.dst, r.block, r.count));
   }
   return static_cast<size_t>(end - off);
 }

@@ -130,6 +130,11 @@ class ComposedImage {
 
   ComposedImage() = default;
   Status CorruptionAt(uint64_t block, uint32_t file) const;
+  // Blocks, at most `max` (>= 1), in the run from `block` (a data block)
+  // whose blocks follow one another in the same file.
+  uint64_t RunLength(uint64_t block, uint64_t max) const;
+  // Checks the `count` blocks of a run from `block`, read into `data`.
+  Status VerifyRun(const char* data, uint64_t block, uint64_t count) const;
 
   Label label_;
   uint64_t size_ = 0;

@@ -57,6 +57,15 @@ std::unique_ptr<Chain> MakeChain() {
   return c;
 }
 
+// Damages block 1's data in overlay 1 (its only data block, at 4096).
+void CorruptBlock1(const Chain& c) {
+  int fd = ::open(c.paths[1].c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  char x = 0x7f;
+  REQUIRE(::pwrite(fd, &x, 1, kHeaderSize + 99) == 1);
+  ::close(fd);
+}
+
 std::vector<char> Expected() {
   std::vector<char> e(6 * kBlockSize, 0);
   auto put = [&](uint64_t b, const std::vector<char>& data) {
@@ -112,12 +121,7 @@ TEST_CASE("ComposedImage: SEEK_DATA and SEEK_HOLE follow the block map", "[image
 
 TEST_CASE("ComposedImage: a corrupted block fails only reads that touch it", "[image]") {
   auto c = MakeChain();
-  // Corrupt block 1's data in overlay 1 (its only data block, at 4096).
-  int fd = ::open(c->paths[1].c_str(), O_WRONLY);
-  REQUIRE(fd >= 0);
-  char x = 0x7f;
-  REQUIRE(::pwrite(fd, &x, 1, kHeaderSize + 99) == 1);
-  ::close(fd);
+  CorruptBlock1(*c);
   std::vector<char> buf(kBlockSize);
   auto bad = c->img->Read(buf.data(), 10, kBlockSize + 5);
   REQUIRE_FALSE(bad.ok());
@@ -229,11 +233,7 @@ TEST_CASE("ComposedImage: ReadDirect gathers more runs than one batch of reads",
 
 TEST_CASE("ComposedImage: ReadDirect fails a corrupted block and reads the others", "[image]") {
   auto c = MakeChain();
-  int fd = ::open(c->paths[1].c_str(), O_WRONLY);
-  REQUIRE(fd >= 0);
-  char x = 0x7f;
-  REQUIRE(::pwrite(fd, &x, 1, kHeaderSize + 99) == 1);
-  ::close(fd);
+  CorruptBlock1(*c);
   AlignedBuf buf(6 * kBlockSize);
   auto bad = c->img->ReadDirect(buf.data, 2 * kBlockSize, 0);
   REQUIRE_FALSE(bad.ok());
