@@ -44,6 +44,7 @@ class Control:
             ("GET", "/sim/nbd/stats"): self.nbd_stats,
             ("POST", "/sim/nbd/reset"): self.nbd_reset,
             ("POST", "/sim/nbd/drop"): self.nbd_drop,
+            ("GET", "/sim/sessions"): self.list_sessions,
         }
 
     def handle(self, method, path, query, body):
@@ -109,9 +110,23 @@ class Control:
     def list_srs(self, args):
         with self.sim.lock:
             return [{"ref": r, "uuid": s["uuid"], "name_label": s["name_label"],
-                     "type": s["type"],
-                     "cbt": "vdi_enable_cbt" in s["allowed_operations"]}
+                     "type": s["type"], "cbt": self.sim.sr_has_cbt(r), "shared": s["shared"],
+                     "hosts": [self.sim.host_name(self.sim.db["PBD"][p]["host"])
+                               for p in s["PBDs"] if p in self.sim.db["PBD"]
+                               and self.sim.db["PBD"][p]["host"] in self.sim.hosts],
+                     "current_operations": dict(s["current_operations"]),
+                     "allowed_operations": list(s["allowed_operations"])}
                     for r, s in self.sim.db["SR"].items()]
+
+    def list_sessions(self, args):
+        """Every session made since start; `valid` until logout or the cap."""
+        with self.sim.lock:
+            out = []
+            for ref, e in self.sim.session_log.items():
+                d = {k: v for k, v in e.items() if not k.startswith("_")}
+                d["valid"] = ref in self.sim.db["session"]
+                out.append(d)
+            return out
 
     # ---- actions ------------------------------------------------------------------------
 
@@ -120,12 +135,16 @@ class Control:
         for d in disks:
             if d.get("image") and not os.path.isfile(d["image"]):
                 raise ControlError(400, "no such image file: %s" % d["image"])
-        ref = self.sim.create_vm(args.get("name", "test VM"), disks, bool(args.get("cd")),
-                                 args.get("power_state", "Running"))
+        # "cd": true puts the ISO library's ISO in the drive, "empty" leaves it empty.
+        cd = args.get("cd")
+        cd = "empty" if cd == "empty" else bool(cd)
+        ref = self.sim.create_vm(args.get("name", "test VM"), disks, cd,
+                                 args.get("power_state", "Running"), host=args.get("host"))
         with self.sim.lock:
             out = self.sim.describe_vm(ref)
+            # Only the VM's own disks (not the ISO, not the suspend image).
             out["vdis"] = [self.sim.describe_vdi(self.sim.by_uuid("VDI", d["vdi"]))
-                           for d in out["disks"] if d["vdi"]]
+                           for d in out["disks"] if d["vdi"] and d["type"] == "Disk"]
             return out
 
     def vm_power(self, args):
@@ -134,8 +153,11 @@ class Control:
         if state not in ("Running", "Halted"):
             raise ControlError(400, "state must be Running or Halted")
         with self.sim.lock:
-            if self.sim.db["VM"][ref]["power_state"] != state:
-                if state == "Running":
+            current = self.sim.db["VM"][ref]["power_state"]
+            if current != state:
+                if state == "Running" and current == "Suspended":
+                    self.sim.vm_resume(None, ref, False, False)
+                elif state == "Running":
                     self.sim.vm_start(None, ref, False, False)
                 else:
                     self.sim.vm_shutdown(None, ref)
@@ -187,10 +209,27 @@ class Control:
             return self.sim.describe_vdi(ref)
 
     def sr_cbt(self, args):
-        from records import SR_OPS_CBT
+        """The SR loses (or regains) CBT by changing type: off makes it a
+        `linstor` SR, whose SM has no VDI_CONFIG_CBT; on gives back its former
+        type (`lvm`, or `nfs` if shared, for an SR that never had CBT).  So
+        SR.type, the SM's features and allowed_operations agree."""
+        from records import SR_OPS_CBT, sm_features
         key = args.get("sr")
         with self.sim.lock:
-            ref = key if key in self.sim.db["SR"] else self.sim.by_uuid("SR", key)
+            sim = self.sim
+            ref = sim.sr_alias(key)
+            rec = sim.db["SR"][ref]
+            if sm_features(rec["type"]) is not None:
+                saved = sim.sr_cbt_types
+                on = bool(args.get("enabled", True))
+                if on and not sim.sr_has_cbt(ref):
+                    rec["type"] = saved.pop(ref, "nfs" if rec["shared"] else "lvm")
+                elif not on and sim.sr_has_cbt(ref):
+                    saved[ref] = rec["type"]
+                    rec["type"] = "linstor"
+                sim.refresh_sr_operations(ref)
+                return {"sr": rec["uuid"], "type": rec["type"], "cbt": sim.sr_has_cbt(ref),
+                        "allowed_operations": list(rec["allowed_operations"])}
             ops = self.sim.db["SR"][ref]["allowed_operations"]
             ops[:] = [o for o in ops if o not in SR_OPS_CBT]
             if args.get("enabled", True):
@@ -202,7 +241,12 @@ class Control:
             return {"host_is_slave": self.sim.faults.get("host_is_slave"),
                     "no_nbd": self.sim.nbd_mode() is None,
                     "nbd": self.nbd.fault_state(),
-                    "auth_delay": self.sim.cfg["auth_delay"]}
+                    "auth_delay": self.sim.cfg["auth_delay"],
+                    "task_stuck": self.sim.faults["task_stuck"],
+                    "http_stall": self.sim.faults["http_stall"],
+                    "sr_busy": {self.sim.db["SR"][sr]["uuid"]:
+                                self.sim.db["SR"][sr]["current_operations"].get(t)
+                                for sr, t in self.sim.faults["sr_busy"].items()}}
 
     def set_faults(self, args):
         sim = self.sim
@@ -213,9 +257,15 @@ class Control:
                     v = {"master": v}
                 sim.faults["host_is_slave"] = v or None
             if "no_nbd" in args:
-                # Like an administrator removing the "nbd" purpose from every network.
-                for n in sim.db["network"].values():
-                    n["purpose"] = [] if args["no_nbd"] else ["nbd"]
+                # Like an administrator removing the "nbd" purpose from every
+                # network; off gives each network back its purposes at start.
+                for ref, n in sim.db["network"].items():
+                    n["purpose"] = [] if args["no_nbd"] else \
+                        list(getattr(sim, "default_purpose", {}).get(ref, ["nbd"]))
+            if "task_stuck" in args:
+                sim.faults["task_stuck"] = bool(args["task_stuck"])
+            if "http_stall" in args:
+                sim.faults["http_stall"] = bool(args["http_stall"])
             if "password" in args:
                 sim.cfg["password"] = args["password"]
             if "auth_delay" in args:
@@ -230,6 +280,22 @@ class Control:
             self.nbd.set_delay(int(args["nbd_delay_ms"]))
         if "nbd_wrong_cert" in args:
             self.nbd.set_wrong_cert(bool(args["nbd_wrong_cert"]))
+        if "sr_busy" in args:
+            v = args["sr_busy"]
+            if not isinstance(v, dict) or "sr" not in v:
+                raise ControlError(400, 'sr_busy wants {"sr": X, "on": true|false[, "op": OP]}')
+            self.sim.set_sr_busy(self.sim.sr_alias(v["sr"]), bool(v.get("on", True)),
+                                 v.get("op") or "scan")
+        if "nbd_host_down" in args:
+            v = args["nbd_host_down"]
+            if v in (None, "", False, "off"):
+                self.nbd.set_host_down(None)
+            else:
+                with self.sim.lock:
+                    name = self.sim.host_name(self.sim.host_by_name(v))
+                self.nbd.set_host_down(name)
+        if "nbd_stall" in args:
+            self.nbd.set_stall(bool(args["nbd_stall"]))
         if "nbd_drop_after" in args:
             v = args["nbd_drop_after"]
             if v is None:

@@ -55,8 +55,9 @@ class Request:
 
     # ---- authentication and task ------------------------------------------------------
 
-    def authenticate(self, label):
-        """Find the session and the task; on failure answer 401 and return False."""
+    def authenticate(self, label, create_task=True):
+        """Find the session and the task; on failure answer 401 and return False.
+        With create_task=False a missing task is made later by ensure_task."""
         sim = self.sim
         task_id = self.arg("task_id")
         with sim.lock:
@@ -70,7 +71,11 @@ class Request:
             if auth.startswith("Basic "):
                 try:
                     user, _, pwd = base64.b64decode(auth[6:]).decode("utf-8").partition(":")
-                    self.session = sim.login(user, pwd, "1.1", "http-basic", self.h._ctx())
+                    # Even on a pool member the login goes to the master
+                    # (xapi_http.ml with_context: login over inet_rpc).
+                    ctx = self.h._ctx()
+                    ctx.member = None
+                    self.session = sim.login(user, pwd, "1.1", "http-basic", ctx)
                     self.temp_session = True
                 except (XapiError, ValueError, UnicodeDecodeError):
                     self.session = None
@@ -82,9 +87,82 @@ class Request:
                                                    ("content-type", "text/html"),
                                                    ("Content-Length", str(len(body)))], body)
             return False
-        if self.task is None:
-            self.task = sim.create_task(label, "", self.session)
+        if create_task:
+            self.ensure_task(label)
         return True
+
+    def ensure_task(self, label):
+        if self.task is None:
+            self.task = self.sim.create_task(label, "", self.session)
+
+    def local_host(self):
+        """The pool host whose listener took this request."""
+        return getattr(self.h.server, "sim_host", None) or self.sim.host
+
+    def redirect_elsewhere(self, sr):
+        """import_raw_vdi.ml `import`, export_raw_vdi.ml `export_raw`: when the
+        host that took the request has no attached PBD for the SR
+        (Importexport.check_sr_availability), answer 302 to a host that has
+        one, picked at random among them (find_host_for_sr, choose_host).  The
+        Location is built from the chosen host's address, the request's path
+        and its query (Importexport.return_302_redirect: scheme https, no port;
+        here the member's listener port is added, as it is not 443; plain http
+        only when the simulator runs without HTTPS).  The caller's task is left
+        alone, still pending: xapi checks in a task of its own on purpose.
+        No such host: 400, and the caller's task fails with NO_HOSTS_AVAILABLE.
+        Returns True when the request has been answered."""
+        import random
+        sim = self.sim
+        with sim.lock:
+            local = self.local_host()
+
+            def sees(host):
+                return any(p in sim.db["PBD"] and sim.db["PBD"][p]["SR"] == sr
+                           and sim.db["PBD"][p]["currently_attached"]
+                           for p in sim.db["host"][host]["PBDs"])
+            if sr not in sim.db["SR"] or sees(local):
+                return False
+            candidates = [h for h in sim.hosts if sees(h)]
+            if candidates:
+                target = random.choice(candidates)
+                address = sim.db["host"][target]["address"]
+                http_port, https_port = sim.host_ports.get(target, (None, None))
+        if not candidates:
+            if self.task:
+                sim.finish_task(self.task, error=["NO_HOSTS_AVAILABLE"])
+            self.h.wfile.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"
+                               b"Cache-Control: no-cache, no-store\r\n\r\n")
+            self.h.wfile.flush()
+            self.h.close_connection = True
+            return True
+        scheme, port = ("https", https_port) if https_port else ("http", http_port)
+        host = "[%s]" % address if ":" in address else address
+        path, _, query = self.h.path.partition("?")
+        url = "%s://%s:%s%s%s" % (scheme, host, port, path, "?" + query if query else "")
+        self.h.wfile.write(("HTTP/1.1 302 Found\r\nConnection: close\r\n"
+                            "Cache-Control: no-cache, no-store\r\nLocation: %s\r\n\r\n"
+                            % url).encode("latin-1"))
+        self.h.wfile.flush()
+        self.h.close_connection = True
+        return True
+
+    def stall(self):
+        """Fault http_stall: after the headers, neither read nor write until the
+        fault is cleared or the client hangs up."""
+        import socket
+        if not self.sim.faults.get("http_stall"):
+            return
+        sock = self.h.connection
+        while self.sim.faults.get("http_stall"):
+            try:
+                # Linux TCP_INFO: the first byte is the state; 8 = CLOSE_WAIT
+                # (the client closed its end), 7 = CLOSE.
+                state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+            except OSError:
+                return
+            if state in (7, 8):
+                return
+            time.sleep(0.05)
 
     def done(self):
         if self.temp_session:
@@ -137,12 +215,22 @@ def build_ova_xml(sim, vm_refs, export_snapshots):
                 vms.extend(s for s in sim.db["VM"][ref]["snapshots"] if s in sim.db["VM"])
         objects, vbds, vdis, srs = [], [], [], []
         for ref in vms:
-            objects.append({"class": "VM", "id": ref, "snapshot": copy.deepcopy(sim.db["VM"][ref])})
+            vm_rec = copy.deepcopy(sim.db["VM"][ref])
+            objects.append({"class": "VM", "id": ref, "snapshot": vm_rec})
             for vbd in sim.db["VM"][ref]["VBDs"]:
                 vbds.append(vbd)
                 vdi = sim.db["VBD"][vbd]["VDI"]
                 if vdi in sim.db["VDI"] and vdi not in vdis:
                     vdis.append(vdi)
+            # export.ml update_table: the metadata handler preserves the power
+            # state, and a suspended VM brings its suspend image along
+            # (make_vm: a reference left out of the export becomes NULL).
+            sv = vm_rec["suspend_VDI"]
+            if vm_rec["power_state"] == "Suspended" and sv in sim.db["VDI"]:
+                if sv not in vdis:
+                    vdis.append(sv)
+            else:
+                vm_rec["suspend_VDI"] = NULL
         for vbd in vbds:
             objects.append({"class": "VBD", "id": vbd,
                             "snapshot": copy.deepcopy(sim.db["VBD"][vbd])})
@@ -201,11 +289,19 @@ def export_metadata(app, h, query):
             data = single_member_tar("ova.xml", build_ova_xml(sim, refs, export_snapshots).encode())
         except XapiError as e:
             return req.fail("500 Internal Server Error", e.error)
+        stalled = bool(sim.faults.get("http_stall"))
         req.raw_response("200 OK", [("Server", h.server_version),
                                     ("content-type", "application/octet-stream"),
                                     ("Content-Length", str(len(data))),
                                     ("Content-Disposition", 'attachment; filename="export.xva"')],
-                         data, version="HTTP/1.0")
+                         b"" if stalled else data, version="HTTP/1.0")
+        if stalled:
+            req.stall()
+            try:
+                h.wfile.write(data)
+                h.wfile.flush()
+            except OSError:
+                return sim.finish_task(req.task, error=IO_ERROR)
         sim.finish_task(req.task, raw_result="")
     finally:
         req.done()
@@ -234,6 +330,7 @@ def import_metadata(app, h, query):
                                               % h.headers.get("Transfer-Encoding")])
         # Headers go out before the body is read; the outcome is in the task.
         req.raw_response("200 OK", [("content-type", "application/octet-stream")])
+        req.stall()
         length = req.content_length() or 0
         body = _read_exact(req, length)
         try:
@@ -292,6 +389,12 @@ def _import_ova(sim, body, req):
     if not chosen:
         chosen = list(vms)
     with sim.lock:
+        # import.ml: the VDI handler runs over every VDI of the metadata before
+        # the VMs, so a suspend image must resolve even when no VM names it.
+        suspend_images = {}
+        for vid, v in by_class.get("VDI", {}).items():
+            if v.get("type") == "suspend" and not _is_iso(v, by_class):
+                suspend_images[vid] = _resolve_vdi(sim, v, vdi_map, by_class, force)
         plans = []
         for old_ref in chosen:
             old = vms[old_ref]
@@ -302,20 +405,53 @@ def _import_ova(sim, body, req):
                     continue
                 target = NULL
                 old_vdi = by_class.get("VDI", {}).get(vbd.get("VDI"))
-                if old_vdi is not None:
+                if old_vdi is not None and _is_iso(old_vdi, by_class):
+                    # import.ml VDI precheck: an ISO is looked up by location in
+                    # the ISO SRs (the vdi: map is not consulted); a CD whose ISO
+                    # is not found is ejected.
+                    target = _find_iso(sim, old_vdi.get("location"))
+                elif old_vdi is not None:
                     target = _resolve_vdi(sim, old_vdi, vdi_map, by_class, force)
                     if target is None:
                         continue  # forced import without this disk
                 elif vbd.get("type") == "Disk" and not vbd.get("empty"):
                     continue
                 disks.append((vbd, target))
-            plans.append((old, disks))
+            suspend = NULL
+            if old.get("power_state") == "Suspended":
+                # import.ml VM handler: a Suspended VM comes back Suspended on the
+                # VDI its suspend_VDI resolved to (here: the original's image when
+                # found by SR and location); if it did not resolve, the import
+                # fails, unless forced, and then the VM stays Halted.
+                sv = old.get("suspend_VDI", NULL)
+                if sv in suspend_images or sv in by_class.get("VDI", {}):
+                    if sv not in suspend_images:
+                        suspend_images[sv] = _resolve_vdi(sim, by_class["VDI"][sv], vdi_map,
+                                                          by_class, force)
+                    suspend = suspend_images[sv] or NULL
+                elif not force:
+                    raise XapiError("IMPORT_ERROR_FAILED_TO_FIND_OBJECT", sv)
+            plans.append((old, disks, suspend))
         if dry_run:
             return []
         result = []
-        for old, disks in plans:
-            result.append(_create_vm_from_metadata(sim, old, disks, restore))
+        for old, disks, suspend in plans:
+            result.append(_create_vm_from_metadata(sim, old, disks, restore, suspend))
         return result
+
+
+def _is_iso(old_vdi, by_class):
+    """Whether the exported VDI lives on an SR of content_type iso."""
+    return by_class.get("SR", {}).get(old_vdi.get("SR"), {}).get("content_type") == "iso"
+
+
+def _find_iso(sim, location):
+    for ref, rec in sim.db["VDI"].items():
+        sr = sim.db["SR"].get(rec["SR"])
+        if sr is not None and sr["content_type"] == "iso" and sr["type"] != "udev" \
+                and rec["location"] == location:
+            return ref
+    return NULL
 
 
 def _resolve_vdi(sim, old_vdi, vdi_map, by_class, force):
@@ -337,7 +473,7 @@ def _resolve_vdi(sim, old_vdi, vdi_map, by_class, force):
     raise XapiError("VDI_LOCATION_MISSING", old_vdi.get("SR", NULL), old_vdi.get("location", ""))
 
 
-def _create_vm_from_metadata(sim, old, disks, restore):
+def _create_vm_from_metadata(sim, old, disks, restore, suspend=NULL):
     rec = copy.deepcopy(old)
     if restore:
         for ref, existing in list(sim.db["VM"].items()):
@@ -353,7 +489,14 @@ def _create_vm_from_metadata(sim, old, disks, restore):
                 "VIFs": [], "consoles": [], "snapshots": [], "current_operations": {},
                 "snapshot_of": NULL if not is_snap else rec.get("snapshot_of", NULL),
                 "scheduled_to_be_resident_on": NULL, "affinity": NULL, "metrics": NULL,
-                "guest_metrics": NULL, "memory_target": 0, "parent": NULL, "children": []})
+                "guest_metrics": NULL, "memory_target": 0, "parent": NULL, "children": [],
+                "suspend_VDI": suspend,
+                # import.ml: a suspend_SR this pool does not have is dropped.
+                "suspend_SR": rec.get("suspend_SR", NULL)
+                if rec.get("suspend_SR", NULL) in sim.db["SR"] else NULL})
+    suspended = suspend != NULL
+    if suspended:
+        rec["power_state"] = "Suspended"
     # Fields our own records have but an older export might lack.
     from records import vm_record
     for k, v in vm_record("", NULL).items():
@@ -362,8 +505,11 @@ def _create_vm_from_metadata(sim, old, disks, restore):
     sim.db["VM"][vm_ref] = rec
     for vbd, target in disks:
         from records import vbd_record
+        # import.ml VBD handler keeps currently_attached (it matters for
+        # suspended VMs); a halted VM's VBDs are detached.
+        attached = suspended and bool(vbd.get("currently_attached"))
         b = vbd_record(vm_ref, target, vbd.get("userdevice", "0"), vbd.get("type", "Disk"),
-                       False, vbd.get("mode", "RW"), bool(vbd.get("bootable", False)))
+                       attached, vbd.get("mode", "RW"), bool(vbd.get("bootable", False)))
         b["other_config"] = dict(vbd.get("other_config", {}))
         b["empty"] = target == NULL
         ref = new_ref()
@@ -378,7 +524,7 @@ def _create_vm_from_metadata(sim, old, disks, restore):
 
 def import_raw_vdi(app, h, query):
     req = Request(app, h, query)
-    if not req.authenticate("VDI.import_raw"):
+    if not req.authenticate("VDI.import_raw", create_task=False):
         return
     sim = app.sim
     try:
@@ -390,7 +536,11 @@ def import_raw_vdi(app, h, query):
             with sim.lock:
                 vdi_ref = sim.vdi_ref(vdi) if vdi else None
         except XapiError as e:
+            req.ensure_task("VDI.import_raw")
             return req.fail("404 Not Found", e.error)
+        if req.redirect_elsewhere(_import_target_sr(sim, req, vdi_ref)):
+            return
+        req.ensure_task("VDI.import_raw")
         if fmt not in ("raw", "vhd"):
             return req.fail("404 Not Found", ["INTERNAL_ERROR", "Unknown format %s" % fmt])
         if chunked and fmt != "raw":
@@ -412,6 +562,7 @@ def import_raw_vdi(app, h, query):
             usable = sim.vdi_state[vdi_ref].path is not None
         # xapi answers before it consumes a single byte of the body.
         req.raw_response("200 OK", [("content-type", "application/octet-stream")])
+        req.stall()
         try:
             if not usable:
                 raise XapiError(*IO_ERROR)
@@ -448,6 +599,23 @@ def sys_log(app, msg):
     if app.verbose:
         import sys
         sys.stderr.write("xapisim: %s\n" % msg)
+
+
+def _import_target_sr(sim, req, vdi_ref):
+    """The SR an upload goes to: the VDI's, else sr_id / sr_uuid, else the
+    pool's default SR (import_raw_vdi.ml `import`, sr_of_req)."""
+    with sim.lock:
+        if vdi_ref is not None:
+            return sim.db["VDI"][vdi_ref]["SR"]
+        sr = req.arg("sr_id")
+        if sr:
+            return sr
+        if req.arg("sr_uuid"):
+            for ref, rec in sim.db["SR"].items():
+                if rec["uuid"] == req.arg("sr_uuid"):
+                    return ref
+            return None
+        return sim.db["pool"][sim.pool]["default_SR"]
 
 
 def _new_imported_vdi(sim, req, length):
@@ -510,7 +678,7 @@ def _apply_chunked(req, length, write):
 
 def export_raw_vdi(app, h, query):
     req = Request(app, h, query)
-    if not req.authenticate("VDI.export_raw"):
+    if not req.authenticate("VDI.export_raw", create_task=False):
         return
     sim = app.sim
     try:
@@ -522,6 +690,14 @@ def export_raw_vdi(app, h, query):
                 path = sim.vdi_state[vdi_ref].path
                 size = rec["virtual_size"]
                 uuid = rec["uuid"]
+        except XapiError as e:
+            req.ensure_task("VDI.export_raw")
+            return req.fail("404 Not Found", e.error)
+        # export_raw_vdi.ml export_raw: the same SR check and redirect as imports.
+        if req.redirect_elsewhere(rec["SR"]):
+            return
+        req.ensure_task("VDI.export_raw")
+        try:
             if path is None:
                 raise XapiError("VDI_INCOMPATIBLE_TYPE", vdi_ref, "cbt_metadata")
         except XapiError as e:
@@ -535,6 +711,7 @@ def export_raw_vdi(app, h, query):
         req.raw_response("200 OK", [("content-type", ctype),
                                     ("Content-Disposition",
                                      'attachment; filename="%s.%s"' % (uuid, fmt))])
+        req.stall()
         try:
             if fmt == "raw":
                 with open(path, "rb") as f:

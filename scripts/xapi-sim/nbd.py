@@ -42,17 +42,21 @@ _READ_DONE = re.compile(r"connection=(\d+) \.\.\.Read id=(\d+) return=(-?\d+)")
 
 
 class Export:
-    def __init__(self, vdi_ref, vdi_uuid, path, session, exportname, tls, logdir, bind):
+    def __init__(self, vdi_ref, vdi_uuid, path, session, exportname, tls, logdir, bind,
+                 host=None, cert_dir=None, down=False):
         self.vdi_ref = vdi_ref
         self.vdi_uuid = vdi_uuid
         self.path = path
         self.session = session
         self.exportname = exportname
         self.tls = tls
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((bind, 0))
-        self.sock.listen(64)
+        self.host = host          # name of the pool host serving it
+        self.bind = bind
+        self.cert_dir = cert_dir
+        self.down = down          # fault nbd_host_down: port reserved, not listening
+        self.stopped = False      # fault nbd_stall: process frozen with SIGSTOP
+        self.port = 0
+        self.open_socket()
         self.port = self.sock.getsockname()[1]
         base = os.path.join(logdir, "%s-%d" % (vdi_uuid, self.port))
         self.logfile = base + ".log"
@@ -64,10 +68,26 @@ class Export:
         self.active = set()    # connection numbers currently open
         self.stopping = False
 
+    def open_socket(self):
+        """Bind (again, same port) and listen unless the host is down: a bound
+        socket that does not listen makes connections fail with ECONNREFUSED."""
+        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.bind, self.port))
+        if not self.down:
+            self.sock.listen(64)
+
 
 class NbdManager:
-    def __init__(self, state_dir, cert_dir, bind="127.0.0.1"):
+    def __init__(self, state_dir, cert_dir, bind="127.0.0.1", master_name=None):
         self.cert_dir = cert_dir
+        # Pool hosts by name: (bind address, certificate directory).  Exports
+        # named without a host belong to the master.
+        self.master_name = master_name
+        self.hosts = {master_name: (bind, cert_dir)}
+        self.down_hosts = set()
+        self.stall = False
         self.state_dir = state_dir
         # The "wrong certificate" fault: nbdkit presents another self-signed
         # certificate for the same name than the one get_nbd_info hands out,
@@ -98,12 +118,13 @@ class NbdManager:
     def _args(self, e):
         args = ["nbdkit", "-f", "-r", "--exit-with-parent", "--no-sr", "--mask-handshake=1"]
         if e.tls:
-            cert_dir = self._impostor_dir() if self.wrong_cert else self.cert_dir
+            own = e.cert_dir or self.cert_dir
+            cert_dir = self._impostor_dir(own) if self.wrong_cert else own
             args += ["--tls=require", "--tls-certificates=" + cert_dir]
         else:
             args += ["--tls=off"]
         filters = ["exportname", "limit", "log", "blocksize-policy", "error"]
-        if self.delay_ms > 0:
+        if self.delay_ms > 0 or self.stall:
             filters.append("delay")
         args += ["--filter=" + f for f in filters]
         args += ["file", "file=" + e.path,
@@ -113,31 +134,41 @@ class NbdManager:
                  "blocksize-error-policy=error", "blocksize-minimum=512",
                  "error-pread=EIO", "error-pread-rate=%g" % self.error_rate,
                  "error-pread-file=" + self.error_trigger]
-        if self.delay_ms > 0:
+        if self.stall:
+            # Fault nbd_stall: about 23 days per read, i.e. reads never return
+            # (nbdkit's sleep ends early when the client hangs up).
+            args.append("delay-read=2000000000ms")
+        elif self.delay_ms > 0:
             args.append("delay-read=%dms" % self.delay_ms)
         return args
 
     def _spawn(self, e):
+        if e.down:
+            return  # fault nbd_host_down: nothing serves the (non-listening) port
         fd = e.sock.fileno()
         # The shell learns its own pid ($$), which exec keeps for nbdkit: that is
-        # what LISTEN_PID must say.  "3<&fd" puts the socket where
-        # socket activation expects it.
-        script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@" 3<&%d' % fd
+        # what LISTEN_PID must say.  The socket comes in as stdin and "3<&0"
+        # puts it where socket activation expects it (dash only takes
+        # one-digit descriptors in redirections, so not "3<&<fd>").
+        script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@" 3<&0 0</dev/null'
         args = ["sh", "-c", script, "sh"] + self._args(e)
 
         def start():
             with open(e.errfile, "ab") as err:
-                return subprocess.Popen(args, pass_fds=[fd], stdin=subprocess.DEVNULL,
-                                        stdout=err, stderr=err)
+                return subprocess.Popen(args, stdin=fd, stdout=err, stderr=err)
         # --exit-with-parent is PR_SET_PDEATHSIG, which fires when the *thread*
         # that forked the child ends.  Request threads end with their HTTP
         # connection, so all nbdkits are forked from one thread that lives as
         # long as the simulator.
         e.proc = self.spawner.submit(start).result()
         e.stopping = False
+        e.stalled_args = self.stall
 
     def _kill(self, e, sig=signal.SIGTERM):
         if e.proc is not None and e.proc.poll() is None:
+            if e.stopped:
+                e.proc.send_signal(signal.SIGCONT)
+                e.stopped = False
             e.proc.send_signal(sig)
             try:
                 e.proc.wait(5)
@@ -149,9 +180,14 @@ class NbdManager:
         e.active.clear()
         e.pending.clear()
 
-    def ensure_export(self, vdi_ref, vdi_uuid, path, session, exportname, tls=True):
+    def ensure_export(self, vdi_ref, vdi_uuid, path, session, exportname, tls=True, host=None):
+        """Start (or find) the nbdkit of this VDI and session on pool host `host`
+        (default: the master), bound to that host's NBD address and presenting
+        its certificate; returns the port."""
+        if host not in self.hosts:
+            host = self.master_name
         with self.lock:
-            key = (vdi_ref, session)
+            key = (vdi_ref, session, host)
             e = self.exports.get(key)
             if e is not None and e.tls != tls:
                 # The pool's NBD mode changed (network purposes): restart in the new mode.
@@ -161,11 +197,70 @@ class NbdManager:
             elif e is not None and (e.proc is None or e.proc.poll() is not None):
                 self._spawn(e)
             if e is None:
+                bind, cert_dir = self.hosts[host]
                 e = Export(vdi_ref, vdi_uuid, path, session, exportname, tls, self.logdir,
-                           self.bind)
+                           bind, host, cert_dir, down=host in self.down_hosts)
                 self.exports[key] = e
                 self._spawn(e)
             return e.port
+
+    def add_host(self, name, bind, cert_dir):
+        """A pool member: its exports bind `bind` and use the certificate in cert_dir."""
+        with self.lock:
+            self.hosts[name] = (bind, cert_dir)
+
+    def set_host_down(self, name):
+        """Fault nbd_host_down: the NBD endpoints of host `name` (None: none)
+        refuse connections: its nbdkits stop (open connections are cut) and
+        its ports stay bound without listening.  Clearing the fault listens on
+        the same ports again and restarts the nbdkits."""
+        with self.lock:
+            down = {name} if name else set()
+            for e in self.exports.values():
+                want = e.host in down
+                if want == e.down:
+                    continue
+                if want:
+                    self._parse(e)
+                    self.stats["dropped_connections"] += len(e.active)
+                    e.stopping = True
+                    self._kill(e, signal.SIGKILL)
+                    e.sock.close()
+                    e.down = True
+                    e.open_socket()
+                else:
+                    e.sock.close()
+                    e.down = False
+                    e.open_socket()
+                    self._spawn(e)
+            self.down_hosts = down
+
+    def set_stall(self, on):
+        """Fault nbd_stall: reads hang.  nbdkits with open connections are
+        frozen (SIGSTOP) so that a transfer stops mid-way; the others are
+        restarted with a delay filter whose delay never ends, so the handshake
+        works and the first read hangs.  Off: thawed and restarted normally."""
+        with self.lock:
+            if on == self.stall:
+                return
+            self.stall = on
+            for e in self.exports.values():
+                self._parse(e)
+                if e.proc is None or e.proc.poll() is not None:
+                    continue
+                if on and e.active:
+                    e.proc.send_signal(signal.SIGSTOP)
+                    e.stopped = True
+                elif not on and e.stopped:
+                    e.proc.send_signal(signal.SIGCONT)
+                    e.stopped = False
+                elif not on and getattr(e, "stalled_args", False):
+                    # Its reads sleep for ever: only a restart ends them (the
+                    # connections hanging in them are cut).
+                    self.stats["dropped_connections"] += len(e.active)
+                    self._kill(e, signal.SIGKILL)
+                    self._spawn(e)
+            self._restart_idle()
 
     def _stop(self, key):
         e = self.exports.pop(key, None)
@@ -197,7 +292,7 @@ class NbdManager:
         """Apply changed command-line settings: restart exports nobody is reading."""
         for e in self.exports.values():
             self._parse(e)
-            if not e.active:
+            if not e.active and not e.stopped and not e.down:
                 self._kill(e)
                 self._spawn(e)
 
@@ -211,11 +306,14 @@ class NbdManager:
             elif os.path.exists(self.error_trigger):
                 os.unlink(self.error_trigger)
 
-    def _impostor_dir(self):
+    def _impostor_dir(self, cert_dir=None):
+        cert_dir = cert_dir or self.cert_dir
         d = os.path.join(self.state_dir, "tls-impostor")
+        if cert_dir != self.cert_dir:
+            d += "-" + os.path.basename(cert_dir)
         if not os.path.exists(os.path.join(d, "server-key.pem")):
             os.makedirs(d, mode=0o700, exist_ok=True)
-            with open(os.path.join(self.cert_dir, "server-cert.pem")) as f:
+            with open(os.path.join(cert_dir, "server-cert.pem")) as f:
                 pem = f.read()
             subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
                                      input=pem, capture_output=True, text=True).stdout
@@ -252,6 +350,8 @@ class NbdManager:
         with self.lock:
             n = 0
             for e in self.exports.values():
+                if e.down:
+                    continue
                 self._parse(e)
                 n += len(e.active)
                 self._kill(e, signal.SIGKILL)
@@ -271,7 +371,8 @@ class NbdManager:
     def fault_state(self):
         return {"read_errors": os.path.exists(self.error_trigger),
                 "read_error_rate": self.error_rate, "delay_ms": self.delay_ms,
-                "drop": dict(self.drop) if self.drop else None, "wrong_cert": self.wrong_cert}
+                "drop": dict(self.drop) if self.drop else None, "wrong_cert": self.wrong_cert,
+                "stall": self.stall, "host_down": next(iter(self.down_hosts), None)}
 
     # ---- log parsing and counters ------------------------------------------------------
 
@@ -280,6 +381,12 @@ class NbdManager:
             self.stats = {"bytes_read": 0, "read_requests": 0, "read_errors": 0,
                           "connections": 0, "dropped_connections": 0}
             self.per_vdi = {}
+            # host name -> {"connections": total, "max_active": peak}; the
+            # peak restarts from the connections open now.
+            self.per_host = {}
+            for e in getattr(self, "exports", {}).values():
+                h = self.per_host.setdefault(e.host, {"connections": 0, "max_active": 0})
+                h["max_active"] += len(e.active)
             if getattr(self, "drop", None):
                 self.drop["base"] = 0
 
@@ -316,6 +423,10 @@ class NbdManager:
             if m:
                 e.active.add(m.group(1))
                 self.stats["connections"] += 1
+                h = self.per_host.setdefault(e.host, {"connections": 0, "max_active": 0})
+                h["connections"] += 1
+                now = sum(len(x.active) for x in self.exports.values() if x.host == e.host)
+                h["max_active"] = max(h["max_active"], now)
                 continue
             m = _DISCONNECT.search(line)
             if m:
@@ -328,8 +439,8 @@ class NbdManager:
     def active_connections(self, vdi_ref):
         with self.lock:
             n = 0
-            for (v, _), e in self.exports.items():
-                if v == vdi_ref:
+            for key, e in self.exports.items():
+                if key[0] == vdi_ref:
                     self._parse(e)
                     n += len(e.active)
             return n
@@ -342,7 +453,15 @@ class NbdManager:
             out["active_connections"] = sum(len(e.active) for e in self.exports.values())
             out["exports"] = [{"vdi": e.vdi_uuid, "port": e.port, "session": e.session,
                                "pid": e.proc.pid if e.proc else None,
-                               "active": len(e.active)} for e in self.exports.values()]
+                               "active": len(e.active), "host": e.host, "address": e.bind,
+                               "down": e.down} for e in self.exports.values()]
+            out["per_host"] = {}
+            for name in self.hosts:
+                h = self.per_host.get(name, {"connections": 0, "max_active": 0})
+                out["per_host"][name] = {
+                    "connections": h["connections"],
+                    "active": sum(len(e.active) for e in self.exports.values() if e.host == name),
+                    "max_active": h["max_active"]}
             return out
 
     def _watch(self):
@@ -361,6 +480,7 @@ class NbdManager:
                     if d["times"] <= 0:
                         self.drop = None
                 for e in self.exports.values():
-                    if e.proc is not None and e.proc.poll() is not None and not e.stopping:
+                    if e.proc is not None and e.proc.poll() is not None and not e.stopping \
+                            and not e.down:
                         self._kill(e)
                         self._spawn(e)

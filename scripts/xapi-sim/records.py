@@ -422,3 +422,130 @@ def session_record(host_ref, uname, originator):
         "originator": originator,
         "client_certificate": False,
     }
+
+
+def pif_record(host_ref, network_ref, device, ip="", ipv6=(), management=False, mac=""):
+    """A physical interface; `ip` is IPv4 ("" if none), `ipv6` a list of
+    "address/prefix" strings (xapi stores PIF IPv6 addresses in CIDR form)."""
+    return {
+        "uuid": new_uuid(),
+        "device": device,
+        "network": network_ref,
+        "host": host_ref,
+        "MAC": mac,
+        "MTU": 1500,
+        "VLAN": -1,
+        "metrics": NULL,
+        "physical": True,
+        "currently_attached": True,
+        "ip_configuration_mode": "Static" if ip else "None",
+        "IP": ip,
+        "netmask": "255.255.255.0" if ip else "",
+        "gateway": "",
+        "DNS": "",
+        "bond_slave_of": NULL,
+        "bond_master_of": [],
+        "VLAN_master_of": NULL,
+        "VLAN_slave_of": [],
+        "management": management,
+        "other_config": {},
+        "disallow_unplug": False,
+        "tunnel_access_PIF_of": [],
+        "tunnel_transport_PIF_of": [],
+        "ipv6_configuration_mode": "Static" if ipv6 else "None",
+        "IPv6": list(ipv6),
+        "ipv6_gateway": "",
+        "primary_address_type": "IPv4" if ip or not ipv6 else "IPv6",
+        "managed": True,
+        "properties": {"gro": "on"},
+        "capabilities": [],
+        "igmp_snooping_status": "unknown",
+        "sriov_physical_PIF_of": [],
+        "sriov_logical_PIF_of": [],
+        "PCI": NULL,
+    }
+
+
+# Storage manager plugins as registered by xapi from the drivers' capability
+# lists (xapi_sm.ml, create_from_query_result: "NAME/VERSION" strings become
+# the `features` map, version 1 when absent; names xapi does not know, such as
+# ATOMIC_PAUSE, are dropped).  Lists from xapi-project/sm libs/sm/drivers/
+# EXTSR.py, NFSSR.py, LVHDSR.py, ISOSR.py and xcp-ng/sm drivers/LinstorSR.py.
+SM_DRIVERS = {
+    "ext": ("Local EXT3 VHD", "EXTSR", "Citrix Systems Inc",
+            "SR_PROBE SR_UPDATE SR_SUPPORTS_LOCAL_CACHING VDI_CREATE VDI_DELETE VDI_ATTACH "
+            "VDI_DETACH VDI_UPDATE VDI_CLONE VDI_SNAPSHOT VDI_RESIZE VDI_MIRROR "
+            "VDI_GENERATE_CONFIG VDI_RESET_ON_BOOT/2 VDI_CONFIG_CBT VDI_ACTIVATE "
+            "VDI_DEACTIVATE THIN_PROVISIONING VDI_READ_CACHING",
+            {"device": "local block device(s) for the file system"}),
+    "nfs": ("NFS VHD", "NFSSR", "Citrix Systems Inc",
+            "SR_PROBE SR_UPDATE SR_CACHING VDI_CREATE VDI_DELETE VDI_ATTACH VDI_DETACH "
+            "VDI_UPDATE VDI_CLONE VDI_SNAPSHOT VDI_RESIZE VDI_GENERATE_CONFIG VDI_MIRROR "
+            "VDI_RESET_ON_BOOT/2 VDI_CONFIG_CBT VDI_ACTIVATE VDI_DEACTIVATE "
+            "THIN_PROVISIONING VDI_READ_CACHING",
+            {"server": "NFS server name or address", "serverpath": "exported path",
+             "nfsversion": "NFS version (optional)"}),
+    "lvm": ("Local VHD on LVM", "LVHDSR", "XenSource Inc",
+            "SR_PROBE SR_UPDATE SR_TRIM VDI_CREATE VDI_DELETE VDI_ATTACH VDI_DETACH "
+            "VDI_MIRROR VDI_CLONE VDI_SNAPSHOT VDI_RESIZE VDI_RESET_ON_BOOT/2 VDI_UPDATE "
+            "VDI_CONFIG_CBT VDI_ACTIVATE VDI_DEACTIVATE",
+            {"device": "local block device(s) for the volume group"}),
+    "iso": ("ISO", "ISOSR", "Citrix Systems Inc",
+            "VDI_CREATE VDI_DELETE VDI_ATTACH VDI_DETACH SR_SCAN SR_ATTACH SR_DETACH",
+            {"location": "path or URL of the ISO library"}),
+    # XCP-ng's LINSTOR (XOSTOR) driver: snapshots and clones, but no CBT.
+    "linstor": ("LINSTOR resources on XCP-ng", "LinstorSR", "Vates",
+                "SR_UPDATE VDI_CREATE VDI_DELETE VDI_UPDATE VDI_ATTACH VDI_DETACH "
+                "VDI_ACTIVATE VDI_DEACTIVATE VDI_CLONE VDI_MIRROR VDI_RESIZE VDI_SNAPSHOT "
+                "VDI_GENERATE_CONFIG",
+                {"group-name": "LVM volume group", "redundancy": "number of replicas"}),
+}
+
+# xapi_sr_operations.ml: every SR operation xapi computes allowed_operations
+# from, and which SM feature each one needs (sm_cap_table).
+SR_ALL_OPS = ["scan", "destroy", "forget", "plug", "unplug", "vdi_create", "vdi_destroy",
+              "vdi_resize", "vdi_clone", "vdi_snapshot", "vdi_mirror", "vdi_enable_cbt",
+              "vdi_disable_cbt", "vdi_data_destroy", "vdi_list_changed_blocks",
+              "vdi_set_on_boot", "vdi_introduce", "vdi_revert", "update", "pbd_create",
+              "pbd_destroy"]
+SR_OP_FEATURE = {"vdi_create": "VDI_CREATE", "vdi_destroy": "VDI_DELETE",
+                 "vdi_resize": "VDI_RESIZE", "vdi_introduce": "VDI_INTRODUCE",
+                 "vdi_mirror": "VDI_MIRROR", "vdi_enable_cbt": "VDI_CONFIG_CBT",
+                 "vdi_disable_cbt": "VDI_CONFIG_CBT", "vdi_data_destroy": "VDI_CONFIG_CBT",
+                 "vdi_list_changed_blocks": "VDI_CONFIG_CBT",
+                 "vdi_set_on_boot": "VDI_RESET_ON_BOOT", "update": "SR_UPDATE",
+                 "vdi_revert": "VDI_REVERT", "vdi_snapshot": "VDI_SNAPSHOT"}
+
+
+def sm_features(sr_type):
+    """The SM `features` map of an SR type, or None if no SM plugin has that type."""
+    d = SM_DRIVERS.get(sr_type)
+    if d is None:
+        return None
+    out = {}
+    for item in d[3].split():
+        name, _, version = item.partition("/")
+        out[name] = int(version or 1)
+    return out
+
+
+def sm_record(sr_type):
+    name, driver, vendor, _, config = SM_DRIVERS[sr_type]
+    features = sm_features(sr_type)
+    return {
+        "uuid": new_uuid(),
+        "name_label": name,
+        "name_description": "%s storage plugin" % name,
+        "type": sr_type,
+        "vendor": vendor,
+        "copyright": "(C) %s" % vendor,
+        "version": "1.0",
+        "required_api_version": "1.0",
+        "configuration": dict(config),
+        "capabilities": list(features),
+        "features": features,
+        "other_config": {},
+        "driver_filename": "/opt/xensource/sm/" + driver,
+        "required_cluster_stack": [],
+        "supported_image_formats": [],
+    }

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import ssl
 import struct
 import subprocess
@@ -170,11 +171,12 @@ def test_wire(sim):
     check(ok(x.host.get_address(s, host)) == "127.0.0.1" and
           ok(x.host.get_hostname(s, host)) == "localhost", "host address and hostname")
     check("BEGIN CERTIFICATE" in ok(x.host.get_server_certificate(s, host)), "server certificate")
-    srs = ok(x.SR.get_all_records(s))
+    srs = {r: v for r, v in ok(x.SR.get_all_records(s)).items() if v["content_type"] != "iso"}
     cbt_ops = {"vdi_enable_cbt", "vdi_disable_cbt", "vdi_data_destroy", "vdi_list_changed_blocks"}
-    check(sum(1 for r in srs.values() if cbt_ops <= set(r["allowed_operations"])) == 1 and
+    # "Local storage" and "Shared storage" can do CBT, the linstor SR cannot.
+    check(sum(1 for r in srs.values() if cbt_ops <= set(r["allowed_operations"])) == 2 and
           sum(1 for r in srs.values() if not cbt_ops & set(r["allowed_operations"])) == 1,
-          "one SR with CBT ops, one without")
+          "two SRs with CBT ops, one without")
     check(not cbt_ops & set(ok(x.VDI.get_allowed_operations(s, vdi))), "VDI ops lack CBT ops")
     # JSON-RPC v1 and v2, sharing session refs.
     for v2 in (False, True):
@@ -235,6 +237,103 @@ def test_login(sim):
     check(err(x.VM.get_all(s)) == ["SESSION_INVALID", s], "logout invalidates the session")
 
 
+def test_events(sim):
+    """system.listMethods and event.from / event.inject as xapi answers them."""
+    import re
+    import threading
+    x = sim.x
+    efrom = getattr(x.event, "from")
+    st, ct, text = sim.raw_post(call_xml("system.listMethods", "ignored", "params"))
+    check(text.startswith('<?xml version="1.0"?><methodResponse><params><param><value><array>')
+          and "Status" not in text, "system.listMethods: bare array, no session needed")
+    names = x.system.listMethods()
+    check("event.from" in names and "event.inject" in names and "VM.get_all_records" in names
+          and not any(n.startswith(("Async.", "system.")) for n in names),
+          "system.listMethods lists the synchronous names")
+    st, ct, text = sim.raw_post(json.dumps({"jsonrpc": "2.0", "id": 7, "method":
+                                            "system.listMethods", "params": []}), "/jsonrpc")
+    check(ct == "application/json" and "VDI.checksum" in json.loads(text)["result"],
+          "system.listMethods over JSON-RPC")
+    s = ok(x.session.login_with_password("root", "xenroot"))
+    vm = ok(x.VM.get_by_name_label(s, "wire-vm"))[0]
+    check(err(efrom(s, ["*"], "12", 0.0)) == ["EVENT_FROM_TOKEN_PARSE_FAILURE", "12"],
+          "event.from: token parse failure")
+    r = ok(efrom(s, ["*"], "", 0.0))
+    tok = r["token"]
+    check(re.fullmatch(r"\d{20},\d{20}", tok) is not None, "event.from: token format")
+    vms = [e for e in r["events"] if e["class"] == "vm" and e["ref"] == vm]
+    check(len(vms) == 1 and vms[0]["operation"] == "add" and
+          vms[0]["snapshot"]["name_label"] == "wire-vm" and vms[0]["timestamp"] == "0.0",
+          "event.from '': an add event with the record for every object")
+    check(not any(e["class"] == "session" for e in r["events"]), "no events for sessions")
+    counts = r["valid_ref_counts"]
+    check(counts.get("vm") == len(ok(x.VM.get_all(s))) and counts.get("session", 0) >= 1,
+          "valid_ref_counts: lower-case classes, all tables")
+    st, ct, text = sim.raw_post(call_xml("event.from", s, ["task"], tok, 0.0))
+    check("<member><name>vm</name><value><i4>" in text, "valid_ref_counts are <i4>")
+    t = time.monotonic()
+    r = ok(efrom(s, ["VM", "VDI"], tok, 0.4))
+    check(r["events"] == [] and r["token"] == tok and time.monotonic() - t >= 0.39,
+          "event.from: timeout with no change keeps the token")
+    # A change made through the control interface wakes a waiting call.
+    got = {}
+
+    def wait():
+        px = xmlrpc.client.ServerProxy(sim.url)
+        got["r"] = getattr(px.event, "from")(s, ["vm/" + vm], tok, 10.0)
+        got["t"] = time.monotonic()
+    th = threading.Thread(target=wait)
+    th.start()
+    time.sleep(0.3)
+    t = time.monotonic()
+    sim.ctl("POST", "vm/power", {"vm": vm, "state": "Halted"})
+    th.join(15)
+    ev = ok(got["r"])["events"] if "r" in got else []
+    check(len(ev) == 1 and ev[0]["operation"] == "mod" and ev[0]["ref"] == vm and
+          ev[0]["snapshot"]["power_state"] == "Halted" and got["t"] - t < 1.0,
+          "event.from wakes up with the VM's mod event")
+    tok2 = ok(got["r"])["token"]
+    check(tok2 > tok and int(ev[0]["id"]) == int(tok2.split(",")[0]),
+          "token moves to the event's generation")
+    # Add, delete, and an object created and deleted in between (nothing).
+    sr = ok(x.SR.get_by_uuid(s, sim.ready["sr_cbt"]))
+    vdi = ok(x.VDI.create(s, {"SR": sr, "virtual_size": str(MiB), "type": "user",
+                              "sharable": False, "read_only": False, "other_config": {},
+                              "name_label": "evt"}))
+    r = ok(efrom(s, ["vdi"], tok2, 5.0))
+    check([(e["operation"], e["ref"]) for e in r["events"]] == [("add", vdi)],
+          "VDI.create gives an add event")
+    tok3 = r["token"]
+    ok(x.VDI.destroy(s, vdi))
+    tmp_task = ok(x.task.create(s, "short", ""))
+    ok(x.task.destroy(s, tmp_task))
+    r = ok(efrom(s, ["vdi", "task"], tok3, 5.0))
+    check([(e["operation"], e["ref"], "snapshot" in e) for e in r["events"]] ==
+          [("del", vdi, False)], "VDI.destroy gives a del event without snapshot; a task "
+          "created and destroyed in between gives none")
+    # event.inject: exact class name, then a mod event after the returned token.
+    check(err(x.event.inject(s, "vm", vm)) == ["HANDLE_INVALID", "vm", vm],
+          "event.inject: HANDLE_INVALID for another class name")
+    itok = ok(x.event.inject(s, "VM", vm))
+    r = ok(efrom(s, ["VM"], itok, 5.0))
+    check([(e["operation"], e["ref"]) for e in r["events"]] == [("mod", vm)] and
+          r["token"] > itok, "event.inject: a mod event after its token")
+    # Logout ends a waiting call with SESSION_INVALID.
+    got.clear()
+
+    def wait2():
+        px = xmlrpc.client.ServerProxy(sim.url)
+        got["r"] = getattr(px.event, "from")(s, ["*"], r["token"], 10.0)
+    th = threading.Thread(target=wait2)
+    th.start()
+    time.sleep(0.3)
+    ok(x.session.logout(s))
+    th.join(5)
+    check(err(got.get("r", {})) == ["SESSION_INVALID", s],
+          "logout wakes event.from: SESSION_INVALID")
+    sim.ctl("POST", "vm/power", {"vm": vm, "state": "Running"})
+
+
 def wait_task(x, s, t, timeout=20):
     end = time.monotonic() + timeout
     while ok(x.task.get_status(s, t)) == "pending":
@@ -271,7 +370,7 @@ def test_backup_flow(sim, tmp):
     img_path = os.path.join(tmp, "disk0.img")
     with open(img_path, "wb") as f:
         f.write(image)
-    vm_desc = sim.ctl("POST", "vm", {"name": "flow-vm", "cd": True, "disks": [
+    vm_desc = sim.ctl("POST", "vm", {"name": "flow-vm", "cd": "empty", "disks": [
         {"image": img_path}, {"size": 2 * MiB, "sr": sim.ready["sr_nocbt"]}]})
     vm = vm_desc["ref"]
     vdis = [ok(x.VBD.get_VDI(s, b)) for b in ok(x.VM.get_VBDs(s, vm))]
@@ -765,6 +864,579 @@ def test_sector_runs():
     check(True, "VHD sector runs")
 
 
+def ova_from_export(data):
+    """The ova.xml of an export_metadata answer, as a Python struct."""
+    xml = tarfile.open(fileobj=io.BytesIO(data)).extractfile("ova.xml").read().decode()
+    (doc,), _ = xmlrpc.client.loads("<methodResponse><params><param>%s</param></params>"
+                                    "</methodResponse>" % xml)
+    return doc
+
+
+def ova_tar(doc):
+    xml = xmlrpc.client.dumps((doc,), methodresponse=True)
+    xml = xml[xml.index("<value>"):xml.rindex("</param>")].encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        info = tarfile.TarInfo("ova.xml")
+        info.size = len(xml)
+        t.addfile(info, io.BytesIO(xml))
+    return buf.getvalue()
+
+
+def test_iso_suspend(tmp):
+    """ISO library and CD drives, disks that cannot be snapshotted, suspended
+    VMs; on a pool of their own, since the ISO is destroyed at the end."""
+    root = os.path.join(tmp, "pool-iso")
+    img = os.path.join(tmp, "iso-test.img")
+    with open(img, "wb") as f:
+        f.write(b"\x5a" * MiB)
+        f.truncate(2 * MiB)
+    sim = Sim(root, "--vm", "boot-vm=" + img)
+    try:
+        _test_iso_suspend(sim, img)
+    finally:
+        sim.proc.send_signal(signal.SIGTERM)
+        try:
+            sim.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            sim.proc.kill()
+            sim.proc.wait()
+
+
+def _test_iso_suspend(sim, img):
+    x = sim.x
+    s = ok(x.session.login_with_password("root", "xenroot"))
+    rd = sim.ready
+    # ISO library: SR, PBD, the ISO VDI and its file.
+    sr_iso = ok(x.SR.get_by_uuid(s, rd.get("sr_iso", "")))
+    srr = ok(x.SR.get_record(s, sr_iso))
+    check(srr["type"] == "iso" and srr["content_type"] == "iso" and srr["shared"] and
+          "vdi_enable_cbt" not in srr["allowed_operations"] and
+          sorted(ok(x.PBD.get_host(s, p)) for p in srr["PBDs"]) == sorted(ok(x.host.get_all(s))),
+          "ISO library SR with a PBD on the host")
+    iso = ok(x.VDI.get_by_uuid(s, rd["iso_vdi"]))
+    ir = ok(x.VDI.get_record(s, iso))
+    ctl_iso = sim.ctl("GET", "vdi?vdi=" + rd["iso_vdi"])
+    check(ir["type"] == "user" and ir["read_only"] and ir["location"] == "tools.iso" and
+          ir["SR"] == sr_iso and ir["virtual_size"] == str(os.path.getsize(ctl_iso["path"])),
+          "ISO VDI record")
+    check(ctl_iso["exists"] and ctl_iso["path"].endswith("isos/tools.iso"), "ISO file listed")
+    # --vm VMs have the ISO in their CD drive.
+    boot = ok(x.VM.get_by_uuid(s, rd["vms"]["boot-vm"]["uuid"]))
+    cds = [ok(x.VBD.get_record(s, b)) for b in ok(x.VM.get_VBDs(s, boot))]
+    cds = [b for b in cds if b["type"] == "CD"]
+    check(len(cds) == 1 and cds[0]["VDI"] == iso and not cds[0]["empty"] and
+          cds[0]["mode"] == "RO" and cds[0]["currently_attached"], "--vm: CD drive with the ISO")
+    check(len(rd["vms"]["boot-vm"]["vdis"]) == 1, "ready file lists only the disks")
+    e = sim.ctl("POST", "vm", {"name": "empty-cd", "cd": "empty", "disks": [{"image": img}]})
+    check([d["empty"] for d in e["disks"] if d["type"] == "CD"] == [True], "cd: empty")
+    # Snapshot: the CD keeps the original ISO, no copy of it.
+    snap = ok(x.VM.snapshot(s, boot, "with-iso"))
+    scds = [ok(x.VBD.get_record(s, b)) for b in ok(x.VM.get_VBDs(s, snap))]
+    scds = [b for b in scds if b["type"] == "CD"]
+    check(len(scds) == 1 and scds[0]["VDI"] == iso and not scds[0]["empty"],
+          "snapshot's CD drive points at the original ISO")
+    check(ok(x.SR.get_VDIs(s, sr_iso)) == [iso], "no copy of the ISO")
+    check(err(x.VDI.snapshot(s, iso)) == ["SR_OPERATION_NOT_SUPPORTED", sr_iso],
+          "VDI.snapshot of an ISO: SR_OPERATION_NOT_SUPPORTED")
+    # Metadata round trip: the ISO is found again by location.
+    buuid = ok(x.VM.get_uuid(s, boot))
+    r, data = http_req(sim, "GET", "/export_metadata?session_id=%s&uuid=%s&export_snapshots=false"
+                       % (s, buuid))
+
+    def import_meta(body, query=""):
+        t = ok(x.task.create(s, "meta", ""))
+        http_req(sim, "PUT", "/import_metadata?session_id=%s&task_id=%s%s" % (s, t, query),
+                 body=body)
+        rec = wait_task(x, s, t)
+        if rec["status"] != "success":
+            return None, rec["error_info"]
+        return rec["result"].split("<value>")[2].split("</value>")[0], None
+
+    new, e = import_meta(data)
+    check(new and [ok(x.VBD.get_VDI(s, b)) for b in ok(x.VM.get_VBDs(s, new))
+                   if ok(x.VBD.get_type(s, b)) == "CD"] == [iso], "import finds the ISO by location")
+
+    # Disks that cannot be snapshotted.
+    vm_desc = sim.ctl("POST", "vm", {"name": "shr-vm", "cd": "empty", "disks": [
+        {"image": img}, {"image": img, "sharable": True}, {"image": img, "on_boot": "reset"}]})
+    vm = vm_desc["ref"]
+    d0, dsh, drs = [ok(x.VDI.get_by_uuid(s, v["uuid"])) for v in vm_desc["vdis"]]
+    check(ok(x.VDI.get_sharable(s, dsh)) is True and ok(x.VDI.get_on_boot(s, drs)) == "reset" and
+          "snapshot" not in ok(x.VDI.get_allowed_operations(s, dsh)) and
+          "snapshot" not in ok(x.VDI.get_allowed_operations(s, drs)), "sharable / reset records")
+    check(err(x.VDI.snapshot(s, dsh)) == ["VDI_IS_SHARABLE", dsh], "VDI.snapshot: VDI_IS_SHARABLE")
+    check(err(x.VDI.snapshot(s, drs)) == ["VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION"],
+          "VDI.snapshot of an on_boot=reset VDI")
+    check(err(x.VDI.enable_cbt(s, drs)) == ["VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION"],
+          "no CBT on a reset VDI")
+    n_vdis = len(ok(x.VDI.get_all(s)))
+    check(err(x.VM.snapshot(s, vm, "a")) == ["VDI_IS_SHARABLE", dsh] and
+          err(x.VM.snapshot(s, vm, "b", [dsh])) == ["VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION"]
+          and len(ok(x.VDI.get_all(s))) == n_vdis, "VM.snapshot fails as a whole, nothing left")
+    sv = ok(x.VM.snapshot(s, vm, "c", [dsh, drs]))
+    sb = [ok(x.VBD.get_record(s, b)) for b in ok(x.VM.get_VBDs(s, sv))]
+    check(sorted(b["userdevice"] for b in sb) == ["0", "3"] and
+          ok(x.VDI.get_snapshot_of(s, [b["VDI"] for b in sb if b["type"] == "Disk"][0])) == d0,
+          "ignored disks have no VBD in the snapshot VM")
+    env = dict(os.environ, XAPISIM_READY=os.path.join(sim.state, "ready.json"))
+    out = subprocess.run([os.path.join(HERE, "simctl"), "create-vm", "cli2", "--sharable-disk", img,
+                          "--reset-disk", img, "--empty-cd", "--suspended"], env=env,
+                         capture_output=True, text=True)
+    c2 = json.loads(out.stdout) if out.returncode == 0 else {}
+    check([(v["sharable"], v["on_boot"]) for v in c2.get("vdis", [])] ==
+          [(True, "persist"), (False, "reset")] and c2["power_state"] == "Suspended" and
+          c2["suspend_vdi"] and [d["empty"] for d in c2["disks"] if d["type"] == "CD"] == [True],
+          "simctl --sharable-disk --reset-disk --empty-cd --suspended")
+
+    # Suspended VMs.
+    def suspended(name):
+        d = sim.ctl("POST", "vm", {"name": name, "power_state": "Suspended", "disks": [
+            {"image": img, "sr": rd["sr_nocbt"]}]})
+        return d["ref"], ok(x.VDI.get_by_uuid(s, d["vdis"][0]["uuid"])), d
+    sus, sdisk, desc = suspended("sus-vm")
+    vr = ok(x.VM.get_record(s, sus))
+    sus_vdi = vr["suspend_VDI"]
+    svr = ok(x.VDI.get_record(s, sus_vdi))
+    with open(sim.ctl("GET", "vdi?vdi=" + svr["uuid"])["path"], "rb") as f:
+        head = f.read(16)
+    check(vr["power_state"] == "Suspended" and vr["resident_on"] == "OpaqueRef:NULL" and
+          svr["type"] == "suspend" and svr["SR"] == ok(x.VDI.get_SR(s, sdisk)) and
+          head.startswith(b"XenSavedDomain") and desc["suspend_vdi"] == svr["uuid"],
+          "suspended VM with its suspend image")
+    check(all(ok(x.VBD.get_currently_attached(s, b)) for b in vr["VBDs"]),
+          "a suspended VM's VBDs stay currently_attached")
+    check(err(x.VM.start(s, sus, False, False)) == ["VM_BAD_POWER_STATE", sus, "halted", "suspended"]
+          and err(x.VM.clean_shutdown(s, sus)) ==
+          ["VM_BAD_POWER_STATE", sus, "running", "suspended"], "start / clean_shutdown refused")
+    n_susp = sum(1 for v in ok(x.VDI.get_all_records(s)).values() if v["type"] == "suspend")
+    snap = ok(x.VM.snapshot(s, sus, "of-suspended"))
+    sr_ = ok(x.VM.get_record(s, snap))
+    check(sr_["power_state"] == "Halted" and sr_["suspend_VDI"] == "OpaqueRef:NULL" and
+          sr_["snapshot_info"].get("power-state-at-snapshot") == "Suspended" and
+          n_susp == sum(1 for v in ok(x.VDI.get_all_records(s)).values() if v["type"] == "suspend"),
+          "snapshot of a suspended VM: halted, no suspend image")
+    uuid = vr["uuid"]
+    r, data = http_req(sim, "GET", "/export_metadata?session_id=%s&uuid=%s&export_snapshots=false"
+                       % (s, uuid))
+    doc = ova_from_export(data)
+    ovm = [o["snapshot"] for o in doc["objects"] if o["class"] == "VM"][0]
+    ovdis = {o["id"]: o["snapshot"] for o in doc["objects"] if o["class"] == "VDI"}
+    check(ovm["power_state"] == "Suspended" and ovdis.get(ovm["suspend_VDI"], {}).get("type") ==
+          "suspend", "export_metadata keeps Suspended and the suspend image")
+    new, e = import_meta(data)
+    nr = ok(x.VM.get_record(s, new)) if new else {}
+    check(nr.get("power_state") == "Suspended" and nr.get("suspend_VDI") == sus_vdi and
+          all(ok(x.VBD.get_currently_attached(s, b)) for b in nr["VBDs"]),
+          "import: Suspended on the original's suspend image (%r)" % (e,))
+    halted = dict(doc)
+    halted["objects"] = [dict(o) for o in doc["objects"]]
+    for o in halted["objects"]:
+        if o["class"] == "VM":
+            o["snapshot"] = dict(o["snapshot"], power_state="Halted", suspend_VDI="OpaqueRef:NULL")
+    h, e = import_meta(ova_tar(halted))
+    check(h and ok(x.VM.get_power_state(s, h)) == "Halted" and
+          ok(x.VM.get_suspend_VDI(s, h)) == "OpaqueRef:NULL", "import of an ova.xml edited to Halted")
+    nosv = dict(doc, objects=[o for o in doc["objects"] if o["id"] != ovm["suspend_VDI"]])
+    h, e = import_meta(ova_tar(nosv))
+    check(e == ["IMPORT_ERROR_FAILED_TO_FIND_OBJECT", ovm["suspend_VDI"]],
+          "import without the suspend image object: %r" % (e,))
+    h, e = import_meta(ova_tar(nosv), "&force=true")
+    check(h and ok(x.VM.get_power_state(s, h)) == "Halted", "forced: imported Halted")
+    moved = dict(doc, objects=[dict(o, snapshot=dict(o["snapshot"], location="gone"))
+                               if o["id"] == ovm["suspend_VDI"] else o for o in doc["objects"]])
+    h, e = import_meta(ova_tar(moved))
+    check(e == ["VDI_LOCATION_MISSING", svr["SR"], "gone"], "unresolved suspend image: %r" % (e,))
+    # hard_shutdown of the imported copy destroys the image both VMs share.
+    ok(x.VM.hard_shutdown(s, new))
+    check(err(x.VDI.get_record(s, sus_vdi)) == ["HANDLE_INVALID", "VDI", sus_vdi] and
+          ok(x.VM.get_power_state(s, new)) == "Halted" and
+          ok(x.VM.get_suspend_VDI(s, sus)) == "OpaqueRef:NULL" and
+          ok(x.VM.get_power_state(s, sus)) == "Suspended", "hard_shutdown destroys the suspend image")
+    check(err(x.VM.resume(s, sus, False, False)) == ["VM_HAS_NO_SUSPEND_VDI", "VM", sus] and
+          ok(x.VM.get_power_state(s, sus)) == "Halted", "resume without a suspend image")
+    sus2, _, _ = suspended("sus-vm2")
+    sv2 = ok(x.VM.get_suspend_VDI(s, sus2))
+    ok(x.VM.resume(s, sus2, False, False))
+    check(ok(x.VM.get_power_state(s, sus2)) == "Running" and
+          ok(x.VM.get_suspend_VDI(s, sus2)) == "OpaqueRef:NULL" and
+          err(x.VDI.get_type(s, sv2)) is not None, "resume: Running, image destroyed")
+    check(err(x.VM.destroy(s, sus2)) == ["VM_BAD_POWER_STATE", sus2, "halted, suspended", "running"],
+          "VM.destroy power states")
+
+    # VDI.destroy of the ISO: refused while a running VM has it, then the file goes.
+    check(err(x.VDI.destroy(s, iso)) == ["VDI_IN_USE", iso, "destroy"], "ISO in use")
+    ok(x.VM.hard_shutdown(s, boot))
+    ok(x.VDI.destroy(s, iso))
+    check(not os.path.exists(ctl_iso["path"]) and
+          rd["iso_vdi"] not in [v["uuid"] for v in sim.ctl("GET", "vdis")],
+          "ISO destroyed with its file")
+    check(all(ok(x.VBD.get_type(s, b)) != "CD" for b in ok(x.VM.get_VBDs(s, ok(x.VM.get_by_name_label(
+        s, "with-iso"))[0]))), "the snapshot's CD drive went with the ISO")
+    after = sim.ctl("POST", "vm", {"name": "late", "cd": True, "disks": [{"image": img}]})
+    check([d["empty"] for d in after["disks"] if d["type"] == "CD"] == [True],
+          "without the ISO a new CD drive is empty")
+
+
+def _cert_text(pem):
+    return subprocess.run(["openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName"],
+                          input=pem, capture_output=True, text=True).stdout
+
+
+def _nbd_connect(tmp, info, server_name=None):
+    cafile = os.path.join(tmp, "ca-%s.pem" % info["subject"])
+    with open(cafile, "w") as f:
+        f.write(info["cert"])
+    return NbdClient(info["address"].split("/")[0], info["port"], info["exportname"],
+                     cafile=cafile, server_name=server_name or info["subject"], timeout=5)
+
+
+def _refused(fn):
+    try:
+        fn()
+        return False
+    except (NbdError, OSError):
+        return True
+
+
+def test_pool_defaults(sim):
+    """One host (no options): the shared SR is there, get_nbd_info as before."""
+    x = sim.x
+    s = ok(x.session.login_with_password("root", "xenroot", "1.0", "selftest-defaults"))
+    rd = sim.ready
+    check(len(rd["hosts"]) == 1 and rd["hosts"][0]["name"] == "localhost" and
+          rd["hosts"][0]["https_port"] == rd["https_port"] and rd["sr_local_host1"] is None,
+          "ready.json hosts[] with one host")
+    sr = ok(x.SR.get_by_uuid(s, rd["sr_shared"]))
+    rec = ok(x.SR.get_record(s, sr))
+    check(rec["type"] == "nfs" and rec["shared"] and len(rec["PBDs"]) == 1,
+          "shared SR with one PBD on a one-host pool")
+    vdi = ok(x.VDI.create(s, {"SR": sr, "virtual_size": str(2 * MiB), "type": "user",
+                              "sharable": False, "read_only": False, "other_config": {}}))
+    info = ok(x.VDI.get_nbd_info(s, vdi))
+    check(len(info) == 1 and info[0]["address"] == "127.0.0.1" and info[0]["subject"] == "localhost",
+          "shared SR VDI on one host: one NBD record")
+    ok(x.VDI.destroy(s, vdi))
+    sms = ok(x.SM.get_all_records(s))
+    by_type = {r["type"]: r for r in sms.values()}
+    check({"ext", "nfs", "lvm", "iso", "linstor"} <= set(by_type), "SM records per SR type")
+    ext = by_type["ext"]
+    check(ext["features"].get("VDI_CONFIG_CBT") == "1" and
+          ext["features"].get("VDI_RESET_ON_BOOT") == "2" and
+          "VDI_CONFIG_CBT" in ext["capabilities"], "SM features map with versions (ext)")
+    check("VDI_CONFIG_CBT" not in by_type["iso"]["features"] and
+          "VDI_CONFIG_CBT" not in by_type["linstor"]["features"] and
+          "VDI_CONFIG_CBT" in by_type["nfs"]["features"], "no VDI_CONFIG_CBT for iso and linstor")
+    sm_ref = [r for r, v in sms.items() if v["type"] == "nfs"][0]
+    check(ok(x.SM.get_by_uuid(s, sms[sm_ref]["uuid"])) == sm_ref and
+          ok(x.SM.get_features(s, sm_ref)) == sms[sm_ref]["features"], "SM getters")
+    nocbt = ok(x.SR.get_by_uuid(s, rd["sr_nocbt"]))
+    check(ok(x.SR.get_type(s, nocbt)) == "linstor", "the no-CBT SR's type lacks VDI_CONFIG_CBT")
+    ok(x.session.logout(s))
+
+
+def test_pool(tmp):
+    """A three-host pool with a dedicated NBD network."""
+    root = os.path.join(tmp, "pool3")
+    sim = Sim(root, "--hosts", "3", "--nbd-network", "dedicated", "--session-cap", "3",
+              "--anon-session-cap", "2")
+    try:
+        _test_pool(sim, root)
+    finally:
+        sim.proc.send_signal(signal.SIGTERM)
+        try:
+            sim.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            sim.proc.kill()
+            sim.proc.wait()
+
+
+def _test_pool(sim, tmp):
+    x = sim.x
+    rd = sim.ready
+    s = ok(x.session.login_with_password("root", "xenroot", "1.0", "selftest-pool"))
+    hosts = rd["hosts"]
+    check([h["name"] for h in hosts] == ["localhost", "host1", "host2"] and
+          [h["address"] for h in hosts] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"] and
+          [h["nbd_address"] for h in hosts] == ["127.0.1.1", "127.0.1.2", "127.0.1.3"] and
+          rd["sr_local_host1"], "ready.json hosts[] of a three-host pool")
+    href = {h["name"]: ok(x.host.get_by_uuid(s, h["uuid"])) for h in hosts}
+    certs = {}
+    for h in hosts:
+        with open(h["ca_cert"]) as f:
+            certs[h["name"]] = f.read()
+    check(ok(x.host.get_server_certificate(s, href["host1"])) == certs["host1"] and
+          certs["host1"] != certs["localhost"] and certs["host2"] != certs["host1"],
+          "each host has its own certificate")
+    text = _cert_text(certs["host1"])
+    check("CN = host1" in text and "DNS:host1" in text and "IP Address:127.0.0.2" in text and
+          "127.0.1.2" not in text, "member certificate names its management address only")
+    check(ok(x.host.get_hostname(s, href["host1"])) == "host1" and
+          ok(x.host.get_address(s, href["host2"])) == "127.0.0.3", "member host records")
+    # Member listeners: HOST_IS_SLAVE for API calls; own certificate on HTTPS.
+    xm = xmlrpc.client.ServerProxy("http://127.0.0.2:%d" % hosts[1]["http_port"])
+    check(err(xm.session.login_with_password("root", "xenroot")) == ["HOST_IS_SLAVE", "127.0.0.1"],
+          "login on a member: HOST_IS_SLAVE")
+    ctx = ssl.create_default_context(cafile=hosts[1]["ca_cert"])
+    xms = xmlrpc.client.ServerProxy("https://127.0.0.2:%d" % hosts[1]["https_port"], context=ctx)
+    check(err(xms.VM.get_all(s)) == ["HOST_IS_SLAVE", "127.0.0.1"],
+          "member HTTPS with its own cert")
+    # SRs and PBDs.
+    shared = ok(x.SR.get_by_uuid(s, rd["sr_shared"]))
+    local1 = ok(x.SR.get_by_uuid(s, rd["sr_local_host1"]))
+    pbd_hosts = {ok(x.PBD.get_host(s, p)) for p in ok(x.SR.get_PBDs(s, shared))}
+    check(pbd_hosts == set(href.values()) and ok(x.SR.get_shared(s, shared)),
+          "shared SR has a PBD on every host")
+    check([ok(x.PBD.get_host(s, p)) for p in ok(x.SR.get_PBDs(s, local1))] == [href["host1"]] and
+          ok(x.SR.get_type(s, local1)) == "ext", "local SR of host1")
+    nets = ok(x.network.get_all_records(s))
+    nbd_nets = [n for n, r in nets.items() if "nbd" in r["purpose"]]
+    pifs = ok(x.PIF.get_all_records(s))
+    check(len(nbd_nets) == 1 and len(pifs) == 6 and
+          sorted(p["IP"] for p in pifs.values() if p["network"] == nbd_nets[0]) ==
+          ["127.0.1.1", "127.0.1.2", "127.0.1.3"], "dedicated NBD network with a PIF per host")
+    # A VM on host1 with a shared and a local disk (simctl, SR aliases, --host).
+    img = os.path.join(tmp, "pool.img")
+    with open(img, "wb") as f:
+        f.write(b"\xa5" * MiB)
+        f.truncate(4 * MiB)
+    env = dict(os.environ, XAPISIM_READY=os.path.join(sim.state, "ready.json"))
+    out = subprocess.run([os.path.join(HERE, "simctl"), "create-vm", "pool-vm", "--host", "host1",
+                          "--disk", img + "@shared", "--disk", img + "@local-host1"],
+                         env=env, capture_output=True, text=True)
+    vmd = json.loads(out.stdout) if out.returncode == 0 else {}
+    check(vmd.get("vdis") and vmd["vdis"][0]["sr"] == rd["sr_shared"] and
+          vmd["vdis"][1]["sr"] == rd["sr_local_host1"], "simctl create-vm @shared @local-host1")
+    vm = ok(x.VM.get_by_uuid(s, vmd["uuid"]))
+    check(ok(x.VM.get_resident_on(s, vm)) == href["host1"] and
+          vm in ok(x.host.get_resident_VMs(s, href["host1"])), "VM resident on host1")
+    v_shared = ok(x.VDI.get_by_uuid(s, vmd["vdis"][0]["uuid"]))
+    v_local = ok(x.VDI.get_by_uuid(s, vmd["vdis"][1]["uuid"]))
+    # get_nbd_info: one record per host with the SR attached, in descending PBD ref order.
+    info = ok(x.VDI.get_nbd_info(s, v_shared))
+    order = [ok(x.PBD.get_host(s, p)) for p in sorted(ok(x.SR.get_PBDs(s, shared)), reverse=True)]
+    name_of = {v: k for k, v in href.items()}
+    check([i["subject"] for i in info] == [name_of[h] for h in order],
+          "get_nbd_info: a record per host, in the PBD table's order")
+    check(all(i["cert"] == certs[i["subject"]] and
+              i["address"] == hosts[[h["name"] for h in hosts].index(i["subject"])]["nbd_address"]
+              for i in info) and len({i["port"] for i in info}) == 3,
+          "each record: that host's certificate, NBD address and port")
+    sim.ctl("POST", "nbd/reset", {})
+    conns = [_nbd_connect(tmp, i) for i in info]
+    check(all(c.pread(0, 4096) == b"\xa5" * 4096 for c in conns), "every host's endpoint reads")
+    i1 = [i for i in info if i["subject"] == "host1"][0]
+    check(_refused(lambda: _nbd_connect(tmp, i1, server_name=i1["address"])),
+          "dedicated NBD address is not in the certificate")
+    check(_refused(lambda: socket.create_connection(("127.0.0.1", i1["port"]), timeout=2)),
+          "a member's nbdkit listens on its own NBD address only")
+    extra = _nbd_connect(tmp, i1)
+    for c in conns:
+        c.close()
+    extra.close()
+    time.sleep(0.3)
+    st = sim.ctl("GET", "nbd/stats")["per_host"]
+    check(st["host1"] == {"connections": 2, "active": 0, "max_active": 2} and
+          st["host2"]["connections"] == 1 and st["localhost"]["connections"] == 1,
+          "per-host NBD connection counts (%r)" % st)
+    st = sim.ctl("POST", "nbd/reset", {})["per_host"]
+    check(st["host1"] == {"connections": 0, "active": 0, "max_active": 0},
+          "nbd-reset clears per_host")
+    linfo = ok(x.VDI.get_nbd_info(s, v_local))
+    check(len(linfo) == 1 and linfo[0]["subject"] == "host1" and
+          linfo[0]["address"] == "127.0.1.2", "local SR VDI: one record, its host")
+    # A host whose NBD endpoints are down: refused; the others still serve; back on the same port.
+    out = subprocess.run([os.path.join(HERE, "simctl"), "fault", "nbd_host_down", "host1"],
+                         env=env, capture_output=True, text=True)
+    check(out.returncode == 0 and _refused(lambda: _nbd_connect(tmp, i1)), "nbd_host_down refuses")
+    i0 = [i for i in info if i["subject"] != "host1"][0]
+    c = _nbd_connect(tmp, i0)
+    check(c.pread(0, 512) == b"\xa5" * 512, "other hosts serve while host1 is down")
+    c.close()
+    subprocess.run([os.path.join(HERE, "simctl"), "fault", "nbd_host_down", "off"], env=env,
+                   capture_output=True)
+    c = _nbd_connect(tmp, i1)
+    check(c.pread(0, 512) == b"\xa5" * 512, "host1 serves again on the same port")
+    c.close()
+    # Import redirect: the master cannot see host1's local SR.
+    data = bytes([0x3c]) * MiB
+    t = ok(x.task.create(s, "upload", ""))
+    query = "session_id=%s&vdi=%s&task_id=%s&format=raw" % (s, vmd["vdis"][1]["uuid"], t)
+    # (The answer comes before the body is read, and the connection is closed:
+    # send the headers, then read.)
+    mctx = ssl.create_default_context(cafile=rd["ca_cert"])
+    so = mctx.wrap_socket(socket.create_connection(("127.0.0.1", rd["https_port"])),
+                          server_hostname="localhost")
+    so.sendall(("PUT /import_raw_vdi?%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d"
+                "\r\n\r\n" % (query, len(data))).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = so.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    so.close()
+    lines = head.decode("latin-1").split("\r\n")
+    loc = [ln[len("Location: "):] for ln in lines if ln.startswith("Location: ")]
+    loc = loc[0] if loc else ""
+    check(lines[0] == "HTTP/1.1 302 Found" and loc == "https://127.0.0.2:%d/import_raw_vdi?%s"
+          % (hosts[1]["https_port"], query) and not any(ln.startswith("task-id") for ln in lines),
+          "import_raw_vdi: 302 to the host with the SR")
+    time.sleep(0.2)
+    check(ok(x.task.get_status(s, t)) == "pending", "redirect leaves the task pending")
+    u = urllib.parse.urlsplit(loc)
+    c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=10)
+    c.request("PUT", u.path + "?" + u.query, body=data)
+    r = c.getresponse()
+    r.read()
+    c.close()
+    rec = wait_task(x, s, t)
+    check(r.status == 200 and rec["status"] == "success", "upload on the member (its cert) works")
+    copy_path = os.path.join(tmp, "local.raw")
+    sim.ctl("POST", "disk/copy", {"vdi": vmd["vdis"][1]["uuid"], "dest": copy_path})
+    with open(copy_path, "rb") as f:
+        check(f.read(MiB) == data, "redirected upload content")
+    r, _ = http_req(sim, "GET", "/export_raw_vdi?session_id=%s&vdi=%s"
+                    % (s, vmd["vdis"][1]["uuid"]))
+    check(r.status == 302 and r.getheader("Location", "").startswith("https://127.0.0.2:"),
+          "export_raw_vdi redirects too")
+    # From a member, a VDI on the master's local SR goes back to the master.
+    main_vdi = ok(x.VDI.create(s, {"SR": ok(x.SR.get_by_uuid(s, rd["sr_cbt"])),
+                                   "virtual_size": str(2 * MiB), "type": "user",
+                                   "sharable": False, "read_only": False, "other_config": {}}))
+    c = http.client.HTTPConnection("127.0.0.3", hosts[2]["http_port"], timeout=10)
+    c.request("PUT", "/import_raw_vdi?session_id=%s&vdi=%s" % (s, main_vdi), body=b"")
+    r = c.getresponse()
+    r.read()
+    c.close()
+    check(r.status == 302 and r.getheader("Location", "").startswith(
+        "https://127.0.0.1:%d/import_raw_vdi?" % rd["https_port"]),
+        "member redirects to the master")
+    # Shared SR: no redirect.
+    t = ok(x.task.create(s, "upload2", ""))
+    r, _ = http_req(sim, "PUT", "/import_raw_vdi?session_id=%s&vdi=%s&task_id=%s"
+                    % (s, vmd["vdis"][0]["uuid"], t), body=bytes(4096))
+    check(r.status == 200 and wait_task(x, s, t)["status"] == "success", "shared SR: no redirect")
+    # SR loses CBT by changing type; the SM's features say so.
+    cbt_ops = {"vdi_enable_cbt", "vdi_disable_cbt", "vdi_data_destroy", "vdi_list_changed_blocks"}
+    out = sim.ctl("POST", "sr/cbt", {"sr": rd["sr_shared"], "enabled": False})
+    check(out["type"] == "linstor" and not cbt_ops & set(ok(x.SR.get_allowed_operations(s, shared)))
+          and err(x.VDI.enable_cbt(s, v_shared)) == ["SR_OPERATION_NOT_SUPPORTED", shared],
+          "sr/cbt off: type without VDI_CONFIG_CBT, no CBT ops")
+    out = sim.ctl("POST", "sr/cbt", {"sr": "shared", "enabled": True})
+    check(out["type"] == "nfs" and cbt_ops <= set(ok(x.SR.get_allowed_operations(s, shared))),
+          "sr/cbt on: former type back")
+    # A busy SR: current_operations, allowed_operations empty, CBT calls wait.
+    out = subprocess.run([os.path.join(HERE, "simctl"), "fault", "sr_busy", "shared", "on"],
+                         env=env, capture_output=True, text=True)
+    cur = ok(x.SR.get_current_operations(s, shared))
+    check(out.returncode == 0 and list(cur.values()) == ["scan"] and
+          ok(x.SR.get_allowed_operations(s, shared)) == [] and
+          ok(x.task.get_status(s, list(cur)[0])) == "pending", "sr_busy: scan running, no ops allowed")
+    t = ok(getattr(x, "Async.VDI.enable_cbt")(s, v_shared))
+    time.sleep(0.5)
+    check(ok(x.task.get_status(s, t)) == "pending", "VDI.enable_cbt waits while the SR is busy")
+    sim.ctl("POST", "faults", {"sr_busy": {"sr": rd["sr_shared"], "on": False}})
+    check(wait_task(x, s, t, 5)["status"] == "success" and
+          ok(x.SR.get_current_operations(s, shared)) == {} and
+          cbt_ops <= set(ok(x.SR.get_allowed_operations(s, shared))), "then runs once it is free")
+    sim.ctl("POST", "faults", {"sr_busy": {"sr": "shared", "on": True, "op": "plug"}})
+    check(ok(x.SR.get_allowed_operations(s, shared)) == ["plug"], "a running plug leaves plug allowed")
+    sim.ctl("POST", "faults", {"sr_busy": {"sr": "shared", "on": False}})
+    # Stuck tasks.
+    sim.ctl("POST", "faults", {"task_stuck": True})
+    t = ok(getattr(x, "Async.VDI.checksum")(s, v_shared))
+    time.sleep(0.4)
+    check(ok(x.task.get_status(s, t)) == "pending" and ok(x.task.get_progress(s, t)) == 0.0,
+          "task_stuck: an Async task stays pending")
+    sim.ctl("POST", "faults", {"task_stuck": False})
+    t2 = ok(getattr(x, "Async.VDI.checksum")(s, v_shared))
+    check(wait_task(x, s, t2)["status"] == "success" and ok(x.task.get_status(s, t)) == "pending",
+          "later tasks run; the stuck one stays stuck")
+    # HTTP stall: headers, then nothing until the fault is cleared or the client goes.
+    sim.ctl("POST", "faults", {"http_stall": True})
+    c = http.client.HTTPConnection("127.0.0.1", rd["http_port"], timeout=1)
+    c.request("GET", "/export_raw_vdi?session_id=%s&vdi=%s" % (s, vmd["vdis"][0]["uuid"]))
+    r = c.getresponse()
+    try:
+        r.read(512)
+        stalled = False
+    except (TimeoutError, socket.timeout):
+        stalled = True
+    c.close()
+    check(r.status == 200 and stalled, "http_stall: export headers, then no body")
+    t = ok(x.task.create(s, "stalled", ""))
+    so = socket.create_connection(("127.0.0.1", rd["http_port"]))
+    so.sendall(("PUT /import_raw_vdi?session_id=%s&vdi=%s&task_id=%s HTTP/1.1\r\nHost: x\r\n"
+                "Content-Length: 4096\r\n\r\n" % (s, vmd["vdis"][0]["uuid"], t)).encode()
+               + bytes(100))
+    head = so.recv(100)
+    time.sleep(0.5)
+    pending = ok(x.task.get_status(s, t)) == "pending"
+    so.close()
+    check(head.startswith(b"HTTP/1.1 200 OK") and pending, "http_stall: upload answered, not read")
+    rec = wait_task(x, s, t, 5)
+    check(rec["error_info"] == ["VDI_IO_ERROR", "Device I/O errors"],
+          "stalled upload ends when the client hangs up")
+    t = ok(x.task.create(s, "stall-then-go", ""))
+    c = http.client.HTTPConnection("127.0.0.1", rd["http_port"], timeout=10)
+    c.request("GET", "/export_raw_vdi?session_id=%s&vdi=%s&task_id=%s"
+              % (s, vmd["vdis"][0]["uuid"], t))
+    r = c.getresponse()
+    time.sleep(0.3)
+    sim.ctl("POST", "faults", {"http_stall": False})
+    body = r.read()
+    c.close()
+    check(len(body) == 4 * MiB and wait_task(x, s, t)["status"] == "success",
+          "clearing http_stall lets the transfer finish")
+    # Sessions: per-originator cap 3, anonymous cap 2; busy sessions are spared.
+    busy = ok(x.session.login_with_password("root", "xenroot", "1.0", "capper"))
+    ok(x.task.create(busy, "keeps me", ""))
+    capped = [ok(x.session.login_with_password("root", "xenroot", "1.0", "capper"))
+              for _ in range(5)]
+    check([err(x.VM.get_all(c)) is None for c in capped] == [False, False, True, True, True] and
+          err(x.VM.get_all(busy)) is None, "per-originator cap destroys the oldest idle sessions")
+    anon = [ok(x.session.login_with_password("root", "xenroot")) for _ in range(3)]
+    check([err(x.VM.get_all(a)) is None for a in anon] == [False, True, True] and
+          err(x.VM.get_all(s)) is None, "anonymous sessions share their own cap")
+    out = subprocess.run([os.path.join(HERE, "simctl"), "sessions"], env=env,
+                         capture_output=True, text=True)
+    lst = {e["ref"]: e for e in json.loads(out.stdout)} if out.returncode == 0 else {}
+    check(lst.get(capped[0], {}).get("valid") is False and lst[capped[0]]["ended"] == "cap" and
+          lst[capped[4]]["valid"] and lst[capped[4]]["originator"] == "capper" and
+          lst[s]["uname"] == "root" and lst[s]["created"], "GET /sim/sessions")
+    ok(x.session.logout(s))
+
+
+def test_pool_ipv6(tmp):
+    """--nbd-network ipv6: addresses in CIDR form, nbdkit on ::1."""
+    root = os.path.join(tmp, "pool6")
+    sim = Sim(root, "--hosts", "2", "--nbd-network", "ipv6")
+    try:
+        x = sim.x
+        s = ok(x.session.login_with_password("root", "xenroot", "1.0", "selftest-ipv6"))
+        sr = ok(x.SR.get_by_uuid(s, sim.ready["sr_shared"]))
+        vdi = ok(x.VDI.create(s, {"SR": sr, "virtual_size": str(2 * MiB), "type": "user",
+                                  "sharable": False, "read_only": False, "other_config": {}}))
+        info = ok(x.VDI.get_nbd_info(s, vdi))
+        check(sorted(i["subject"] for i in info) == ["host1", "localhost"] and
+              all(i["address"] == "::1/128" for i in info), "IPv6 NBD addresses as ::1/128")
+        good = True
+        for i in info:
+            c = _nbd_connect(tmp, i)
+            good = good and c.pread(0, 512) == bytes(512)
+            c.close()
+        check(good, "nbdkit serves on ::1")
+        ok(x.session.logout(s))
+    finally:
+        sim.proc.send_signal(signal.SIGTERM)
+        try:
+            sim.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            sim.proc.kill()
+            sim.proc.wait()
+
+
 def main():
     test_sector_runs()
     tmp = tempfile.mkdtemp(prefix="xapisim-selftest.")
@@ -792,8 +1464,13 @@ def main():
         check(out.returncode == 1, "simctl exits 1 on errors")
         test_wire(sim)
         test_login(sim)
+        test_events(sim)
         vm, disk, size = test_backup_flow(sim, tmp)
         test_http(sim, tmp, vm, disk, size)
+        test_iso_suspend(tmp)
+        test_pool_defaults(sim)
+        test_pool(tmp)
+        test_pool_ipv6(tmp)
         # Clean shutdown: nbdkit children go too, the ready file disappears.
         pids = [e["pid"] for e in sim.ctl("GET", "nbd/stats")["exports"] if e["pid"]]
         sim.proc.send_signal(signal.SIGTERM)

@@ -11,11 +11,13 @@ import copy
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import threading
 import time
 import traceback
 
+import events
 import records as R
 from records import NULL, new_ref, new_uuid
 from wire import DateTime, to_xml
@@ -24,7 +26,8 @@ CBT_BLOCK = 64 * 1024       # one CBT bit covers this many bytes
 VDI_ROUND = 2 * 1024 * 1024  # VHD-based SRs round VDI sizes up to this
 MAX_VHD_SIZE = 2040 * 1024 ** 3
 
-CLASSES = ["VM", "VBD", "VDI", "SR", "PBD", "host", "pool", "network", "task", "session"]
+CLASSES = ["VM", "VBD", "VDI", "SR", "PBD", "host", "pool", "network", "task", "session",
+           "PIF", "SM"]
 
 
 class XapiError(Exception):
@@ -71,8 +74,10 @@ class Method:
 class Ctx:
     """Per-request facts the dispatcher needs (which host name the client used)."""
 
-    def __init__(self, host_header=""):
+    def __init__(self, host_header="", member=None):
         self.host_header = host_header or ""
+        # Name of the pool member whose listener took the request (None: the master).
+        self.member = member
 
     def host_name(self):
         h = self.host_header.strip()
@@ -131,11 +136,17 @@ class Sim:
         self.lock = threading.RLock()
         self.db = {c: {} for c in CLASSES}
         self.vdi_state = {}
-        self.faults = {"host_is_slave": None, "no_nbd": False}
+        self.faults = {"host_is_slave": None, "no_nbd": False, "task_stuck": False,
+                       "http_stall": False, "sr_busy": {}}
+        self.session_log = {}     # every session ever made: ref -> summary (GET /sim/sessions)
         self.tls = threading.local()
         self.methods = {}
         self._register()
         self._bootstrap()
+        self._bootstrap_pool()
+        self._bootstrap_iso()
+        # event.from / event.inject / system.listMethods over this database.
+        self.events = events.EventLog(self)
 
     # ---- bootstrap -----------------------------------------------------------------
 
@@ -146,10 +157,11 @@ class Sim:
 
     def _bootstrap(self):
         self.host = self._add("host", R.host_record(self.cfg["hostname"], self.cfg["address"]))
-        # The main SR supports CBT; the second one (a plain LVM SR) does not, to
-        # exercise the "CBT unsupported on this SR" path.
+        # The main SR supports CBT; the second one does not, to exercise the
+        # "CBT unsupported on this SR" path.  Its type is one whose SM driver
+        # lacks VDI_CONFIG_CBT (XCP-ng's LINSTOR; LVM, EXT and NFS all have it).
         self.sr_main = self._add("SR", R.sr_record("Local storage", "ext", True, 1 << 40))
-        self.sr_nocbt = self._add("SR", R.sr_record("Local storage (no CBT)", "lvm", False,
+        self.sr_nocbt = self._add("SR", R.sr_record("XOSTOR (no CBT)", "linstor", False,
                                                     1 << 40))
         for sr in (self.sr_main, self.sr_nocbt):
             pbd = self._add("PBD", R.pbd_record(self.host, sr))
@@ -162,6 +174,221 @@ class Sim:
                                            self.host, "Running", is_control_domain=True))
         self.db["host"][self.host]["control_domain"] = dom0
         self.db["host"][self.host]["resident_VMs"].append(dom0)
+
+    def _bootstrap_pool(self):
+        """Pool members (--hosts), a shared SR seen by every host, a local SR of
+        host1, the PIFs on the NBD network(s) and the SM plugin records."""
+        cfg = self.cfg
+        self.hosts = [self.host]                   # index 0: the master
+        self.host_certs = {self.host: self.cert_pem}
+        self.host_ports = {}                       # host ref -> (http, https); set by xapisim
+        self.sr_cbt_types = {}                     # SR -> its type before /sim/sr/cbt off
+        for m in cfg.get("members", []):
+            h = self._add("host", R.host_record(m["name"], m["address"]))
+            self.hosts.append(h)
+            self.host_certs[h] = m["cert_pem"]
+            dom0 = self._add("VM", R.vm_record("Control domain on host: " + m["name"], h,
+                                               "Running", is_control_domain=True))
+            self.db["host"][h]["control_domain"] = dom0
+            self.db["host"][h]["resident_VMs"].append(dom0)
+        rec = R.sr_record("Shared storage", "nfs", True, 1 << 41)
+        rec.update({"shared": True, "other_config": {}, "sm_config": {}})
+        self.sr_shared = self._add("SR", rec)
+        for h in self.hosts:
+            self._add_pbd(h, self.sr_shared, {"server": "nfs.sim", "serverpath": "/export/sr"})
+        self.sr_local_host1 = None
+        if len(self.hosts) > 1:
+            self.sr_local_host1 = self._add("SR", R.sr_record("Local storage (host1)", "ext",
+                                                              True, 1 << 40))
+            self._add_pbd(self.hosts[1], self.sr_local_host1)
+        # Management network (eth0) on every host; with --nbd-network dedicated or
+        # ipv6 the "nbd" purpose moves to a second network (eth1) whose addresses
+        # are not in the hosts' certificates.
+        mode = cfg.get("nbd_network", "management")
+        self.nbd_network = self.network
+        if mode != "management":
+            self.db["network"][self.network]["purpose"] = []
+            self.nbd_network = self._add("network", R.network_record("NBD network", ["nbd"]))
+            self.db["network"][self.nbd_network]["bridge"] = "xenbr1"
+        self.default_purpose = {n: list(r["purpose"]) for n, r in self.db["network"].items()}
+        for i, h in enumerate(self.hosts):
+            nbd_addr = self.host_nbd_address(h)
+            if mode == "management":
+                self._add_pif(h, self.network, "eth0", nbd_addr, management=True)
+            else:
+                self._add_pif(h, self.network, "eth0", self.db["host"][h]["address"],
+                              management=True)
+                self._add_pif(h, self.nbd_network, "eth1", nbd_addr)
+        for sr_type in R.SM_DRIVERS:
+            self._add("SM", R.sm_record(sr_type))
+        for sr in self.db["SR"]:
+            self.refresh_sr_operations(sr)
+
+    def _add_pbd(self, host, sr, device_config=None):
+        rec = R.pbd_record(host, sr)
+        if device_config is not None:
+            rec["device_config"] = dict(device_config)
+        pbd = self._add("PBD", rec)
+        self.db["SR"][sr]["PBDs"].append(pbd)
+        self.db["host"][host]["PBDs"].append(pbd)
+        return pbd
+
+    def _add_pif(self, host, network, device, address, management=False):
+        """A PIF with `address` as IPv4, or as IPv6 when it has a colon (kept in
+        the address/prefix form xapi stores)."""
+        v6 = ":" in address
+        mac = "02:00:%02x:%02x:%02x:%02x" % tuple(os.urandom(4))
+        pif = self._add("PIF", R.pif_record(host, network, device, "" if v6 else address,
+                                            [address] if v6 else [], management, mac))
+        self.db["host"][host]["PIFs"].append(pif)
+        self.db["network"][network]["PIFs"].append(pif)
+        return pif
+
+    def host_nbd_address(self, host):
+        """The address a host has on the NBD network (as get_nbd_info reports it)."""
+        i = self.hosts.index(host)
+        return self.cfg["nbd_address"] if i == 0 else self.cfg["members"][i - 1]["nbd_address"]
+
+    def host_name(self, host):
+        return self.db["host"][host]["hostname"]
+
+    def host_by_name(self, name):
+        """A host by hostname, name_label, uuid or ref; "master" is host 0."""
+        if name in (None, "", "master"):
+            return self.host
+        for h in self.hosts:
+            r = self.db["host"][h]
+            if name in (h, r["uuid"], r["hostname"], r["name_label"]):
+                return h
+        raise XapiError("UUID_INVALID", "host", name)
+
+    def sr_alias(self, key):
+        """An SR by ref, uuid or alias: cbt, nocbt, shared, local-host1."""
+        aliases = {None: self.sr_main, "": self.sr_main, "cbt": self.sr_main,
+                   "nocbt": self.sr_nocbt, "shared": self.sr_shared,
+                   "local-host1": self.sr_local_host1}
+        sr = aliases.get(key, key)
+        if sr is None:
+            raise XapiError("UUID_INVALID", "SR", key)
+        return sr if sr in self.db["SR"] else self.by_uuid("SR", sr)
+
+    def refresh_sr_operations(self, sr):
+        """SR.allowed_operations as xapi_sr_operations.ml update_allowed_operations
+        computes them (valid_operations): operations whose SM feature the SR
+        type's driver lacks go (check_sm_features); destroy/forget go while a
+        PBD is attached, destroy also without PBDs or with VDIs; and while
+        current_operations is not empty everything goes except `plug`, which
+        goes too unless every current operation is a plug (check_parallel_ops).
+        SR types without a modelled SM plugin keep their list."""
+        rec = self.db["SR"][sr]
+        feats = R.sm_features(rec["type"])
+        if feats is None:
+            return
+        attached = any(self.db["PBD"].get(p, {}).get("currently_attached") for p in rec["PBDs"])
+        current = set(rec["current_operations"].values())
+        ops = []
+        for op in R.SR_ALL_OPS:
+            if R.SR_OP_FEATURE.get(op, "") not in feats and op in R.SR_OP_FEATURE:
+                continue
+            if op in ("destroy", "forget") and attached:
+                continue
+            if op == "destroy" and (not rec["PBDs"] or rec["VDIs"]):
+                continue
+            if current and (op != "plug" or current != {"plug"}):
+                continue
+            ops.append(op)
+        rec["allowed_operations"] = ops
+
+    def sr_has_cbt(self, sr):
+        """Whether the SR's driver can do CBT: its SM's VDI_CONFIG_CBT feature
+        (xapi_vdi.ml check_sm_feature_error), else its allowed_operations."""
+        rec = self.db["SR"][sr]
+        feats = R.sm_features(rec["type"])
+        if feats is None:
+            return "vdi_enable_cbt" in rec["allowed_operations"]
+        return "VDI_CONFIG_CBT" in feats
+
+    def wait_sr_free(self, srs):
+        """message_forwarding.ml with_sr_andor_vdi: a VDI operation marks its SR
+        first; while another operation is in SR.current_operations that fails
+        with OTHER_OPERATION_IN_PROGRESS and Helpers.retry_with_global_lock
+        waits and retries (for up to 2 hours), so the call blocks until the SR
+        is free."""
+        deadline = time.monotonic() + 7200
+        while True:
+            with self.lock:
+                busy = [sr for sr in srs if self.db["SR"].get(sr, {}).get("current_operations")]
+                if not busy:
+                    return
+                if time.monotonic() > deadline:
+                    cur = self.db["SR"][busy[0]]["current_operations"]
+                    task, op = next(iter(cur.items()))
+                    raise XapiError("OTHER_OPERATION_IN_PROGRESS", "SR", busy[0], op, task)
+            time.sleep(0.05)
+
+    def wait_sr_free_for_vdis(self, vdis):
+        with self.lock:
+            srs = {self.db["VDI"][v]["SR"] for v in vdis if v in self.db["VDI"]}
+        self.wait_sr_free(srs)
+
+    def set_sr_busy(self, sr, on, op="scan"):
+        """Fault sr_busy: an operation (default SR.scan, which xapi runs
+        periodically) holds the SR: it is in current_operations under a pending
+        task, and allowed_operations shrink as xapi recomputes them."""
+        with self.lock:
+            rec = self.get("SR", sr)
+            busy = self.faults["sr_busy"]
+            if on and sr not in busy:
+                if op not in R.SR_ALL_OPS:
+                    raise XapiError("INVALID_VALUE", "op", op)
+                label = ("VDI." + op[4:]) if op.startswith("vdi_") else ("SR." + op)
+                t = self._add("task", R.task_record(label, "", self.host))
+                busy[sr] = t
+                rec["current_operations"][t] = op
+            elif not on and sr in busy:
+                t = busy.pop(sr)
+                rec["current_operations"].pop(t, None)
+                self.finish_task(t, raw_result="")
+            self.refresh_sr_operations(sr)
+            return {"sr": rec["uuid"], "current_operations": dict(rec["current_operations"]),
+                    "allowed_operations": list(rec["allowed_operations"])}
+
+    def _bootstrap_iso(self):
+        """An ISO library SR holding one ISO file, as a local ISO SR (sm ISOSR.py)
+        would show it: VDIs are the files, located by file name, read-only."""
+        iso_dir = os.path.join(self.state_dir, "isos")
+        os.makedirs(iso_dir, exist_ok=True)
+        path = os.path.join(iso_dir, "tools.iso")
+        write_iso_image(path)
+        size = os.path.getsize(path)
+        sr_rec = R.sr_record("ISO library", "iso", False, 1 << 30)
+        # xapi_sr_operations.ml: only the operations ISOSR's capabilities allow
+        # (VDI_CREATE, VDI_DELETE, attach/detach, scan); no snapshot, no CBT.
+        sr_rec.update({"content_type": "iso", "shared": True, "other_config": {},
+                       "sm_config": {}, "virtual_allocation": size,
+                       "physical_utilisation": size,
+                       "allowed_operations": ["unplug", "plug", "pbd_create", "pbd_destroy",
+                                              "vdi_clone", "scan", "vdi_create",
+                                              "vdi_destroy"]})
+        self.sr_iso = self._add("SR", sr_rec)
+        for host in list(self.db["host"]):
+            pbd_rec = R.pbd_record(host, self.sr_iso)
+            pbd_rec["device_config"] = {"location": iso_dir, "legacy_mode": "true"}
+            pbd = self._add("PBD", pbd_rec)
+            self.db["SR"][self.sr_iso]["PBDs"].append(pbd)
+            self.db["host"][host]["PBDs"].append(pbd)
+        # sm VDI.py _db_introduce: scanned ISOs get type "user" (the default ty),
+        # ISOVDI.__init__: location and label are the file name, read_only.
+        rec = R.vdi_record("tools.iso", self.sr_iso, size, "user")
+        rec.update({"location": "tools.iso", "read_only": True, "sm_config": {},
+                    "physical_utilisation": size,
+                    # xapi_vdi.ml check_operation_error with ISOSR's features
+                    "allowed_operations": ["forget", "copy", "destroy"]})
+        self.iso_vdi = new_ref()
+        self.db["VDI"][self.iso_vdi] = rec
+        self.vdi_state[self.iso_vdi] = VdiState(path)
+        self.db["SR"][self.sr_iso]["VDIs"].append(self.iso_vdi)
+        self.refresh_sr_operations(self.sr_iso)
 
     # ---- lookups ---------------------------------------------------------------------
 
@@ -195,6 +422,11 @@ class Sim:
         can play both the member (reached as e.g. 127.0.0.1) and the master
         (reached as e.g. localhost) for redirect tests.  With "always": every
         request is refused."""
+        if getattr(ctx, "member", None):
+            # A pool member's own listener (--hosts): xapi on a member refuses
+            # logins and calls with a normal session, naming the master's
+            # address (session_check.ml, xapi_session.ml login).
+            return self.db["host"][self.host]["address"]
         f = self.faults.get("host_is_slave")
         if not f:
             return None
@@ -211,6 +443,8 @@ class Sim:
         if rec is None:
             raise XapiError("SESSION_INVALID", ref)
         rec["last_active"] = DateTime()
+        if ref in self.session_log:
+            self.session_log[ref]["_active"] = time.monotonic()
         return ref
 
     def session_valid(self, ref):
@@ -228,11 +462,53 @@ class Sim:
             raise XapiError("SESSION_AUTHENTICATION_FAILED", uname,
                             "Authentication failure")
         with self.lock:
-            return self._add("session", R.session_record(self.host, uname, originator))
+            sref = self._add("session", R.session_record(self.host, uname, originator))
+            self.session_log[sref] = {"ref": sref, "uname": uname, "originator": originator,
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                               time.gmtime()),
+                                      "ended": None, "_active": time.monotonic()}
+            doomed = self._sessions_over_cap()
+        for old in doomed:
+            self.logout(old, reason="cap")
+        return sref
 
-    def logout(self, sref):
+    def _sessions_over_cap(self):
+        """db_gc_util.ml timeout_sessions, run at every login here (xapi: every
+        30 s): root sessions are grouped by originator (cap --session-cap,
+        xapi's max_sessions_per_originator = 500), other users by user name
+        (same cap), and root sessions without an originator share one pool
+        (cap --anon-session-cap, xapi's max_sessions = 400).  Only sessions
+        whose tasks have all completed count; over the cap, the least recently
+        active ones are destroyed (timeout_sessions_common)."""
+        cap = self.cfg.get("session_cap", 500)
+        anon_cap = self.cfg.get("anon_session_cap", 400)
+        groups = {}
+        for ref, rec in self.db["session"].items():
+            if rec["pool"]:
+                continue
+            root = rec["auth_user_name"] in ("", "root")
+            if root and rec["originator"] == "":
+                key = ("anon", "")
+            elif root:
+                key = ("orig", rec["originator"])
+            else:
+                key = ("user", rec["auth_user_name"])
+            busy = any(self.db["task"].get(t, {}).get("status") in ("pending", "cancelling")
+                       for t in rec["tasks"])
+            if not busy:
+                groups.setdefault(key, []).append(ref)
+        doomed = []
+        for key, refs in groups.items():
+            limit = anon_cap if key[0] == "anon" else cap
+            refs.sort(key=lambda r: self.session_log.get(r, {}).get("_active", 0), reverse=True)
+            doomed += refs[limit:]
+        return doomed
+
+    def logout(self, sref, reason="logout"):
         with self.lock:
             rec = self.db["session"].pop(sref, None)
+            if rec is not None and sref in self.session_log:
+                self.session_log[sref]["ended"] = reason
         if rec is not None and self.nbd:
             # Its exports die with it: new NBD connections naming it are refused.
             self.nbd.stop_session(sref)
@@ -309,6 +585,10 @@ class Sim:
 
     def start_task(self, label, sref, fn, call_args):
         tref = self.create_task(label, "", sref)
+        if self.faults.get("task_stuck"):
+            # Fault task_stuck: the call never runs; the task stays pending with
+            # its progress frozen (a wedged xapi operation), even once cleared.
+            return tref
 
         def run():
             self.tls.task = tref
@@ -338,7 +618,8 @@ class Sim:
                    "PBD": R.pbd_record(NULL, NULL), "host": R.host_record("", ""),
                    "pool": R.pool_record(NULL, NULL), "network": R.network_record("", []),
                    "task": R.task_record("", "", NULL),
-                   "session": R.session_record(NULL, "", "")}
+                   "session": R.session_record(NULL, "", ""),
+                   "PIF": R.pif_record(NULL, NULL, ""), "SM": R.sm_record("ext")}
         for cls, sample in samples.items():
             self._register_class(cls, list(sample.keys()))
 
@@ -356,8 +637,9 @@ class Sim:
         m("VM.snapshot", self.vm_snapshot, ["ref", "string"], [("set", [])])
         m("VM.destroy", self.vm_destroy, ["ref"])
         m("VM.start", self.vm_start, ["ref", "bool", "bool"])
-        m("VM.clean_shutdown", self.vm_shutdown, ["ref"])
+        m("VM.clean_shutdown", self.vm_clean_shutdown, ["ref"])
         m("VM.hard_shutdown", self.vm_shutdown, ["ref"])
+        m("VM.resume", self.vm_resume, ["ref", "bool", "bool"])
 
         m("VBD.create", self.vbd_create, ["map"])
         m("VBD.destroy", self.vbd_destroy, ["ref"])
@@ -436,7 +718,7 @@ class Sim:
             m(cls + ".get_by_name_label", get_by_name_label, ["string"], async_ok=False)
         for f in fields:
             m(cls + ".get_" + f, getter(f), ["ref"], async_ok=False)
-        if "name_label" in fields and cls not in ("session", "task"):
+        if "name_label" in fields and cls not in ("session", "task", "SM"):
             m(cls + ".set_name_label", setter("name_label"), ["ref", "string"], async_ok=False)
             m(cls + ".set_name_description", setter("name_description"), ["ref", "string"],
               async_ok=False)
@@ -480,7 +762,8 @@ class Sim:
     def host_get_server_certificate(self, s, href):
         with self.lock:
             self.get("host", href)
-            return self.cert_pem
+            # Each pool member has its own self-signed certificate.
+            return self.host_certs.get(href, self.cert_pem)
 
     def network_add_purpose(self, s, nref, value):
         if value not in ("nbd", "insecure_nbd"):
@@ -633,21 +916,31 @@ class Sim:
 
     # ---- VM -------------------------------------------------------------------------
 
-    def create_vm(self, name, disks, cd=False, power_state="Running"):
+    def create_vm(self, name, disks, cd=False, power_state="Running", host=None):
         """Create a VM with one VDI per entry of `disks` (dicts: image and/or size,
-        sr (ref or uuid, default the CBT-capable SR), name, cbt)."""
+        sr (ref or uuid, default the CBT-capable SR), name, cbt, sharable, on_boot).
+        cd: True (a CD drive with the ISO library's ISO), "empty", or False.
+        power_state: Running, Halted or Suspended (with a suspend image)."""
+        if power_state not in ("Running", "Halted", "Suspended"):
+            raise XapiError("INTERNAL_ERROR", "power_state must be Running, Halted or Suspended")
+        if any(d.get("on_boot", "persist") not in ("persist", "reset") for d in disks):
+            raise XapiError("INTERNAL_ERROR", "on_boot must be persist or reset")
         with self.lock:
-            vref = self._add("VM", R.vm_record(name, self.host, power_state))
+            # host: the pool member the VM runs on (resident_on; kept as affinity).
+            home = self.host_by_name(host)
+            vref = self._add("VM", R.vm_record(name, home, power_state))
             vm = self.db["VM"][vref]
+            if host:
+                vm["affinity"] = home
             running = power_state == "Running"
+            # A suspended VM keeps its VBDs currently_attached (xapi_xenops.ml,
+            # update_vm_internal preserves them; import.ml restores them).
+            attached = power_state in ("Running", "Suspended")
             if running:
-                self.db["host"][self.host]["resident_VMs"].append(vref)
+                self.db["host"][home]["resident_VMs"].append(vref)
             for i, d in enumerate(disks):
-                # SR by ref or uuid; "cbt" / "nocbt" name the two built-in SRs.
-                sr = {None: self.sr_main, "": self.sr_main, "cbt": self.sr_main,
-                      "nocbt": self.sr_nocbt}.get(d.get("sr"), d.get("sr"))
-                if sr not in self.db["SR"]:
-                    sr = self.by_uuid("SR", sr)
+                # SR by ref, uuid or alias (cbt, nocbt, shared, local-host1).
+                sr = self.sr_alias(d.get("sr"))
                 image = d.get("image")
                 size = d.get("size")
                 if size is None:
@@ -658,25 +951,87 @@ class Sim:
                 size = (size + 511) // 512 * 512
                 vdi = self._new_vdi(d.get("name") or "%s disk %d" % (name, i), sr, size,
                                     image=image)
-                vbd = self._add("VBD", R.vbd_record(vref, vdi, i, "Disk", running,
+                vbd = self._add("VBD", R.vbd_record(vref, vdi, i, "Disk", attached,
                                                     bootable=(i == 0)))
                 vm["VBDs"].append(vbd)
-                self.db["VDI"][vdi]["VBDs"].append(vbd)
+                vrec = self.db["VDI"][vdi]
+                vrec["VBDs"].append(vbd)
+                # xapi_vdi.ml check_operation_error: no snapshot of a sharable VDI,
+                # neither snapshot nor copy of an on_boot=reset one.
+                if d.get("sharable"):
+                    vrec["sharable"] = True
+                    vrec["allowed_operations"].remove("snapshot")
+                if d.get("on_boot") == "reset":
+                    vrec["on_boot"] = "reset"
+                    for op in ("snapshot", "copy"):
+                        if op in vrec["allowed_operations"]:
+                            vrec["allowed_operations"].remove(op)
                 if d.get("cbt"):
                     self.vdi_enable_cbt(None, vdi)
             if cd:
                 # userdevice 3 is the usual CD slot; move it past the disks if needed.
                 ud = max(3, len(disks))
-                vbd = self._add("VBD", R.vbd_record(vref, NULL, ud, "CD", running, mode="RO"))
+                iso = self.iso_vdi if cd != "empty" and self.iso_vdi in self.db["VDI"] else NULL
+                vbd = self._add("VBD", R.vbd_record(vref, iso, ud, "CD", attached, mode="RO"))
                 vm["VBDs"].append(vbd)
+                if iso != NULL:
+                    self.db["VDI"][iso]["VBDs"].append(vbd)
+            if power_state == "Suspended":
+                self._make_suspend_image(vref, disks)
             return vref
 
+    def _make_suspend_image(self, vref, disks):
+        """The memory image of a suspended VM: a VDI of type suspend, named and
+        sized as xapi_xenops.ml `suspend` makes it (memory_static_max * 1.2 * 1.05
+        + 100 MiB), here on the SR of the VM's first disk."""
+        vm = self.db["VM"][vref]
+        sr = self.sr_main
+        for vbd in vm["VBDs"]:
+            b = self.db["VBD"][vbd]
+            if b["type"] == "Disk" and b["VDI"] in self.db["VDI"]:
+                sr = self.db["VDI"][b["VDI"]]["SR"]
+                break
+        size = int(vm["memory_static_max"] * 1.2 * 1.05) + 100 * 1024 * 1024
+        size = (size + VDI_ROUND - 1) // VDI_ROUND * VDI_ROUND
+        vdi = self._new_vdi("Suspend image", sr, size, "suspend")
+        rec = self.db["VDI"][vdi]
+        rec["name_description"] = "Suspend image"
+        with open(self.vdi_state[vdi].path, "r+b") as f:
+            seed = hashlib.sha256(vm["uuid"].encode()).digest()
+            f.write(b"XenSavedDomain\n" + vm["uuid"].encode() + b"\n" + seed * 2048)
+        self._update_utilisation(vdi)
+        vm["suspend_VDI"] = vdi
+        vm["suspend_SR"] = sr
+        return vdi
+
     def vm_snapshot(self, s, vref, new_name, ignore_vdis):
+        # Each disk snapshot goes through VDI.snapshot, which waits for a busy SR.
+        with self.lock:
+            disks = [self.db["VBD"][b]["VDI"] for b in self.db["VM"].get(vref, {}).get("VBDs", [])
+                     if b in self.db["VBD"] and self.db["VBD"][b]["type"] == "Disk"]
+        self.wait_sr_free_for_vdis([d for d in disks if d not in ignore_vdis])
         with self.lock:
             vm = self.get("VM", vref)
             if vm["is_a_snapshot"] or vm["is_a_template"] or vm["is_control_domain"]:
                 raise XapiError("OPERATION_NOT_ALLOWED",
                                 "VM %s cannot be snapshotted" % vref)
+            # xapi_vm_lifecycle.ml check_operation_error: a disk whose sm_config
+            # says on_boot=reset (blktap2 writes it for cached reset disks) blocks
+            # the whole VM, ignore_vdis or not.
+            for vbd in vm["VBDs"]:
+                vdi = self.db["VDI"].get(self.db["VBD"][vbd]["VDI"])
+                if vdi is not None and vdi["sm_config"].get("on_boot") == "reset":
+                    raise XapiError("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION")
+            # xapi_vm_clone.ml `clone`: VBDs whose VDI is in ignore_vdis are
+            # dropped before anything is copied, so the snapshot VM has no VBD
+            # at all for them.
+            vbds = [v for v in vm["VBDs"] if self.db["VBD"][v]["VDI"] not in ignore_vdis]
+            # safe_clone_disks snapshots the disks in VBD order and destroys the
+            # ones made so far when one fails; checking first leaves the same state.
+            for vbd in vbds:
+                b = self.db["VBD"][vbd]
+                if not b["empty"] and b["type"] != "CD":
+                    self._check_vdi_snapshot(b["VDI"], self.get("VDI", b["VDI"]))
             now = DateTime()
             snap = copy.deepcopy(vm)
             sref = new_ref()
@@ -689,16 +1044,21 @@ class Sim:
                 "allowed_operations": ["changing_dynamic_range", "destroy", "export",
                                        "clone", "copy", "revert"],
                 "parent": NULL, "children": [],
+                # copy_vm_record: a snapshot has no suspend image, even of a
+                # suspended VM (clone copies it for clone/checkpoint only).
+                "suspend_VDI": NULL, "suspend_SR": NULL,
             })
             self.db["VM"][sref] = snap
-            for vbd in vm["VBDs"]:
+            for vbd in vbds:
                 b = self.db["VBD"][vbd]
-                if b["type"] == "Disk" and not b["empty"] and b["VDI"] not in ignore_vdis:
-                    new_vdi = self._snapshot_vdi(b["VDI"], now)
-                elif b["type"] == "Disk":
-                    continue
+                if b["empty"]:
+                    new_vdi = NULL
+                elif b["type"] == "CD":
+                    # safe_clone_disks: an ISO is not copied, the snapshot's CD
+                    # drive points at the original ISO VDI.
+                    new_vdi = b["VDI"]
                 else:
-                    new_vdi = NULL  # CD drives come along, empty
+                    new_vdi = self._snapshot_vdi(b["VDI"], now)
                 nb = self._add("VBD", R.vbd_record(sref, new_vdi, b["userdevice"], b["type"],
                                                    False, b["mode"], b["bootable"]))
                 snap["VBDs"].append(nb)
@@ -712,8 +1072,10 @@ class Sim:
             vm = self.get("VM", vref)
             if vm["is_control_domain"]:
                 raise XapiError("OPERATION_NOT_ALLOWED", "Cannot destroy the control domain")
-            if vm["power_state"] != "Halted":
-                raise XapiError("VM_BAD_POWER_STATE", vref, "halted",
+            # xapi_vm_lifecycle.ml allowed_power_states: destroy takes Halted or
+            # Suspended VMs (the suspend image stays, like the disks).
+            if vm["power_state"] not in ("Halted", "Suspended"):
+                raise XapiError("VM_BAD_POWER_STATE", vref, "halted, suspended",
                                 vm["power_state"].lower())
             # VBD records go; the VDIs stay (they must be destroyed separately).
             for vbd in vm["VBDs"]:
@@ -730,9 +1092,10 @@ class Sim:
         vm = self.get("VM", vref)
         running = state == "Running"
         vm["power_state"] = state
-        vm["resident_on"] = self.host if running else NULL
+        home = vm["affinity"] if vm["affinity"] in self.hosts else self.host
+        vm["resident_on"] = home if running else NULL
         vm["domid"] = 1 if running else -1
-        residents = self.db["host"][self.host]["resident_VMs"]
+        residents = self.db["host"][home]["resident_VMs"]
         if running and vref not in residents:
             residents.append(vref)
         if not running and vref in residents:
@@ -752,12 +1115,51 @@ class Sim:
             self._set_power(vref, "Paused" if start_paused else "Running")
             return ""
 
+    def vm_clean_shutdown(self, s, vref):
+        with self.lock:
+            vm = self.get("VM", vref)
+            # xapi_vm_lifecycle.ml allowed_power_states: clean_shutdown needs Running.
+            if vm["power_state"] != "Running" or vm["is_control_domain"]:
+                raise XapiError("VM_BAD_POWER_STATE", vref, "running", vm["power_state"].lower())
+            self._set_power(vref, "Halted")
+            return ""
+
     def vm_shutdown(self, s, vref):
+        """VM.hard_shutdown: Running, Paused or Suspended VMs."""
         with self.lock:
             vm = self.get("VM", vref)
             if vm["power_state"] == "Halted" or vm["is_control_domain"]:
-                raise XapiError("VM_BAD_POWER_STATE", vref, "running", vm["power_state"].lower())
+                raise XapiError("VM_BAD_POWER_STATE", vref, "paused, suspended, running",
+                                vm["power_state"].lower())
+            if vm["power_state"] == "Suspended":
+                # xapi_vm.ml hard_shutdown: the suspend image is destroyed (a
+                # failure is only logged) and forgotten, then the VM is Halted.
+                sv = vm["suspend_VDI"]
+                if sv in self.db["VDI"]:
+                    try:
+                        self.vdi_destroy(s, sv)
+                    except XapiError:
+                        pass
+                vm["suspend_VDI"] = NULL
             self._set_power(vref, "Halted")
+            return ""
+
+    def vm_resume(self, s, vref, start_paused, force):
+        with self.lock:
+            vm = self.get("VM", vref)
+            if vm["power_state"] != "Suspended":
+                raise XapiError("VM_BAD_POWER_STATE", vref, "suspended",
+                                vm["power_state"].lower())
+            sv = vm["suspend_VDI"]
+            if sv not in self.db["VDI"]:
+                # xapi_xenops.ml resume: without its image the VM is reset to Halted.
+                vm["suspend_VDI"] = NULL
+                self._set_power(vref, "Halted")
+                raise XapiError("VM_HAS_NO_SUSPEND_VDI", "VM", vref)
+            self._set_power(vref, "Paused" if start_paused else "Running")
+            # After a successful resume the image is forgotten and destroyed.
+            vm["suspend_VDI"] = NULL
+            self.vdi_destroy(s, sv)
             return ""
 
     # ---- VBD ------------------------------------------------------------------------
@@ -833,12 +1235,27 @@ class Sim:
             rec["tags"] = list(args.get("tags", []))
             return ref
 
+    def _check_vdi_snapshot(self, ref, rec):
+        """xapi_vdi.ml check_operation_error for `snapshot`, in its order: the SR
+        driver's features (ISOSR has no VDI_SNAPSHOT), cbt_metadata, then
+        sharable (VDI_IS_SHARABLE [vdi]) and on_boot=reset (no parameters)."""
+        sr = self.db["SR"].get(rec["SR"])
+        feats = R.sm_features(sr["type"]) if sr is not None else None
+        if sr is not None and (sr["type"] in ("iso", "udev") if feats is None
+                               else "VDI_SNAPSHOT" not in feats):
+            raise XapiError("SR_OPERATION_NOT_SUPPORTED", rec["SR"])
+        if rec["type"] == "cbt_metadata":
+            raise XapiError("VDI_INCOMPATIBLE_TYPE", ref, "cbt_metadata")
+        if rec["sharable"]:
+            raise XapiError("VDI_IS_SHARABLE", ref)
+        if rec["on_boot"] == "reset":
+            raise XapiError("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION")
+
     def _snapshot_vdi(self, ref, now):
         """Freeze a copy of the disk and move the live CBT log into it."""
         rec = self.get("VDI", ref)
         st = self.vdi_state[ref]
-        if rec["type"] == "cbt_metadata":
-            raise XapiError("VDI_INCOMPATIBLE_TYPE", ref, "cbt_metadata")
+        self._check_vdi_snapshot(ref, rec)
         snap = copy.deepcopy(rec)
         sref = new_ref()
         u = new_uuid()
@@ -866,6 +1283,7 @@ class Sim:
         return sref
 
     def vdi_snapshot_api(self, s, ref, driver_params):
+        self.wait_sr_free_for_vdis([ref])
         with self.lock:
             return self._snapshot_vdi(ref, DateTime())
 
@@ -890,6 +1308,11 @@ class Sim:
                 vm = self.db["VM"].get(b["VM"]) if b else None
                 if vm is not None and vbd in vm["VBDs"]:
                     vm["VBDs"].remove(vbd)
+            # xapi_vdi.ml destroy_and_data_destroy_common: VMs whose suspend
+            # image this was forget it (their power state is left alone).
+            for vm in self.db["VM"].values():
+                if vm["suspend_VDI"] == ref:
+                    vm["suspend_VDI"] = NULL
             orig = self.db["VDI"].get(rec["snapshot_of"])
             if orig is not None and ref in orig["snapshots"]:
                 orig["snapshots"].remove(ref)
@@ -898,6 +1321,8 @@ class Sim:
                 sr["VDIs"].remove(ref)
             if self.nbd:
                 self.nbd.stop_vdi(ref)
+            # (For an ISO this deletes the ISO file itself: sm ISOSR.py,
+            # ISOVDI.delete unlinks it.)
             if st.path and os.path.exists(st.path):
                 os.unlink(st.path)
             del self.db["VDI"][ref]
@@ -937,10 +1362,13 @@ class Sim:
             raise XapiError("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION")
 
     def vdi_enable_cbt(self, s, ref):
+        if s is not None:
+            self.wait_sr_free_for_vdis([ref])
         with self.lock:
             rec = self.get("VDI", ref)
             self._check_cbt_toggle(ref, rec)
-            if "vdi_enable_cbt" not in self.db["SR"][rec["SR"]]["allowed_operations"]:
+            # xapi_vdi.ml check_sm_feature_error: the SR's SM needs VDI_CONFIG_CBT.
+            if not self.sr_has_cbt(rec["SR"]):
                 raise XapiError("SR_OPERATION_NOT_SUPPORTED", rec["SR"])
             st = self.vdi_state[ref]
             if st.cbt_log is None:
@@ -950,10 +1378,11 @@ class Sim:
             return ""
 
     def vdi_disable_cbt(self, s, ref):
+        self.wait_sr_free_for_vdis([ref])
         with self.lock:
             rec = self.get("VDI", ref)
             self._check_cbt_toggle(ref, rec)
-            if "vdi_disable_cbt" not in self.db["SR"][rec["SR"]]["allowed_operations"]:
+            if not self.sr_has_cbt(rec["SR"]):
                 raise XapiError("SR_OPERATION_NOT_SUPPORTED", rec["SR"])
             self.drop_cbt(ref)
             return ""
@@ -969,6 +1398,7 @@ class Sim:
         self.db["VDI"][ref]["cbt_enabled"] = False
 
     def vdi_data_destroy(self, s, ref):
+        self.wait_sr_free_for_vdis([ref])
         with self.lock:
             rec = self.get("VDI", ref)
             if not rec["is_a_snapshot"]:
@@ -1009,6 +1439,7 @@ class Sim:
 
     def vdi_list_changed_blocks(self, s, vfrom, vto):
         import base64
+        self.wait_sr_free_for_vdis([vto])
         with self.lock:
             rfrom = self.get("VDI", vfrom)
             rto = self.get("VDI", vto)
@@ -1057,10 +1488,43 @@ class Sim:
                 return []   # "no NBD network" is an empty list, not an error
             path = self.vdi_state[ref].path
             uuid = rec["uuid"]
+            # xapi_vdi.ml _get_nbd_info: the hosts with a currently attached PBD
+            # of the VDI's SR, in the order of the database's PBD table (a fold
+            # over refs that conses, so descending refs: effectively random);
+            # per host, its attached PIFs on networks with an nbd/insecure_nbd
+            # purpose (same order), each giving its IPv4 address if set, then
+            # its IPv6 addresses (as stored, address/prefix); one record per
+            # address; hosts without such an address give none.
+            nbd_nets = {n for n, r in self.db["network"].items()
+                        if {"nbd", "insecure_nbd"} & set(r["purpose"])}
+            plan = []
+            for pbd in sorted(self.db["PBD"], reverse=True):
+                p = self.db["PBD"][pbd]
+                if p["SR"] != rec["SR"] or not p["currently_attached"] or \
+                        p["host"] not in self.hosts:
+                    continue
+                ips = []
+                for pif in sorted(self.db["PIF"], reverse=True):
+                    f = self.db["PIF"][pif]
+                    if f["host"] == p["host"] and f["currently_attached"] and \
+                            f["network"] in nbd_nets:
+                        ips += ([f["IP"]] if f["IP"] else []) + [a for a in f["IPv6"] if a]
+                if ips:
+                    plan.append((p["host"], ips))
         exportname = "/%s?session_id=%s" % (uuid, s)
-        port = self.nbd.ensure_export(ref, uuid, path, s, exportname, tls=(mode == "tls"))
-        return [{"exportname": exportname, "address": self.cfg["nbd_address"],
-                 "port": port, "cert": self.cert_pem, "subject": self.cfg["subject"]}]
+        out = []
+        for host, ips in plan:
+            # Each host serves its own nbdkit, bound to its NBD address, with
+            # its own certificate; the subject is the host's name (xapi takes
+            # the first DNS name of the certificate, the hostname for the
+            # certificates xapi generates).
+            port = self.nbd.ensure_export(ref, uuid, path, s, exportname, tls=(mode == "tls"),
+                                          host=self.host_name(host))
+            subject = self.cfg["subject"] if host == self.host else self.host_name(host)
+            for address in ips:
+                out.append({"exportname": exportname, "address": address, "port": port,
+                            "cert": self.host_certs[host], "subject": subject})
+        return out
 
     def vdi_pool_migrate(self, s, ref, sr, options):
         """Storage migration: refused while CBT is on (VDI_CBT_ENABLED), which is
@@ -1121,6 +1585,9 @@ class Sim:
                 "is_a_snapshot": rec["is_a_snapshot"],
                 "snapshot_of": self.db["VDI"].get(rec["snapshot_of"], {}).get("uuid"),
                 "cbt_enabled": rec["cbt_enabled"], "path": st.path,
+                "exists": bool(st.path) and os.path.exists(st.path),
+                "sharable": rec["sharable"], "on_boot": rec["on_boot"],
+                "read_only": rec["read_only"],
                 "sr": self.db["SR"][rec["SR"]]["uuid"],
                 "cbt_parent": self.db["VDI"].get(st.cbt_parent, {}).get("uuid"),
                 "cbt_child": self.db["VDI"].get(st.cbt_child, {}).get("uuid"),
@@ -1133,13 +1600,15 @@ class Sim:
         for vbd in vm["VBDs"]:
             b = self.db["VBD"][vbd]
             disks.append({"vbd": vbd, "userdevice": b["userdevice"], "type": b["type"],
-                          "empty": b["empty"],
+                          "empty": b["empty"], "mode": b["mode"],
+                          "currently_attached": b["currently_attached"],
                           "vdi": self.db["VDI"][b["VDI"]]["uuid"] if b["VDI"] in self.db["VDI"]
                           else None})
         return {"ref": ref, "uuid": vm["uuid"], "name_label": vm["name_label"],
                 "power_state": vm["power_state"], "is_a_snapshot": vm["is_a_snapshot"],
                 "snapshot_of": self.db["VM"].get(vm["snapshot_of"], {}).get("uuid"),
-                "is_control_domain": vm["is_control_domain"], "disks": disks}
+                "is_control_domain": vm["is_control_domain"], "disks": disks,
+                "suspend_vdi": self.db["VDI"].get(vm["suspend_VDI"], {}).get("uuid")}
 
 
 def merge_into(dst, src):
@@ -1179,3 +1648,23 @@ def copy_file(src, dst):
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except (OSError, subprocess.CalledProcessError):
         shutil.copyfile(src, dst)
+
+
+def write_iso_image(path):
+    """A small ISO 9660 image: empty system area, a primary volume descriptor
+    (volume "SIM_TOOLS"), the set terminator, then some file data."""
+    size = 1 << 20
+    data = bytearray(size)
+    pvd = bytearray(2048)
+    pvd[0:7] = b"\x01CD001\x01"
+    pvd[40:72] = b"SIM_TOOLS".ljust(32)
+    pvd[80:88] = struct.pack("<I", size // 2048) + struct.pack(">I", size // 2048)
+    data[16 * 2048:17 * 2048] = pvd
+    data[17 * 2048:17 * 2048 + 7] = b"\xffCD001\x01"
+    text = b"cbt-backup simulator tools ISO\n"
+    start = 18 * 2048
+    data[start:] = (text * (size // len(text) + 1))[:size - start]
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -38,6 +38,11 @@ class DateTime:
 EPOCH = DateTime(0)  # xapi's default for unset datetime fields
 
 
+class I4(int):
+    """An Int32 value (event.from's valid_ref_counts): ocaml-rpc prints it
+    as <i4>, unlike the bare digit strings of int64 fields."""
+
+
 def parse_datetime(text):
     text = text.strip()
     for fmt in ("%Y%m%dT%H:%M:%SZ", "%Y%m%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ",
@@ -71,6 +76,8 @@ def to_xml(value):
 def _emit(v, out):
     if isinstance(v, bool):  # before int: bool is a subclass of int
         out.append("<value><boolean>%d</boolean></value>" % (1 if v else 0))
+    elif isinstance(v, I4):
+        out.append("<value><i4>%d</i4></value>" % v)
     elif isinstance(v, int):
         out.append("<value>%d</value>" % v)
     elif isinstance(v, float):
@@ -102,6 +109,12 @@ def response_success(value):
             "<member><name>Status</name><value>Success</value></member>"
             "<member><name>Value</name>" + to_xml(value) + "</member>"
             "</struct></value></param></params></methodResponse>")
+
+
+def response_bare(value):
+    """system.listMethods: the value without the Status/Value struct (api_server.ml)."""
+    return ('<?xml version="1.0"?><methodResponse><params><param>' + to_xml(value) +
+            "</param></params></methodResponse>")
 
 
 def response_failure(error):

@@ -8,6 +8,7 @@ See README.md in this directory.
 
 import argparse
 import http.server
+import ipaddress
 import json
 import os
 import signal
@@ -129,7 +130,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(n) if n > 0 else b""
 
     def _ctx(self):
-        return Ctx(self.headers.get("Host", ""))
+        return Ctx(self.headers.get("Host", ""), getattr(self.server, "sim_member", None))
 
     def _xmlrpc(self):
         body = self._body()
@@ -143,7 +144,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "information </h1>%s</body></html>" % wire.escape(str(e))).encode()
             return self._simple(500, "text/html", html, close=True)
         try:
-            text = wire.response_success(self.app.sim.dispatch(name, params, self._ctx()))
+            value = self.app.sim.dispatch(name, params, self._ctx())
+            # xapi answers system.listMethods with the bare array (api_server.ml).
+            text = (wire.response_bare(value) if name == "system.listMethods"
+                    else wire.response_success(value))
         except XapiError as e:
             text = wire.response_failure(e.error)
         except Exception as e:
@@ -246,10 +250,23 @@ def main(argv=None):
                    help="seconds data_destroy waits for VBDs to go (xapi: 4)")
     p.add_argument("--vm", action="append", default=[], metavar="NAME=IMAGE[@SR][,IMAGE...]",
                    help="create a running VM at start with these disk images (copied) and "
-                   "an empty CD drive; SR is a uuid or cbt/nocbt; repeatable")
+                   "a CD drive holding the ISO library's ISO; SR is a uuid or cbt/nocbt; "
+                   "repeatable")
+    p.add_argument("--hosts", type=int, default=1,
+                   help="hosts in the pool (default 1); member i is host<i> at 127.0.0.<i+1>")
+    p.add_argument("--nbd-network", choices=["management", "dedicated", "ipv6"],
+                   default="management",
+                   help="where get_nbd_info points: the management network (default), a "
+                   "dedicated network 127.0.1.<i+1>, or IPv6 ::1 (reported as ::1/128)")
+    p.add_argument("--session-cap", type=int, default=500,
+                   help="sessions kept per originator / user name (xapi: 500)")
+    p.add_argument("--anon-session-cap", type=int, default=400,
+                   help="sessions kept for root logins without an originator (xapi: 400)")
     p.add_argument("--ready-file", help="where to write the ready JSON (default STATE/ready.json)")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
+    if a.hosts < 1 or a.hosts > 200:
+        p.error("--hosts must be between 1 and 200")
 
     state = os.path.abspath(a.state)
     os.makedirs(state, exist_ok=True)
@@ -263,10 +280,37 @@ def main(argv=None):
 
     tls_dir = os.path.join(state, "tls")
     cert_pem = make_certificate(tls_dir, a.hostname, ["localhost", "127.0.0.1", a.address])
+    # Addresses on the NBD network: the management address, 127.0.1.<i+1> on a
+    # dedicated network (not in the certificates, as on real pools), or ::1 in
+    # the CIDR form xapi stores PIF IPv6 addresses in.
+    def nbd_address_of(i, mgmt):
+        return {"management": mgmt, "dedicated": "127.0.1.%d" % (i + 1),
+                "ipv6": "::1/128"}[a.nbd_network]
+
+    def bind_of(address):
+        return address.split("/")[0]
+    master_nbd = a.nbd_address or nbd_address_of(0, a.address)
+    members = []
+    for i in range(1, a.hosts):
+        name, address = "host%d" % i, "127.0.0.%d" % (i + 1)
+        mdir = os.path.join(state, "tls-host%d" % i)
+        members.append({"name": name, "address": address, "tls_dir": mdir,
+                        "nbd_address": nbd_address_of(i, address),
+                        "cert_pem": make_certificate(mdir, name, [address])})
     cfg = {"user": a.user, "password": password, "hostname": a.hostname, "address": a.address,
-           "nbd_address": a.nbd_address or a.address, "subject": a.hostname,
-           "auth_delay": a.auth_delay, "vbd_wait": a.vbd_wait}
-    nbd = NbdManager(state, tls_dir, a.bind)
+           "nbd_address": master_nbd, "subject": a.hostname,
+           "auth_delay": a.auth_delay, "vbd_wait": a.vbd_wait, "members": members,
+           "nbd_network": a.nbd_network, "session_cap": a.session_cap,
+           "anon_session_cap": a.anon_session_cap}
+    master_bind = a.bind
+    if a.nbd_network != "management":
+        try:
+            master_bind = str(ipaddress.ip_address(bind_of(master_nbd)))
+        except ValueError:
+            pass  # a name: keep --bind
+    nbd = NbdManager(state, tls_dir, master_bind, master_name=a.hostname)
+    for m in members:
+        nbd.add_host(m["name"], bind_of(m["nbd_address"]), m["tls_dir"])
     sim = Sim(cfg, state, cert_pem, nbd)
 
     vms = {}
@@ -282,7 +326,8 @@ def main(argv=None):
             nbd.shutdown()
             sys.exit("xapisim: cannot create VM %s: %s" % (name, e))
         desc = sim.describe_vm(vref)
-        vms[name] = {"uuid": desc["uuid"], "vdis": [d["vdi"] for d in desc["disks"] if d["vdi"]]}
+        vms[name] = {"uuid": desc["uuid"],
+                     "vdis": [d["vdi"] for d in desc["disks"] if d["vdi"] and d["type"] == "Disk"]}
 
     servers = []
     http_srv = Server((a.bind, a.port), Handler)
@@ -299,6 +344,40 @@ def main(argv=None):
 
     http_port = http_srv.server_address[1]
     https_port = https_srv.server_address[1] if https_srv else None
+    for srv in servers:
+        srv.sim_host, srv.sim_member = sim.host, None
+    sim.host_ports[sim.host] = (http_port, https_port)
+
+    # Each pool member has its own HTTP (and HTTPS, with its own certificate)
+    # listener on its own address, on the master's port numbers when free.
+    def member_server(address, port, tls_dir=None):
+        try:
+            srv = Server((address, port or 0), Handler)
+        except OSError:
+            srv = Server((address, 0), Handler)
+        if tls_dir:
+            mctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            mctx.load_cert_chain(os.path.join(tls_dir, "server-cert.pem"),
+                                 os.path.join(tls_dir, "server-key.pem"))
+            srv.socket = mctx.wrap_socket(srv.socket, server_side=True,
+                                          do_handshake_on_connect=False)
+        return srv
+    hosts_info = [{"name": a.hostname, "uuid": sim.db["host"][sim.host]["uuid"],
+                   "address": a.address, "nbd_address": master_nbd, "http_port": http_port,
+                   "https_port": https_port, "ca_cert": os.path.join(tls_dir, "ca-cert.pem")}]
+    for m, href in zip(members, sim.hosts[1:]):
+        msrv = [member_server(m["address"], http_port)]
+        if https_srv:
+            msrv.append(member_server(m["address"], https_port, m["tls_dir"]))
+        for srv in msrv:
+            srv.sim_host, srv.sim_member = href, m["name"]
+        servers.extend(msrv)
+        ports = tuple(srv.server_address[1] for srv in msrv) + (None,)
+        sim.host_ports[href] = ports[:2]
+        hosts_info.append({"name": m["name"], "uuid": sim.db["host"][href]["uuid"],
+                           "address": m["address"], "nbd_address": m["nbd_address"],
+                           "http_port": ports[0], "https_port": ports[1],
+                           "ca_cert": os.path.join(m["tls_dir"], "ca-cert.pem")})
     ready = {
         "pid": os.getpid(),
         "address": a.bind,
@@ -314,7 +393,13 @@ def main(argv=None):
         "state_dir": state,
         "sr_cbt": sim.db["SR"][sim.sr_main]["uuid"],
         "sr_nocbt": sim.db["SR"][sim.sr_nocbt]["uuid"],
+        "sr_iso": sim.db["SR"][sim.sr_iso]["uuid"],
+        "iso_vdi": sim.db["VDI"][sim.iso_vdi]["uuid"],
         "vms": vms,
+        "hosts": hosts_info,
+        "sr_shared": sim.db["SR"][sim.sr_shared]["uuid"],
+        "sr_local_host1": (sim.db["SR"][sim.sr_local_host1]["uuid"]
+                           if sim.sr_local_host1 else None),
     }
     Handler.app = App(sim, nbd, Control(sim, nbd, ready), a.verbose)
 
