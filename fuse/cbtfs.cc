@@ -43,6 +43,7 @@
 #include "repo/layout.h"
 #include "repo/repository.h"
 #include "util/file.h"
+#include "util/text.h"
 
 #include <fuse.h>
 
@@ -76,7 +77,60 @@ using cbt::image::ComposedImage;
 constexpr char kLatestName[] = "latest";
 constexpr char kDescriptionName[] = "point.txt";
 constexpr char kRawSuffix[] = ".raw";
-constexpr size_t kImageCacheSize = 64;
+// Memory the caches may keep, by what they hold: an open image costs 8
+// bytes per 64 KiB block of the disk plus 32 per stored block of each file
+// of its chain, so a count of images would not bound memory for very large
+// disks.  An entry larger than its budget is still used, just not kept.
+constexpr size_t kImageCacheBytes = 256u << 20;
+constexpr size_t kViewCacheBytes = 256u << 20;
+constexpr size_t kManifestCacheBytes = 16u << 20;
+
+// A least-recently-used cache bounded by the bytes its values report.
+// Not thread-safe: the Filesystem's mutex guards it.
+template <typename V>
+class LruCache {
+ public:
+  explicit LruCache(size_t budget) : budget_(budget) {}
+  const V* Get(const std::string& key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    items_.splice(items_.begin(), items_, it->second);
+    return &it->second->value;
+  }
+  void Put(const std::string& key, V value, size_t bytes) {
+    if (auto it = index_.find(key); it != index_.end()) {
+      used_ -= it->second->bytes;
+      items_.erase(it->second);
+      index_.erase(it);
+    }
+    if (bytes > budget_) return;
+    items_.push_front({key, std::move(value), bytes});
+    index_[key] = items_.begin();
+    used_ += bytes;
+    while (used_ > budget_) {
+      used_ -= items_.back().bytes;
+      index_.erase(items_.back().key);
+      items_.pop_back();
+    }
+  }
+
+ private:
+  struct Item {
+    std::string key;
+    V value;
+    size_t bytes;
+  };
+  size_t budget_;
+  size_t used_ = 0;
+  std::list<Item> items_;
+  std::map<std::string, typename std::list<Item>::iterator> index_;
+};
+
+size_t ManifestBytes(const cbt::repo::Manifest& m) {
+  size_t bytes = sizeof m + m.vm_name.size() + 256;
+  for (const auto& d : m.disks) bytes += sizeof d + d.name.size() + d.layers.size() * 128;
+  return bytes;
+}
 
 // What a path names.
 struct Node {
@@ -126,7 +180,7 @@ class Filesystem {
       return n;
     }
     if (!cbt::repo::IsUuid(parts[0]) ||
-        !cbt::IsDirectory(cbt::repo::VmDir(repo_.path(), parts[0]))) {
+        !cbt::IsRealDirectory(cbt::repo::VmDir(repo_.path(), parts[0]))) {
       return n;
     }
     n.vm = parts[0];
@@ -194,20 +248,19 @@ class Filesystem {
   // lookup is what it costs to notice deletes and rewrites at once.
   std::shared_ptr<const cbt::repo::Manifest> Manifest(const std::string& vm,
                                                       const std::string& point) const {
-    const std::string key = vm + "/" + point;
     struct stat st;
     const std::string file = cbt::JoinPath(repo_.PointPath(vm, point), cbt::repo::kManifestFile);
     if (::stat(file.c_str(), &st) != 0) return nullptr;
+    const std::string key = vm + "/" + point + "@" + std::to_string(st.st_ino);
     {
       std::lock_guard<std::mutex> g(mu_);
-      auto it = manifests_.find(key);
-      if (it != manifests_.end() && it->second.ino == st.st_ino) return it->second.manifest;
+      if (auto hit = manifests_.Get(key)) return *hit;
     }
     auto m = repo_.ReadManifest(vm, point);
     if (!m.ok()) return nullptr;
     auto shared = std::make_shared<const cbt::repo::Manifest>(std::move(*m));
     std::lock_guard<std::mutex> g(mu_);
-    manifests_[key] = CachedManifest{st.st_ino, shared};
+    manifests_.Put(key, shared, ManifestBytes(*shared));
     return shared;
   }
 
@@ -222,18 +275,44 @@ class Filesystem {
     std::string key = n.vm + "/" + n.point + "/" + n.vdi + "@" + std::to_string(st.st_ino);
     {
       std::lock_guard<std::mutex> g(mu_);
-      for (auto it = lru_.begin(); it != lru_.end(); ++it) {
-        if (it->first == key) {
-          lru_.splice(lru_.begin(), lru_, it);
-          return it->second;
-        }
-      }
+      if (auto hit = images_.Get(key)) return *hit;
     }
-    CBT_ASSIGN_OR_RETURN(auto img, ComposedImage::Open(repo_, n.vm, n.point, n.vdi));
+    CBT_ASSIGN_OR_RETURN(std::shared_ptr<const ComposedImage> img,
+                         ComposedImage::Open(repo_, n.vm, n.point, n.vdi));
     std::lock_guard<std::mutex> g(mu_);
-    lru_.emplace_front(key, img);
-    if (lru_.size() > kImageCacheSize) lru_.pop_back();
+    images_.Put(key, img, img->MemoryBytes());
     return img;
+  }
+
+  // The image of `n` if a cache holds it, without opening it.
+  std::shared_ptr<const ComposedImage> CachedImage(const Node& n) const {
+    struct stat st;
+    const std::string file =
+        cbt::JoinPath(repo_.PointPath(n.vm, n.point), cbt::repo::kManifestFile);
+    if (::stat(file.c_str(), &st) != 0) return nullptr;
+    std::lock_guard<std::mutex> g(mu_);
+    auto hit = images_.Get(n.vm + "/" + n.point + "/" + n.vdi + "@" + std::to_string(st.st_ino));
+    return hit ? *hit : nullptr;
+  }
+
+  // An upper bound of the data blocks of disk `vdi` at `point` from the
+  // manifests of its chain alone (the blocks each file stores, at most the
+  // disk's block count): what getattr reports for an image it has not
+  // opened, since opening one reads every index of the chain.
+  uint64_t EstimatedDataBlocks(const std::string& vm, const std::string& point,
+                               const std::string& vdi) const {
+    uint64_t blocks = 0, limit = 0;
+    std::string p = point;
+    for (int guard = 0; guard < 100000 && !p.empty(); ++guard) {
+      auto m = Manifest(vm, p);
+      const cbt::repo::DiskRecord* d = m ? m->FindDisk(vdi) : nullptr;
+      if (d == nullptr) break;
+      limit = cbt::repo::BlockCount(d->virtual_size);
+      blocks += d->data_blocks;
+      if (d->base) break;
+      p = d->parent_point;
+    }
+    return std::min(blocks, limit);
   }
 
   // The partitions and LVs of a point, found once per manifest version (a
@@ -245,9 +324,7 @@ class Filesystem {
     const std::string key = vm + "/" + point + "@" + std::to_string(st.st_ino);
     {
       std::lock_guard<std::mutex> g(mu_);
-      for (const auto& [k, v] : views_) {
-        if (k == key) return v;
-      }
+      if (auto hit = views_.Get(key)) return *hit;
     }
     auto m = Manifest(vm, point);
     if (!m) return nullptr;
@@ -268,34 +345,45 @@ class Filesystem {
     auto found = cbt::image::FindVolumes(view->disks);
     view->found.volumes = std::move(found.volumes);
     view->found.notes.insert(view->found.notes.end(), found.notes.begin(), found.notes.end());
+    // A view keeps its disks' images open: it is charged for them.
+    size_t bytes = sizeof *view;
+    for (const auto& [vdi, img] : view->disks) bytes += img->MemoryBytes();
+    for (const auto& v : view->found.volumes) bytes += v.path.size() + v.description.size() + 256;
     std::lock_guard<std::mutex> g(mu_);
-    views_.emplace_front(key, view);
-    if (views_.size() > 16) views_.pop_back();
+    views_.Put(key, view, bytes);
     return view;
   }
 
   std::string Description(const Node& n) const {
     auto m = Manifest(n.vm, n.point);
     if (!m) return "";
-    std::string s = "VM:      " + m->vm_uuid + (m->vm_name.empty() ? "" : " (" + m->vm_name + ")") +
+    // Names come from the server and from the guest: escaped, so that
+    // printing point.txt cannot drive a terminal.
+    std::string s = "VM:      " + m->vm_uuid +
+                    (m->vm_name.empty() ? "" : " (" + cbt::Printable(m->vm_name) + ")") +
                     "\nPoint:   " + m->point + "\nSource:  " + m->source + "\nDisks:\n";
     for (const auto& d : m->disks) {
       s += "  " + d.vdi_uuid + ".raw  " + std::to_string(d.virtual_size) + " bytes  " +
            (d.base ? "base" : "overlay on " + d.parent_point) +
            (d.layers.empty() ? ""
                              : " (+" + std::to_string(d.layers.size()) + " taken-over file(s))") +
-           (d.name.empty() ? "" : "  \"" + d.name + "\"") + "\n";
+           (d.name.empty() ? "" : "  \"" + cbt::Printable(d.name) + "\"") + "\n";
+    }
+    for (const auto& d : m->skipped_disks) {
+      s += "  " + d.vdi_uuid + "  not backed up: " + cbt::Printable(d.reason) +
+           (d.name.empty() ? "" : "  \"" + cbt::Printable(d.name) + "\"") + "\n";
     }
     auto view = Volumes(n.vm, n.point);
     if (view && !view->found.volumes.empty()) {
       s += "Volumes:\n";
       for (const auto& v : view->found.volumes) {
-        s += "  " + v.path + "  " + std::to_string(v.size()) + " bytes  " + v.description + "\n";
+        s += "  " + v.path + "  " + std::to_string(v.size()) + " bytes  " +
+             cbt::Printable(v.description) + "\n";
       }
     }
     if (view && !view->found.notes.empty()) {
       s += "Notes:\n";
-      for (const auto& note : view->found.notes) s += "  " + note + "\n";
+      for (const auto& note : view->found.notes) s += "  " + cbt::Printable(note) + "\n";
     }
     return s;
   }
@@ -303,13 +391,11 @@ class Filesystem {
  private:
   cbt::repo::Repository repo_;
   mutable std::mutex mu_;
-  struct CachedManifest {
-    ino_t ino = 0;
-    std::shared_ptr<const cbt::repo::Manifest> manifest;
-  };
-  mutable std::map<std::string, CachedManifest> manifests_;
-  mutable std::list<std::pair<std::string, std::shared_ptr<const ComposedImage>>> lru_;
-  mutable std::list<std::pair<std::string, std::shared_ptr<const PointView>>> views_;
+  // Keyed by the manifest's inode too: a delete that rewrites a manifest
+  // gives it a new one.
+  mutable LruCache<std::shared_ptr<const cbt::repo::Manifest>> manifests_{kManifestCacheBytes};
+  mutable LruCache<std::shared_ptr<const ComposedImage>> images_{kImageCacheBytes};
+  mutable LruCache<std::shared_ptr<const PointView>> views_{kViewCacheBytes};
 };
 
 // What an open file handle (fi->fh) points to.
@@ -325,8 +411,28 @@ struct OpenFile {
 Filesystem* Fs() { return static_cast<Filesystem*>(fuse_get_context()->private_data); }
 
 void LogError(const std::string& msg) {
-  syslog(LOG_ERR, "%s", msg.c_str());
-  std::fprintf(stderr, "cbtfs: %s\n", msg.c_str());
+  const std::string line = cbt::Printable(msg);
+  syslog(LOG_ERR, "%s", line.c_str());
+  std::fprintf(stderr, "cbtfs: %s\n", line.c_str());
+}
+
+// Runs a FUSE operation so that no exception reaches libfuse's C code (it
+// would abort the daemon and leave a dead mount): out of memory becomes
+// ENOMEM, anything else EIO, with a line in the log.
+template <auto Op, typename... Args>
+auto Guarded(Args... args) -> decltype(Op(args...)) {
+  try {
+    return Op(args...);
+  } catch (const std::bad_alloc&) {
+    LogError("out of memory");
+    return -ENOMEM;
+  } catch (const std::exception& e) {
+    LogError(std::string("internal error: ") + e.what());
+    return -EIO;
+  } catch (...) {
+    LogError("internal error");
+    return -EIO;
+  }
 }
 
 int DirAttr(const std::string& dir, struct stat* st) {
@@ -398,17 +504,20 @@ int OpGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
       return r;
     }
     case Node::Kind::kRaw: {
+      // From the manifest: opening the image reads every index of its chain,
+      // too much for an `ls -l` over many points of large disks.  Blocks are
+      // exact once the image is open, an upper bound before.
       int r = DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
-      auto img = fs->Image(n);
-      if (!img.ok()) {
-        LogError(img.status().message());
-        return img.status().ToNegErrno();
-      }
+      auto m = fs->Manifest(n.vm, n.point);
+      const cbt::repo::DiskRecord* d = m ? m->FindDisk(n.vdi) : nullptr;
+      if (d == nullptr) return -ENOENT;
+      auto img = fs->CachedImage(n);
+      const uint64_t blocks =
+          img ? img->DataBlockCount() : fs->EstimatedDataBlocks(n.vm, n.point, n.vdi);
       st->st_mode = S_IFREG | 0400;
       st->st_nlink = 1;
-      st->st_size = static_cast<off_t>((*img)->size());
-      st->st_blocks =
-          static_cast<blkcnt_t>((*img)->DataBlockCount() * (cbt::repo::kBlockSize / 512));
+      st->st_size = static_cast<off_t>(d->virtual_size);
+      st->st_blocks = static_cast<blkcnt_t>(blocks * (cbt::repo::kBlockSize / 512));
       st->st_blksize = cbt::repo::kBlockSize;
       return r;
     }
@@ -761,16 +870,17 @@ int main(int argc, char** argv) {
 
   static Filesystem fs(std::move(*repo));
   static struct fuse_operations ops = {};
-  ops.getattr = OpGetattr;
-  ops.readlink = OpReadlink;
-  ops.open = OpOpen;
-  ops.read = OpRead;
-  ops.statfs = OpStatfs;
-  ops.release = OpRelease;
-  ops.opendir = OpOpendir;
-  ops.readdir = OpReaddir;
+  ops.getattr = Guarded<OpGetattr, const char*, struct stat*, struct fuse_file_info*>;
+  ops.readlink = Guarded<OpReadlink, const char*, char*, size_t>;
+  ops.open = Guarded<OpOpen, const char*, struct fuse_file_info*>;
+  ops.read = Guarded<OpRead, const char*, char*, size_t, off_t, struct fuse_file_info*>;
+  ops.statfs = Guarded<OpStatfs, const char*, struct statvfs*>;
+  ops.release = Guarded<OpRelease, const char*, struct fuse_file_info*>;
+  ops.opendir = Guarded<OpOpendir, const char*, struct fuse_file_info*>;
+  ops.readdir = Guarded<OpReaddir, const char*, void*, fuse_fill_dir_t, off_t,
+                        struct fuse_file_info*, enum fuse_readdir_flags>;
+  ops.lseek = Guarded<OpLseek, const char*, off_t, int, struct fuse_file_info*>;
   ops.init = OpInit;
-  ops.lseek = OpLseek;
 
   std::vector<std::string> args = {"cbtfs", positional[1], "-o",
                                    "ro,default_permissions,fsname=cbtfs,subtype=cbtfs"};

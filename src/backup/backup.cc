@@ -3,12 +3,23 @@
 // Design notes: the backup flow and what each failure leaves behind.
 //
 //  1. Lock the VM in the repository (one writer per VM), resolve the VM.
-//  2. Clean up after an earlier run that was killed: snapshot VMs we named
-//     ("cbt-backup ...") are destroyed; their VDIs are data_destroyed if a
-//     committed point holds them, else destroyed outright (VDI.destroy merges
+//  2. Clean up after an earlier run into this repository that was killed:
+//     its snapshot VMs, and snapshot VDIs orphaned by a run killed between
+//     destroying the VM and its disks.  Only what this repository created
+//     is touched: each snapshot carries the repository's id (in the VM's
+//     name and in other_config), so two repositories backing up one VM
+//     never remove each other's snapshots.  A VDI is data_destroyed if a
+//     committed point holds it, else destroyed outright (VDI.destroy merges
 //     the CBT log into the child, so the chain stays correct either way).
-//  3. Enable CBT on disks whose SR allows it; others are read in full.
-//  4. VM.snapshot, export_metadata.
+//     Never a CD: VM.snapshot leaves the snapshot's CD drive on the
+//     original ISO (xapi_vm_clone.ml, safe_clone_disks), and destroying
+//     that VDI deletes the user's ISO file (sm ISOSR.py, ISOVDI.delete).
+//  3. Enable CBT on disks whose SR driver supports it (the SM record's
+//     features; SR.allowed_operations is empty while any operation runs on
+//     the SR); others are read in full.  Sharable and reset-on-boot disks,
+//     which VDI.snapshot refuses, are left out through ignore_vdis.
+//  4. VM.snapshot, tag it and its disks with the repository id,
+//     export_metadata.
 //  5. Per disk, decide full or incremental against the newest local point of
 //     that disk whose snapshot the server still knows; compute the changed
 //     blocks before opening NBD (xapi refuses list_changed_blocks while the
@@ -27,7 +38,9 @@
 #include "repo/disk_file.h"
 #include "repo/layout.h"
 #include "util/file.h"
+#include "util/interrupt.h"
 #include "util/md5.h"
+#include "util/text.h"
 
 #include <unistd.h>
 
@@ -47,6 +60,25 @@ using xapi::Value;
 namespace {
 
 constexpr char kSnapshotPrefix[] = "cbt-backup ";
+// other_config key on the snapshot VM and its VDIs naming the repository.
+constexpr char kRepoKey[] = "cbt-backup-repository";
+
+// The name is set by VM.snapshot itself, so a run killed before it could
+// tag the snapshot still leaves one its repository recognises.
+std::string SnapshotName(const std::string& point, const std::string& repo_id) {
+  return kSnapshotPrefix + point + " [" + repo_id + "]";
+}
+
+bool IsOurSnapshotName(const std::string& name, const std::string& repo_id) {
+  const std::string tail = " [" + repo_id + "]";
+  return name.rfind(kSnapshotPrefix, 0) == 0 && name.size() > tail.size() &&
+         name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+std::string OtherConfig(const Value& rec, const std::string& key) {
+  const Value* oc = rec.Find("other_config");
+  return oc ? oc->GetString(key) : std::string();
+}
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -54,6 +86,7 @@ double Now() {
 
 struct Disk {
   std::string vbd;
+  std::string skip;  // why the disk is left out (sharable, reset on boot), or empty
   std::string userdevice;
   std::string vdi_ref;  // original VDI
   Value vdi;            // its record
@@ -67,6 +100,8 @@ struct Context {
   Session& s;
   const repo::Repository& repo;
   const Options& opt;
+  std::string repo_id;
+  std::set<std::string> vm_disks;  // refs of the VM's disk VDIs
   Report report;
   void Log(const std::string& line) {
     if (opt.log) opt.log(line);
@@ -133,44 +168,137 @@ std::set<std::string> CommittedSnapshots(const repo::Repository& repo, const std
   return out;
 }
 
-// Destroys a snapshot VM and its VDIs: data_destroy for VDIs a committed
-// point holds (their CBT metadata is the base of the next incremental),
-// destroy for the others.
-Status RemoveSnapshot(Context& c, const std::string& snap_vm,
-                      const std::set<std::string>& committed) {
+// True for a VDI that a backup into this repository made: a snapshot
+// (never an ISO or the original disk that VM.snapshot left in place for an
+// ignored or CD drive), not yet reduced to CBT metadata, of one of the VM's
+// disks or tagged with this repository's id.
+bool IsOurSnapshotDisk(const Context& c, const Value& vdi) {
+  auto snap = vdi.GetBool("is_a_snapshot");
+  if (!(snap.ok() && *snap) || vdi.GetString("type") == "cbt_metadata") return false;
+  return c.vm_disks.count(vdi.GetString("snapshot_of")) > 0 ||
+         OtherConfig(vdi, kRepoKey) == c.repo_id;
+}
+
+// data_destroy for a snapshot VDI a committed point holds (its CBT metadata
+// is the base of the next incremental), destroy for the others.
+Status RemoveSnapshotDisk(Context& c, const std::string& ref, const Value& rec,
+                          const std::set<std::string>& committed) {
+  auto cbt = rec.GetBool("cbt_enabled");
+  const bool keep_metadata = committed.count(rec.GetString("uuid")) && cbt.ok() && *cbt;
+  return CallRetryInUse(c.s, keep_metadata ? "VDI.data_destroy" : "VDI.destroy", ref)
+      .WithContext("snapshot disk " + rec.GetString("uuid"));
+}
+
+// Destroys a snapshot VM and those of its disks that IsOurSnapshotDisk
+// accepts, carrying on past failures.  Returns what could not be removed,
+// one item each (empty when all went).
+std::vector<std::string> RemoveSnapshot(Context& c, const std::string& snap_vm,
+                                        const std::set<std::string>& committed) {
+  std::vector<std::string> failed;
   std::vector<std::pair<std::string, Value>> vdis;
-  CBT_ASSIGN_OR_RETURN(Value vbds, c.s.Call("VM.get_VBDs", {Value(snap_vm)}));
-  for (const auto& vbd : vbds.items()) {
+  auto vbds = c.s.Call("VM.get_VBDs", {Value(snap_vm)});
+  if (!vbds.ok()) {
+    failed.push_back("snapshot VM " + snap_vm + ": " + vbds.status().message());
+    return failed;
+  }
+  for (const auto& vbd : vbds->items()) {
     auto rec = Record(c.s, "VBD", vbd.str());
     if (!rec.ok()) continue;
     std::string vdi = rec->GetString("VDI");
-    if (vdi.empty() || vdi == "OpaqueRef:NULL") continue;
+    if (rec->GetString("type") != "Disk" || vdi.empty() || vdi == "OpaqueRef:NULL") continue;
     auto vrec = Record(c.s, "VDI", vdi);
-    if (vrec.ok()) vdis.emplace_back(vdi, *vrec);
+    if (vrec.ok() && IsOurSnapshotDisk(c, *vrec)) vdis.emplace_back(vdi, *vrec);
   }
-  CBT_RETURN_IF_ERROR(c.s.Call("VM.destroy", {Value(snap_vm)}).status());
+  auto destroyed = c.s.Call("VM.destroy", {Value(snap_vm)});
+  if (!destroyed.ok()) failed.push_back("snapshot VM: " + destroyed.status().message());
   for (const auto& [ref, rec] : vdis) {
-    const std::string uuid = rec.GetString("uuid");
-    auto cbt = rec.GetBool("cbt_enabled");
-    bool keep_metadata = committed.count(uuid) && cbt.ok() && *cbt;
-    if (rec.GetString("type") == "cbt_metadata") continue;
-    CBT_RETURN_IF_ERROR(
-        CallRetryInUse(c.s, keep_metadata ? "VDI.data_destroy" : "VDI.destroy", ref));
+    Status st = RemoveSnapshotDisk(c, ref, rec, committed);
+    if (!st.ok()) failed.push_back(st.message());
   }
-  return Status::Ok();
+  return failed;
 }
 
-Status CleanLeftovers(Context& c, const std::string& vm_ref, const std::string& vm_uuid) {
-  CBT_ASSIGN_OR_RETURN(Value snaps, c.s.Call("VM.get_snapshots", {Value(vm_ref)}));
+std::string JoinFailures(const std::vector<std::string>& failed) {
+  std::string out;
+  for (const auto& f : failed) out += (out.empty() ? "" : "; ") + f;
+  return out;
+}
+
+// Removes what earlier runs into this repository left on the server:
+// snapshot VMs, then snapshot VDIs whose VM is gone.  Failures are reported
+// in the notes and do not stop the backup.
+void CleanLeftovers(Context& c, const std::string& vm_ref, const std::string& vm_uuid) {
   std::set<std::string> committed = CommittedSnapshots(c.repo, vm_uuid);
-  for (const auto& snap : snaps.items()) {
-    auto name = c.s.Call("VM.get_name_label", {snap});
-    if (!name.ok() || name->str().rfind(kSnapshotPrefix, 0) != 0) continue;
-    c.Log("removing snapshot '" + name->str() + "' left by an interrupted backup");
-    CBT_RETURN_IF_ERROR(RemoveSnapshot(c, snap.str(), committed));
-    c.report.notes.push_back("removed leftover snapshot '" + name->str() + "'");
+  auto note = [&c](const std::string& line) {
+    c.report.notes.push_back(line);
+    c.Log(line);
+  };
+  auto snaps = c.s.Call("VM.get_snapshots", {Value(vm_ref)});
+  if (!snaps.ok()) {
+    note("cannot list the VM's snapshots to clean up: " + snaps.status().message());
+  } else {
+    for (const auto& snap : snaps->items()) {
+      auto rec = Record(c.s, "VM", snap.str());
+      if (!rec.ok()) continue;
+      const std::string name = rec->GetString("name_label");
+      if (!IsOurSnapshotName(name, c.repo_id) && OtherConfig(*rec, kRepoKey) != c.repo_id) {
+        continue;
+      }
+      const std::string label = "'" + Printable(name) + "' (" + rec->GetString("uuid") + ")";
+      c.Log("removing snapshot " + label + " left by an interrupted backup");
+      auto failed = RemoveSnapshot(c, snap.str(), committed);
+      if (failed.empty()) {
+        c.report.notes.push_back("removed leftover snapshot " + label);
+      } else {
+        note("could not remove all of leftover snapshot " + label + ": " + JoinFailures(failed));
+      }
+    }
   }
-  return Status::Ok();
+  // Orphans: a run killed after VM.destroy and before its disks went.  Only
+  // the tag counts here: other tools' snapshots of these disks are not ours.
+  for (const auto& disk : c.vm_disks) {
+    auto vsnaps = c.s.Call("VDI.get_snapshots", {Value(disk)});
+    if (!vsnaps.ok()) continue;
+    for (const auto& v : vsnaps->items()) {
+      auto rec = Record(c.s, "VDI", v.str());
+      if (!rec.ok() || OtherConfig(*rec, kRepoKey) != c.repo_id || !IsOurSnapshotDisk(c, *rec)) {
+        continue;
+      }
+      if (!rec->GetStrings("VBDs").empty()) continue;  // held by a snapshot VM: handled above
+      Status st = RemoveSnapshotDisk(c, v.str(), *rec, committed);
+      if (st.ok()) {
+        c.report.notes.push_back("removed orphaned snapshot disk " + rec->GetString("uuid"));
+      } else {
+        note("could not remove orphaned snapshot disk: " + st.message());
+      }
+    }
+  }
+}
+
+// Whether the SR's driver tracks changed blocks: the SM record's
+// VDI_CONFIG_CBT feature.  Not SR.allowed_operations, which xapi empties of
+// everything but plug while any operation runs on the SR
+// (xapi_sr_operations.ml, check_parallel_ops), so a busy shared SR would
+// turn every incremental into a full backup.  nullopt when the SM records
+// cannot be read (the caller then lets VDI.enable_cbt decide).
+std::optional<bool> SrSupportsCbt(Session& s, const std::string& sr_ref,
+                                  std::map<std::string, std::optional<bool>>* cache) {
+  auto type = s.Call("SR.get_type", {Value(sr_ref)});
+  if (!type.ok()) return std::nullopt;
+  auto hit = cache->find(type->str());
+  if (hit != cache->end()) return hit->second;
+  std::optional<bool> answer;
+  auto sms = s.Call("SM.get_all_records");
+  if (sms.ok()) {
+    answer = false;
+    for (const auto& [ref, sm] : sms->members()) {
+      if (sm.GetString("type") != type->str()) continue;
+      const Value* features = sm.Find("features");
+      answer = features != nullptr && features->Find("VDI_CONFIG_CBT") != nullptr;
+    }
+  }
+  (*cache)[type->str()] = answer;
+  return answer;
 }
 
 Result<std::string> ExportMetadata(Session& s, const std::string& vm_uuid) {
@@ -230,6 +358,7 @@ Status ReadDisk(Context& c, const Disk& d, const std::vector<nbd::Extent>& exten
   nbd::ReaderOptions ro;
   ro.connections = c.opt.connections;
   ro.require_tls = c.opt.require_tls;
+  ro.timeout_seconds = c.opt.nbd_timeout;
   CBT_ASSIGN_OR_RETURN(auto reader, nbd::Reader::Connect(eps, ro));
   if (reader->size() < r->virtual_size) {
     return Status::Corruption("NBD export of " + r->vdi_uuid + " is " +
@@ -327,17 +456,22 @@ Result<std::string> DecodeBase64(const std::string& text) {
 
 Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt) {
   const double t0 = Now();
-  Context c{s, repo, opt, {}};
+  Context c{s, repo, opt, {}, {}, {}};
   CBT_ASSIGN_OR_RETURN(std::string vm_ref, ResolveVm(s, opt.vm));
   CBT_ASSIGN_OR_RETURN(Value vm, Record(s, "VM", vm_ref));
   c.report.vm_uuid = vm.GetString("uuid");
   c.report.vm_name = vm.GetString("name_label");
   const std::string& vm_uuid = c.report.vm_uuid;
+  // Server UUIDs become file names in the repository.
+  if (!repo::IsUuid(vm_uuid)) {
+    return Status::Remote("the server gave the VM a malformed UUID '" + Printable(vm_uuid) + "'");
+  }
   CBT_ASSIGN_OR_RETURN(repo::VmLock lock, repo::VmLock::Acquire(repo, vm_uuid, "backup"));
-  CBT_RETURN_IF_ERROR(CleanLeftovers(c, vm_ref, vm_uuid));
+  CBT_ASSIGN_OR_RETURN(c.repo_id, repo.Id(/*create=*/true));
 
-  // Disks of the VM, CBT enabled where the SR allows it.
+  // Disks of the VM, CBT enabled where the SR's driver supports it.
   std::vector<Disk> disks;
+  std::map<std::string, std::optional<bool>> sr_cbt;
   for (const auto& vbd : vm.GetStrings("VBDs")) {
     CBT_ASSIGN_OR_RETURN(Value rec, Record(s, "VBD", vbd));
     auto empty = rec.GetBool("empty");
@@ -351,13 +485,30 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
     d.userdevice = rec.GetString("userdevice");
     d.vdi_ref = vdi;
     CBT_ASSIGN_OR_RETURN(d.vdi, Record(s, "VDI", vdi));
-    CBT_ASSIGN_OR_RETURN(Value sr_ops,
-                         s.Call("SR.get_allowed_operations", {Value(d.vdi.GetString("SR"))}));
-    std::set<std::string> ops;
-    for (const auto& o : sr_ops.items()) ops.insert(o.str());
-    d.cbt_capable = ops.count("vdi_enable_cbt") && ops.count("vdi_list_changed_blocks") &&
-                    ops.count("vdi_data_destroy");
+    const std::string uuid = d.vdi.GetString("uuid");
+    if (!repo::IsUuid(uuid)) {
+      return Status::Remote("the server gave a disk of VM " + vm_uuid + " a malformed UUID '" +
+                            Printable(uuid) + "'");
+    }
+    c.vm_disks.insert(vdi);
+    // VDI.snapshot refuses these (xapi_vdi.ml, check_operation_error:
+    // VDI_IS_SHARABLE, VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION), and
+    // with them VM.snapshot fails as a whole unless they are ignored.
+    auto sharable = d.vdi.GetBool("sharable");
+    if (sharable.ok() && *sharable) {
+      d.skip = "sharable disk: XenServer cannot snapshot it";
+    } else if (d.vdi.GetString("on_boot") == "reset") {
+      d.skip = "reset-on-boot disk: XenServer cannot snapshot it";
+    }
+    if (!d.skip.empty()) {
+      c.Log("disk " + uuid + " ('" + Printable(d.vdi.GetString("name_label")) +
+            "') is left out: " + d.skip);
+      disks.push_back(std::move(d));
+      continue;
+    }
+    std::optional<bool> supports = SrSupportsCbt(s, d.vdi.GetString("SR"), &sr_cbt);
     auto enabled = d.vdi.GetBool("cbt_enabled");
+    d.cbt_capable = supports.value_or(true) || (enabled.ok() && *enabled);
     if (d.cbt_capable && !(enabled.ok() && *enabled)) {
       d.cbt_was_off = true;
       auto r = s.Call("VDI.enable_cbt", {Value(vdi)});
@@ -372,6 +523,19 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
     }
     disks.push_back(std::move(d));
   }
+  CleanLeftovers(c, vm_ref, vm_uuid);
+  std::vector<Value> ignore;
+  std::vector<repo::SkippedDisk> skipped;
+  for (auto it = disks.begin(); it != disks.end();) {
+    if (it->skip.empty()) {
+      ++it;
+      continue;
+    }
+    ignore.emplace_back(it->vdi_ref);
+    skipped.push_back({it->vdi.GetString("uuid"), it->vdi.GetString("name_label"), it->skip});
+    it = disks.erase(it);
+  }
+  c.report.skipped = skipped;
   if (disks.empty()) return Status::InvalidArgument("VM " + vm_uuid + " has no disks to back up");
 
   // Point name: now, and never equal to an existing point.
@@ -390,9 +554,11 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
   }
   c.report.point = point;
 
-  c.Log("snapshotting VM " + c.report.vm_name + " (" + vm_uuid + ")");
-  CBT_ASSIGN_OR_RETURN(Value snap_vm,
-                       s.Call("VM.snapshot", {Value(vm_ref), Value(kSnapshotPrefix + point)}));
+  CBT_RETURN_IF_ERROR(CheckInterrupted());
+  c.Log("snapshotting VM " + Printable(c.report.vm_name) + " (" + vm_uuid + ")");
+  std::vector<Value> snap_args = {Value(vm_ref), Value(SnapshotName(point, c.repo_id))};
+  if (!ignore.empty()) snap_args.push_back(Value::Array(ignore));
+  CBT_ASSIGN_OR_RETURN(Value snap_vm, s.Call("VM.snapshot", snap_args));
   const std::string snap_ref = snap_vm.str();
   bool committed = false;
   // Removes this run's snapshot whatever happens before the commit.
@@ -401,9 +567,22 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
     const std::string& ref;
     bool& committed;
     ~SnapshotGuard() {
-      if (!committed) (void)RemoveSnapshot(c, ref, {});
+      if (committed) return;
+      auto failed = RemoveSnapshot(c, ref, {});
+      if (!failed.empty()) {
+        c.Log("could not remove this run's snapshot: " + JoinFailures(failed) +
+              "; the next backup retries");
+      }
     }
   } guard{c, snap_ref, committed};
+  // The tag lets this repository, and only it, recognise the snapshot VM
+  // and, once that is gone, its disks.  VM.snapshot copies other_config, so
+  // a stale value is replaced, not added to.
+  (void)s.Call("VM.remove_from_other_config", {Value(snap_ref), Value(kRepoKey)});
+  CBT_RETURN_IF_ERROR(
+      s.Call("VM.add_to_other_config", {Value(snap_ref), Value(kRepoKey), Value(c.repo_id)})
+          .status());
+  CBT_RETURN_IF_ERROR(CheckInterrupted());
 
   // Map the snapshot's VDIs to the originals (by snapshot_of).
   std::map<std::string, std::string> snap_of_original;
@@ -422,7 +601,15 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
                             d.vdi.GetString("uuid"));
     }
     d.snapshot_ref = it->second;
+    (void)s.Call("VDI.remove_from_other_config", {Value(d.snapshot_ref), Value(kRepoKey)});
+    CBT_RETURN_IF_ERROR(s.Call("VDI.add_to_other_config",
+                               {Value(d.snapshot_ref), Value(kRepoKey), Value(c.repo_id)})
+                            .status());
     CBT_ASSIGN_OR_RETURN(d.snapshot, Record(s, "VDI", d.snapshot_ref));
+    if (!repo::IsUuid(d.snapshot.GetString("uuid"))) {
+      return Status::Remote("the server gave a snapshot disk a malformed UUID '" +
+                            Printable(d.snapshot.GetString("uuid")) + "'");
+    }
   }
   CBT_ASSIGN_OR_RETURN(std::string metadata, ExportMetadata(s, vm_uuid));
 
@@ -434,8 +621,11 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
   m.point = point;
   m.created_by = std::string("cbt-backup ") + CBT_VERSION;
   m.source = "xapi";
+  m.power_state = vm.GetString("power_state");
+  m.skipped_disks = skipped;
 
   for (auto& d : disks) {
+    CBT_RETURN_IF_ERROR(CheckInterrupted());
     const double td = Now();
     DiskReport r;
     r.vdi_uuid = d.vdi.GetString("uuid");
@@ -563,6 +753,7 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
     c.report.disks.push_back(r);
   }
 
+  CBT_RETURN_IF_ERROR(CheckInterrupted());
   CBT_RETURN_IF_ERROR(writer->Commit(m));
   committed = true;
   c.Log("committed point " + point);
@@ -570,10 +761,10 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
   // Keep only CBT metadata on the server.
   std::set<std::string> mine;
   for (const auto& d : c.report.disks) mine.insert(d.snapshot_vdi_uuid);
-  Status cleanup = RemoveSnapshot(c, snap_ref, mine);
-  if (!cleanup.ok()) {
-    c.report.notes.push_back("point committed, but removing the snapshot failed (" +
-                             cleanup.message() + "); the next backup retries");
+  auto failed = RemoveSnapshot(c, snap_ref, mine);
+  if (!failed.empty()) {
+    c.report.notes.push_back("point committed, but the snapshot could not all be removed (" +
+                             JoinFailures(failed) + "); the next backup retries");
     c.Log(c.report.notes.back());
   }
   c.report.seconds = Now() - t0;

@@ -26,6 +26,7 @@ struct Options {
   bool verify = false;
   bool require_tls = true;
   int connections = 4;
+  int nbd_timeout = 120;                        // seconds for one NBD connection or request
   std::function<void(const std::string&)> log;  // one line per event
   // Bytes read so far of the disk being read, and its total.
   std::function<void(const std::string& vdi, uint64_t done, uint64_t total)> progress;
@@ -51,7 +52,8 @@ struct Report {
   std::string vm_name;
   std::string point;
   std::vector<DiskReport> disks;
-  std::vector<std::string> notes;  // cleanups and warnings
+  std::vector<repo::SkippedDisk> skipped;  // disks left out (sharable, reset on boot)
+  std::vector<std::string> notes;          // cleanups and warnings
   double seconds = 0;
 };
 

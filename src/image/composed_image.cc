@@ -387,6 +387,12 @@ bool ComposedImage::AllHoles(uint64_t off, uint64_t len) const {
   return true;
 }
 
+size_t ComposedImage::MemoryBytes() const {
+  size_t bytes = sizeof *this + map_.capacity() * sizeof(Slot);
+  for (const auto& f : chain_) bytes += f->entries().capacity() * sizeof(repo::IndexEntry);
+  return bytes;
+}
+
 uint64_t ComposedImage::DataBlockCount() const {
   return static_cast<uint64_t>(
       std::count_if(map_.begin(), map_.end(), [](Slot s) { return s.file != kNoFile; }));

@@ -108,6 +108,9 @@ class ComposedImage {
   bool AllHoles(uint64_t off, uint64_t len) const;
   // Number of blocks that hold data.
   uint64_t DataBlockCount() const;
+  // Memory this image holds: its block map and the indexes of its files
+  // (files shared with other images are counted here too).  For caches.
+  size_t MemoryBytes() const;
 
   // Asks the kernel to start reading, in the background, the stored blocks
   // that compose [off, off + len): one POSIX_FADV_WILLNEED per run of blocks

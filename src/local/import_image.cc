@@ -16,12 +16,12 @@ Result<ImageImportResult> ImportImage(const repo::Repository& repo, const ImageI
   if (!repo::IsTimestamp(req.point)) {
     return Status::InvalidArgument("'" + req.point + "' is not a point name (YYYYMMDDTHHMMSSZ)");
   }
-  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(req.image_path));
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenUserFile(req.image_path));
   CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), req.image_path));
   if (size == 0) return Status::InvalidArgument(req.image_path + " is empty");
   std::string metadata;
   if (!req.metadata_path.empty()) {
-    CBT_ASSIGN_OR_RETURN(metadata, ReadFile(req.metadata_path));
+    CBT_ASSIGN_OR_RETURN(metadata, ReadUserFile(req.metadata_path));
   }
 
   CBT_ASSIGN_OR_RETURN(repo::VmLock lock, repo::VmLock::Acquire(repo, req.vm, "import-image"));

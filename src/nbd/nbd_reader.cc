@@ -16,6 +16,7 @@
 #include "nbd/nbd_reader.h"
 
 #include "util/file.h"
+#include "util/interrupt.h"
 #include "util/lazy_lib.h"
 
 #include <libnbd.h>
@@ -44,7 +45,10 @@ struct NbdApi {
   decltype(&::nbd_set_tls_verify_peer) set_tls_verify_peer = nullptr;
   decltype(&::nbd_set_export_name) set_export_name = nullptr;
   decltype(&::nbd_set_request_structured_replies) set_request_structured_replies = nullptr;
-  decltype(&::nbd_connect_tcp) connect_tcp = nullptr;
+  decltype(&::nbd_aio_connect_tcp) aio_connect_tcp = nullptr;
+  decltype(&::nbd_aio_connect_socket) aio_connect_socket = nullptr;
+  decltype(&::nbd_aio_is_connecting) aio_is_connecting = nullptr;
+  decltype(&::nbd_aio_is_ready) aio_is_ready = nullptr;
   decltype(&::nbd_get_size) get_size = nullptr;
   decltype(&::nbd_aio_pread) aio_pread = nullptr;
   decltype(&::nbd_poll) poll = nullptr;
@@ -69,7 +73,10 @@ Status LoadNbd() {
     CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.set_export_name, "nbd_set_export_name"));
     CBT_RETURN_IF_ERROR(
         lib.Bind(&g_nbd.set_request_structured_replies, "nbd_set_request_structured_replies"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.connect_tcp, "nbd_connect_tcp"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.aio_connect_tcp, "nbd_aio_connect_tcp"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.aio_connect_socket, "nbd_aio_connect_socket"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.aio_is_connecting, "nbd_aio_is_connecting"));
+    CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.aio_is_ready, "nbd_aio_is_ready"));
     CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.get_size, "nbd_get_size"));
     CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.aio_pread, "nbd_aio_pread"));
     CBT_RETURN_IF_ERROR(lib.Bind(&g_nbd.poll, "nbd_poll"));
@@ -121,7 +128,32 @@ bool ResolvesTo(const std::string& name, const std::string& address) {
   return match;
 }
 
+// Drives a connection started with nbd_aio_connect_* until it is ready,
+// failed, or `seconds` have passed: a host that drops packets would
+// otherwise hold the backup for the kernel's TCP connect timeout.
+Status FinishConnect(struct nbd_handle* h, int seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (g_nbd.aio_is_connecting(h) == 1) {
+    CBT_RETURN_IF_ERROR(CheckInterrupted());
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status::IoError("no answer within " + std::to_string(seconds) + " s");
+    }
+    if (g_nbd.poll(h, 1000) == -1) return Status::IoError(NbdError());
+  }
+  if (g_nbd.aio_is_ready(h) != 1) return Status::IoError(NbdError());
+  return Status::Ok();
+}
+
 }  // namespace
+
+std::string HostOfAddress(const std::string& address) {
+  auto slash = address.find('/');
+  std::string host = slash == std::string::npos ? address : address.substr(0, slash);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host;
+}
 
 std::vector<Extent> ExtentsFromBitmap(const std::string& bitmap, uint64_t disk_size) {
   constexpr uint64_t kBlock = 64 * 1024;
@@ -155,18 +187,25 @@ Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
     // keeps the negotiation identical on every server.
     g_nbd.set_request_structured_replies(conn->h, false);
     if (!ep.cert.empty()) {
+      const std::string dir = JoinPath(tls_dir_, std::to_string(idx));
       g_nbd.set_tls(conn->h, LIBNBD_TLS_REQUIRE);
-      g_nbd.set_tls_certificates(conn->h, tls_dir_.c_str());
+      g_nbd.set_tls_certificates(conn->h, dir.c_str());
       g_nbd.set_tls_verify_peer(conn->h, true);
     } else if (options_.require_tls) {
       return Status::NotSupported(
           "the server offers NBD without TLS (no certificate in get_nbd_info); "
           "pass --no-tls to accept that");
     }
+    const std::string address = HostOfAddress(ep.address);
     const std::string host =
-        !ep.subject.empty() && ResolvesTo(ep.subject, ep.address) ? ep.subject : ep.address;
-    if (g_nbd.connect_tcp(conn->h, host.c_str(), std::to_string(ep.port).c_str()) == -1) {
-      std::string err = NbdError();
+        !ep.subject.empty() && ResolvesTo(ep.subject, address) ? ep.subject : address;
+    Status connected =
+        g_nbd.aio_connect_tcp(conn->h, host.c_str(), std::to_string(ep.port).c_str()) == -1
+            ? Status::IoError(NbdError())
+            : FinishConnect(conn->h, options_.timeout_seconds);
+    if (connected.code() == Status::Code::kAborted) return connected;
+    if (!connected.ok()) {
+      std::string err = connected.message();
       if (!ep.cert.empty() &&
           (err.find("certificate") != std::string::npos || err.find("verif") != std::string::npos ||
            err.find("handshake") != std::string::npos)) {
@@ -189,11 +228,19 @@ Result<std::unique_ptr<Reader>> Reader::Connect(const std::vector<Endpoint>& end
   auto r = std::unique_ptr<Reader>(new Reader());
   r->endpoints_ = endpoints;
   r->options_ = options;
-  if (!endpoints[0].cert.empty()) {
+  // Each endpoint's certificate is the only CA of its own connections: a
+  // host presenting another host's certificate fails.
+  if (std::any_of(endpoints.begin(), endpoints.end(),
+                  [](const Endpoint& e) { return !e.cert.empty(); })) {
     char tmpl[] = "/tmp/cbt-nbd-tls.XXXXXX";
     if (::mkdtemp(tmpl) == nullptr) return Status::FromErrno(errno, "mkdtemp");
     r->tls_dir_ = tmpl;
-    CBT_RETURN_IF_ERROR(WriteNewFile(JoinPath(r->tls_dir_, "ca-cert.pem"), endpoints[0].cert));
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      if (endpoints[i].cert.empty()) continue;
+      const std::string dir = JoinPath(r->tls_dir_, std::to_string(i));
+      CBT_RETURN_IF_ERROR(MakeDir(dir));
+      CBT_RETURN_IF_ERROR(WriteNewFile(JoinPath(dir, "ca-cert.pem"), endpoints[i].cert));
+    }
   }
   CBT_ASSIGN_OR_RETURN(auto first, r->Open(0));
   int64_t size = g_nbd.get_size(first->h);
@@ -253,6 +300,7 @@ Status Reader::Read(const std::vector<Extent>& extents,
     enum State { kFree, kInFlight, kDone, kFailed } state = kFree;
     int error = 0;
   };
+  const auto request_limit = std::chrono::seconds(options_.timeout_seconds);
   auto worker = [&](size_t ci) {
     const size_t in_flight = std::max(1, options_.in_flight);
     std::vector<Slot> slots(in_flight);
@@ -278,8 +326,10 @@ Status Reader::Read(const std::vector<Extent>& extents,
         return false;
       };
       if (!pending() || !conns_[ci]) return;
-      while (pending() && !g_nbd.aio_is_dead(conns_[ci]->h) &&
-             !g_nbd.aio_is_closed(conns_[ci]->h) && g_nbd.poll(conns_[ci]->h, -1) != -1) {
+      const auto deadline = std::chrono::steady_clock::now() + request_limit;
+      while (pending() && !Interrupted() && std::chrono::steady_clock::now() < deadline &&
+             !g_nbd.aio_is_dead(conns_[ci]->h) && !g_nbd.aio_is_closed(conns_[ci]->h) &&
+             g_nbd.poll(conns_[ci]->h, 1000) != -1) {
       }
       if (pending()) conns_[ci].reset();
     };
@@ -298,7 +348,12 @@ Status Reader::Read(const std::vector<Extent>& extents,
       if (!ss.ok()) fail(ss);
       return ss.ok();
     };
+    auto last_answer = std::chrono::steady_clock::now();
     while (!stop) {
+      if (Interrupted()) {
+        fail(CheckInterrupted());
+        break;
+      }
       // Queue work on free slots.
       for (auto& sl : slots) {
         if (sl.state != Slot::kFree) continue;
@@ -323,12 +378,25 @@ Status Reader::Read(const std::vector<Extent>& extents,
       }
       bool busy = false;
       for (auto& sl : slots) busy |= sl.state == Slot::kInFlight;
-      if (busy && conns_[ci] && g_nbd.poll(conns_[ci]->h, -1) == -1) {
-        last_error = NbdError();
+      // Polls in slices of a second, so an interruption or a server that
+      // stopped answering is noticed.
+      int polled = 0;
+      if (busy && conns_[ci]) {
+        polled = g_nbd.poll(conns_[ci]->h, 1000);
+        if (polled == -1) last_error = NbdError();
+      }
+      bool stalled = false;
+      if (polled != 0 || !busy) {
+        last_answer = std::chrono::steady_clock::now();
+      } else if (std::chrono::steady_clock::now() - last_answer > request_limit) {
+        stalled = true;
+        last_error = "no answer within " + std::to_string(options_.timeout_seconds) +
+                     " s (--nbd-timeout sets the limit)";
+        last_answer = std::chrono::steady_clock::now();
       }
       // A dead connection completes nothing more: fail what it still holds.
-      const bool dead =
-          !conns_[ci] || g_nbd.aio_is_dead(conns_[ci]->h) || g_nbd.aio_is_closed(conns_[ci]->h);
+      const bool dead = stalled || !conns_[ci] || g_nbd.aio_is_dead(conns_[ci]->h) ||
+                        g_nbd.aio_is_closed(conns_[ci]->h);
       bool any_failed = false;
       for (auto& sl : slots) {
         if (dead && sl.state == Slot::kInFlight) sl.state = Slot::kFailed;
@@ -358,7 +426,9 @@ Status Reader::Read(const std::vector<Extent>& extents,
             }
             return false;
           };
-          while (pending() && g_nbd.poll(conns_[ci]->h, -1) != -1) {
+          const auto deadline = std::chrono::steady_clock::now() + request_limit;
+          while (pending() && !Interrupted() && std::chrono::steady_clock::now() < deadline &&
+                 g_nbd.poll(conns_[ci]->h, 1000) != -1) {
           }
         }
         for (auto& sl : slots) {

@@ -6,9 +6,14 @@
 // negotiation when NBD_OPT_GO is refused, no structured replies.
 //
 // Several connections read in parallel (xapi-nbd answers requests in order
-// on one connection and allows 16 connections per host).  A failed request
-// drops its connection, reconnects with back-off and retries, a bounded
-// number of times; then the whole read fails with a one-line error.
+// on one connection and allows 16 connections per host).  In a pool,
+// get_nbd_info lists every host that sees the SR, each with its own
+// certificate: connections are spread over the endpoints, each checked
+// against its own certificate, and one that cannot be reached is skipped
+// for the next.  A failed or unanswered request drops its connection,
+// reconnects with back-off and retries, a bounded number of times; then the
+// whole read fails with a one-line error.  An interrupted process
+// (util/interrupt.h) stops the read with Aborted.
 //
 // Thread-safety: Read() runs its own worker threads and calls the sink from
 // them concurrently; one Read() at a time per reader.
@@ -27,7 +32,7 @@
 namespace cbt::nbd {
 
 struct Endpoint {
-  std::string address;
+  std::string address;  // as get_nbd_info gives it: IPv6 may carry a "/prefix"
   int port = 10809;
   std::string exportname;
   std::string cert;     // PEM; empty means the server offers no TLS
@@ -40,6 +45,7 @@ struct ReaderOptions {
   int attempts = 4;   // per request, counting the first
   int in_flight = 8;  // requests queued per connection
   bool require_tls = true;
+  int timeout_seconds = 120;  // a connection, or a request, that takes longer has failed
 };
 
 struct Extent {
@@ -80,11 +86,16 @@ class Reader {
 
   std::vector<Endpoint> endpoints_;
   ReaderOptions options_;
-  std::string tls_dir_;
+  std::string tls_dir_;  // one subdirectory per endpoint with its certificate
   uint64_t size_ = 0;
   std::atomic<uint64_t> bytes_read_{0};
   std::vector<std::unique_ptr<Conn>> conns_;
 };
+
+// The host part of a get_nbd_info address: xapi stores a PIF's IPv6
+// address with its prefix length ("fd00::5/64"), which is not an address to
+// connect to.
+std::string HostOfAddress(const std::string& address);
 
 // Splits the blocks set in a CBT bitmap (MSB first, 64 KiB per bit) into
 // extents of consecutive blocks, clipped to `disk_size`.

@@ -3,7 +3,11 @@
 
 #include "util/file.h"
 
+#include <sys/random.h>
+
+#include <cerrno>
 #include <charconv>
+#include <cstdio>
 
 namespace cbt::repo {
 
@@ -24,6 +28,27 @@ bool IsUuid(std::string_view s) {
     if (dash ? s[i] != '-' : !IsLowerHex(s[i])) return false;
   }
   return true;
+}
+
+Result<std::string> NewUuid() {
+  unsigned char b[16];
+  size_t got = 0;
+  while (got < sizeof b) {
+    ssize_t n = ::getrandom(b + got, sizeof b - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "getrandom");
+    }
+    got += static_cast<size_t>(n);
+  }
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  char out[37];
+  std::snprintf(out, sizeof out,
+                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+                b[15]);
+  return std::string(out);
 }
 
 std::optional<std::time_t> ParseTimestamp(std::string_view s) {

@@ -4,6 +4,7 @@
 // (docs/FORMAT.md, "Repository layout", is the grammar these follow).
 //
 //   REPO/config.json                       repository config (format version)
+//   REPO/id                                repository id (a UUID), made by the first backup
 //   REPO/<vm-uuid>/                        one directory per VM
 //   REPO/<vm-uuid>/lock                    per-VM lock (present while held)
 //   REPO/<vm-uuid>/<timestamp>/            a committed point
@@ -18,6 +19,8 @@
 #ifndef CBT_REPO_LAYOUT_H_
 #define CBT_REPO_LAYOUT_H_
 
+#include "util/status.h"
+
 #include <cstdint>
 #include <ctime>
 #include <optional>
@@ -27,6 +30,7 @@
 namespace cbt::repo {
 
 inline constexpr char kConfigFile[] = "config.json";
+inline constexpr char kIdFile[] = "id";
 inline constexpr char kLockFile[] = "lock";
 inline constexpr char kManifestFile[] = "manifest.json";
 inline constexpr char kMetadataFile[] = "VM_metadata";
@@ -37,6 +41,9 @@ inline constexpr char kDeletingPrefix[] = ".del-";
 
 // True for a lower-case 8-4-4-4-12 hexadecimal UUID.
 bool IsUuid(std::string_view s);
+// A random (version 4) lower-case UUID; IoError if the kernel gives no
+// random bytes.
+Result<std::string> NewUuid();
 // True for an ISO 8601 basic UTC timestamp "YYYYMMDDTHHMMSSZ" naming a real
 // date and time.
 bool IsTimestamp(std::string_view s);

@@ -79,7 +79,16 @@ std::string EncodeManifest(const Manifest& m) {
             {"vm_name", m.vm_name},           {"point", m.point},
             {"created_by", m.created_by},     {"source", m.source},
             {"metadata_file", kMetadataFile}, {"disks", disks}};
-  return j.dump(2) + "\n";
+  if (!m.power_state.empty()) j["power_state"] = m.power_state;
+  if (!m.skipped_disks.empty()) {
+    json skipped = json::array();
+    for (const auto& d : m.skipped_disks) {
+      skipped.push_back({{"vdi_uuid", d.vdi_uuid}, {"name", d.name}, {"reason", d.reason}});
+    }
+    j["skipped_disks"] = skipped;
+  }
+  // Names come from the server: invalid UTF-8 becomes U+FFFD, not an exception.
+  return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 Result<Manifest> DecodeManifest(const std::string& text, const std::string& what) {
@@ -100,6 +109,16 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
     m.point = j.at("point").get<std::string>();
     m.created_by = j.value("created_by", "");
     m.source = j.value("source", "");
+    m.power_state = j.value("power_state", "");
+    if (j.contains("skipped_disks")) {
+      if (!j["skipped_disks"].is_array()) {
+        return Status::Corruption(what + ": 'skipped_disks' is not a list");
+      }
+      for (const auto& js : j["skipped_disks"]) {
+        m.skipped_disks.push_back(
+            {js.at("vdi_uuid").get<std::string>(), js.value("name", ""), js.value("reason", "")});
+      }
+    }
     if (!IsUuid(m.vm_uuid) || !IsTimestamp(m.point)) {
       return Status::Corruption(what + ": manifest has a malformed VM UUID or point name");
     }
@@ -161,7 +180,8 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
 
 std::string EncodeConfig() {
   json j = {{"format", "cbt-backup repository"}, {"version", kRepoFormatVersion}};
-  return j.dump(2) + "\n";
+  // Names come from the server: invalid UTF-8 becomes U+FFFD, not an exception.
+  return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 Status CheckConfig(const std::string& text, const std::string& what) {

@@ -48,6 +48,14 @@ struct DiskRecord {
   std::vector<std::string> Files() const;
 };
 
+// A disk of the VM that the point does not hold, and why (e.g. a sharable
+// disk, which XenServer cannot snapshot).
+struct SkippedDisk {
+  std::string vdi_uuid;
+  std::string name;
+  std::string reason;
+};
+
 struct Manifest {
   int format_version = kRepoFormatVersion;
   std::string vm_uuid;
@@ -56,6 +64,8 @@ struct Manifest {
   std::string created_by;  // tool and version
   std::string source;      // "xapi", "import-legacy", ...
   std::vector<DiskRecord> disks;
+  std::vector<SkippedDisk> skipped_disks;  // disks of the VM left out of this point
+  std::string power_state;                 // the VM's power state at backup time, may be empty
 
   const DiskRecord* FindDisk(const std::string& vdi_uuid) const;
 };

@@ -130,7 +130,7 @@ Status LinkSame(const std::string& src, const std::string& dst) {
 Status DeleteOne(Run& run, const std::string& p) {
   const std::string pdir = PointDir(run.repo.path(), run.vm, p);
   const std::string ddir = JoinPath(run.vm_dir, DeletingDirName(p));
-  if (IsDirectory(pdir)) {
+  if (IsRealDirectory(pdir)) {
     CBT_ASSIGN_OR_RETURN(Manifest mp, run.repo.ReadManifest(run.vm, p));
     CBT_ASSIGN_OR_RETURN(auto points, run.repo.ListPoints(run.vm));
     for (const auto& q : points) {
@@ -173,7 +173,7 @@ Status DeleteOne(Run& run, const std::string& p) {
     CBT_RETURN_IF_ERROR(FsyncDir(run.vm_dir));
     if (!run.Step("hide " + p)) return Stopped();
   }
-  if (IsDirectory(ddir)) {
+  if (IsRealDirectory(ddir)) {
     CBT_RETURN_IF_ERROR(RemoveTree(ddir));
     CBT_RETURN_IF_ERROR(FsyncDir(run.vm_dir));
     if (!run.Step("remove " + p)) return Stopped();
@@ -199,7 +199,7 @@ Status PunchDeadBlocks(Run& run, const std::string& qdir, const DiskRecord& d) {
     }
     for (const auto& e : file->entries()) covered[e.block] = true;
     if (dead.empty()) continue;
-    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return Status::FromErrno(errno, path);
     UniqueFd owner(fd);
     struct stat st;

@@ -57,11 +57,37 @@ Result<Repository> Repository::Open(const std::string& path, bool create) {
   return Repository(path);
 }
 
+Result<std::string> Repository::Id(bool create) const {
+  const std::string file = JoinPath(path_, kIdFile);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto text = ReadFile(file);
+    if (text.ok()) {
+      std::string id = *text;
+      while (!id.empty() && (id.back() == '\n' || id.back() == '\r')) id.pop_back();
+      if (!IsUuid(id)) return Status::Corruption(file + ": not a repository id (a UUID)");
+      return id;
+    }
+    if (!text.status().IsNotFound() || !create) return text.status();
+    // Written to a temporary, then linked: link() never replaces, so of two
+    // processes creating it at once, the second reads the first's.
+    CBT_ASSIGN_OR_RETURN(std::string fresh, NewUuid());
+    const std::string tmp = file + ".tmp." + std::to_string(::getpid());
+    ::unlink(tmp.c_str());
+    CBT_RETURN_IF_ERROR(WriteNewFile(tmp, fresh + "\n"));
+    const int rc = ::link(tmp.c_str(), file.c_str());
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    if (rc != 0 && err != EEXIST) return Status::FromErrno(err, file);
+    CBT_RETURN_IF_ERROR(FsyncDir(path_));
+  }
+  return Status::Corruption(file + ": cannot be read back");
+}
+
 Result<std::vector<std::string>> Repository::ListVms() const {
   CBT_ASSIGN_OR_RETURN(auto names, ListDir(path_));
   std::vector<std::string> vms;
   for (auto& n : names) {
-    if (IsUuid(n) && IsDirectory(JoinPath(path_, n))) vms.push_back(std::move(n));
+    if (IsUuid(n) && IsRealDirectory(JoinPath(path_, n))) vms.push_back(std::move(n));
   }
   return vms;
 }
@@ -77,7 +103,7 @@ Result<std::vector<std::string>> Repository::ListPoints(const std::string& vm) c
   }
   std::vector<std::string> points;
   for (auto& n : *names) {
-    if (IsTimestamp(n) && IsDirectory(PointDir(path_, vm, n))) points.push_back(std::move(n));
+    if (IsTimestamp(n) && IsRealDirectory(PointDir(path_, vm, n))) points.push_back(std::move(n));
   }
   return points;  // ListDir sorts, and timestamps sort chronologically
 }
@@ -90,6 +116,12 @@ Result<Manifest> Repository::ReadManifest(const std::string& vm, const std::stri
   if (!IsUuid(vm)) return Status::InvalidArgument("'" + vm + "' is not a VM UUID");
   if (!IsTimestamp(point)) {
     return Status::InvalidArgument("'" + point + "' is not a point (expected YYYYMMDDTHHMMSSZ)");
+  }
+  // A linked VM or point directory could lead anywhere on this host.
+  for (const std::string& dir : {VmDir(path_, vm), PointPath(vm, point)}) {
+    if (PathExists(dir) && !IsRealDirectory(dir)) {
+      return Status::Corruption(dir + " is a symbolic link or not a directory");
+    }
   }
   std::string file = JoinPath(PointPath(vm, point), kManifestFile);
   auto text = ReadFile(file);
@@ -169,6 +201,11 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
                                const std::string& command) {
   if (!IsUuid(vm)) return Status::InvalidArgument("'" + vm + "' is not a VM UUID");
   const std::string vm_dir = VmDir(repo.path(), vm);
+  if (PathExists(vm_dir) && !IsRealDirectory(vm_dir)) {
+    return Status::Corruption(vm_dir +
+                              " is not a directory (a symbolic link?); refusing to write "
+                              "through it");
+  }
   if (!IsDirectory(vm_dir)) {
     CBT_RETURN_IF_ERROR(MakeDir(vm_dir));
     // The new VM directory must survive a crash with the points put in it.
@@ -176,8 +213,15 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
   }
   const std::string lock_path = JoinPath(vm_dir, kLockFile);
   for (int attempt = 0; attempt < 10; ++attempt) {
-    int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kFileMode);
-    if (fd < 0) return Status::FromErrno(errno, lock_path);
+    int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, kFileMode);
+    if (fd < 0) {
+      if (errno == ELOOP) {
+        return Status::Corruption(lock_path +
+                                  " is a symbolic link; a lock is never taken "
+                                  "through one");
+      }
+      return Status::FromErrno(errno, lock_path);
+    }
     UniqueFd owner(fd);
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) return Status::FromErrno(errno, lock_path);

@@ -40,6 +40,12 @@ class Repository {
 
   const std::string& path() const { return path_; }
 
+  // The repository's id: a random UUID in REPO/id that marks the server
+  // objects a backup into this repository creates (docs/FORMAT.md, "id").
+  // With `create`, a missing id is made; two processes making it at once
+  // agree on one.  NotFound if missing and !create; Corruption if malformed.
+  Result<std::string> Id(bool create) const;
+
   // UUIDs of the VM directories, sorted.
   Result<std::vector<std::string>> ListVms() const;
   // Committed points of `vm`, oldest first.  Temporaries are never listed.

@@ -17,6 +17,7 @@
 #include "restore/restore.h"
 
 #include "restore/vhd_stream.h"
+#include "restore/vm_metadata.h"
 
 #include "backup/backup.h"
 #include "image/composed_image.h"
@@ -24,6 +25,7 @@
 #include "repo/layout.h"
 #include "util/file.h"
 #include "util/md5.h"
+#include "util/text.h"
 
 #include <chrono>
 #include <cstring>
@@ -64,24 +66,40 @@ Result<std::string> Md5Of(const DiskSource& src, uint64_t total) {
   });
 }
 
-// Streams `src` into VDI `vdi_ref` and waits for the import task.
+// How long to wait for a task that an HTTP handler may never have been
+// given (the request failed before it reached one).
+constexpr double kOrphanTaskSeconds = 30;
+
+// The client for the host a redirect names: the pool hands out each host's
+// own certificate (host.get_server_certificate), which a user's --ca-cert
+// for the master does not cover.
+Result<std::unique_ptr<xapi::HttpClient>> FollowRedirect(Session& s, const xapi::HttpClient& from,
+                                                         const std::string& location) {
+  CBT_ASSIGN_OR_RETURN(auto parts, xapi::SplitUrl(location));
+  std::string host = parts.first.substr(parts.first.find("://") + 3);
+  if (!host.empty() && host.front() == '[') {
+    host = host.substr(1, host.find(']') - 1);
+  } else if (host.find(':') != std::string::npos) {
+    host = host.substr(0, host.find(':'));
+  }
+  std::string pem;
+  if (auto hosts = s.Call("host.get_all_records"); hosts.ok()) {
+    for (const auto& [ref, rec] : hosts->members()) {
+      if (rec.GetString("address") != host && rec.GetString("hostname") != host) continue;
+      auto cert = s.HostCertificate(ref);
+      if (cert.ok()) pem = *cert;
+    }
+  }
+  return from.ForUrl(parts.first, pem);
+}
+
+// Streams `src` into VDI `vdi_ref` and waits for the import task.  The host
+// that is sent the upload answers 302 when it cannot see the VDI's SR,
+// naming one that can (import_raw_vdi.ml, import), and leaves the task to
+// that host: the upload starts again there, with the same query.
 Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std::string& vdi_ref,
               const DiskSource& src, const std::vector<bool>& carry, const std::string& format,
               const std::string& label, DiskResult* r) {
-  std::unique_ptr<VhdStream> vhd;
-  std::unique_ptr<ChunkedRawStream> chunked;
-  uint64_t length = src.size();
-  if (format == "vhd") {
-    CBT_ASSIGN_OR_RETURN(vhd, VhdStream::Create(src, carry));
-    length = vhd->length();
-    r->blocks_sent = vhd->carried_blocks();
-  } else if (format == "raw-chunked") {
-    chunked = ChunkedRawStream::Create(src, carry);
-    length = chunked->length();
-    r->blocks_sent = chunked->carried_blocks();
-  } else {
-    r->blocks_sent = repo::BlockCount(src.size());
-  }
   CBT_ASSIGN_OR_RETURN(Value task, s.Call("task.create", {Value("cbt-backup restore"),
                                                           Value("import of " + label)}));
   struct TaskGuard {
@@ -90,49 +108,84 @@ Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std:
     ~TaskGuard() { (void)s.Call("task.destroy", {Value(t)}); }
   } tg{s, task.str()};
 
-  uint64_t sent = 0;
-  Status source_error;
-  auto body = [&](char* buf, size_t max) -> int64_t {
-    Result<size_t> n = size_t{0};
-    if (vhd) {
-      n = vhd->Next(buf, max);
-    } else if (chunked) {
-      n = chunked->Next(buf, max);
-    } else if (sent < length) {
-      n = src.Read(buf, static_cast<size_t>(std::min<uint64_t>(max, length - sent)), sent);
-    }
-    if (!n.ok()) {
-      source_error = n.status();
-      return -1;
-    }
-    sent += *n;
-    if (opt.progress) opt.progress(label, sent, length);
-    return static_cast<int64_t>(*n);
-  };
-  const std::string path = "/import_raw_vdi?session_id=" + xapi::UrlEncode(s.ref()) +
-                           "&vdi=" + xapi::UrlEncode(vdi_ref) +
-                           (format == "raw-chunked" ? "&format=raw&chunked" : "&format=" + format) +
-                           "&task_id=" + xapi::UrlEncode(task.str());
+  std::string path = "/import_raw_vdi?session_id=" + xapi::UrlEncode(s.ref()) +
+                     "&vdi=" + xapi::UrlEncode(vdi_ref) +
+                     (format == "raw-chunked" ? "&format=raw&chunked" : "&format=" + format) +
+                     "&task_id=" + xapi::UrlEncode(task.str());
+  xapi::HttpClient* target = &http;
+  std::unique_ptr<xapi::HttpClient> redirected;
   const double t0 = Now();
-  auto resp = http.Put(path, length, body);
-  r->bytes_sent = sent;
-  if (!source_error.ok()) return source_error.WithContext("reading the point");
-  // Whatever the transport said, the task has the verdict (and the reason).
-  auto result = s.WaitTask(task.str());
-  r->upload_seconds = Now() - t0;
-  if (!resp.ok()) {
-    return Status::IoError("upload of " + label + " was cut after " + std::to_string(sent) +
-                           " of " + std::to_string(length) + " bytes (" + resp.status().message() +
-                           ")");
+  for (int hop = 0;; ++hop) {
+    std::unique_ptr<VhdStream> vhd;
+    std::unique_ptr<ChunkedRawStream> chunked;
+    uint64_t length = src.size();
+    if (format == "vhd") {
+      CBT_ASSIGN_OR_RETURN(vhd, VhdStream::Create(src, carry));
+      length = vhd->length();
+      r->blocks_sent = vhd->carried_blocks();
+    } else if (format == "raw-chunked") {
+      chunked = ChunkedRawStream::Create(src, carry);
+      length = chunked->length();
+      r->blocks_sent = chunked->carried_blocks();
+    } else {
+      r->blocks_sent = repo::BlockCount(src.size());
+    }
+    uint64_t sent = 0;
+    Status source_error;
+    auto body = [&](char* buf, size_t max) -> int64_t {
+      Result<size_t> n = size_t{0};
+      if (vhd) {
+        n = vhd->Next(buf, max);
+      } else if (chunked) {
+        n = chunked->Next(buf, max);
+      } else if (sent < length) {
+        n = src.Read(buf, static_cast<size_t>(std::min<uint64_t>(max, length - sent)), sent);
+      }
+      if (!n.ok()) {
+        source_error = n.status();
+        return -1;
+      }
+      sent += *n;
+      if (opt.progress) opt.progress(label, sent, length);
+      return static_cast<int64_t>(*n);
+    };
+    auto resp = target->Put(path, length, body);
+    r->bytes_sent = sent;
+    if (resp.ok() && resp->status >= 300 && resp->status < 400 && resp->headers.count("location")) {
+      if (hop >= 2) return Status::Remote("import_raw_vdi redirected " + label + " too often");
+      const std::string location = resp->headers.at("location");
+      CBT_ASSIGN_OR_RETURN(redirected, FollowRedirect(s, *target, location));
+      CBT_ASSIGN_OR_RETURN(auto parts, xapi::SplitUrl(location));
+      path = parts.second;
+      target = redirected.get();
+      continue;
+    }
+    if (!source_error.ok()) {
+      (void)s.WaitTaskFor(task.str(), kOrphanTaskSeconds);
+      return source_error.WithContext("reading the point");
+    }
+    if (!resp.ok() || resp->status != 200) {
+      // The handler may never have touched the task: wait a bounded time for
+      // its verdict, which says why better than the transport can.
+      auto result = s.WaitTaskFor(task.str(), kOrphanTaskSeconds);
+      if (!resp.ok()) {
+        if (resp.status().code() == Status::Code::kAborted) return resp.status();
+        return Status::IoError("upload of " + label + " was cut after " + std::to_string(sent) +
+                               " of " + std::to_string(length) + " bytes (" +
+                               resp.status().message() + ")" +
+                               (result.ok() ? "" : ": " + result.status().message()));
+      }
+      return Status::Remote("import_raw_vdi refused the upload of " + label + " (HTTP " +
+                            std::to_string(resp->status) + ")" +
+                            (result.ok() ? "" : ": " + result.status().message()));
+    }
+    // Whatever the transport said, the task has the verdict (and the reason).
+    auto result = s.WaitTask(task.str());
+    r->upload_seconds = Now() - t0;
+    if (!result.ok()) return result.status().WithContext("import of " + label);
+    if (sent != length) return Status::IoError("upload of " + label + " ended early");
+    return Status::Ok();
   }
-  if (resp->status != 200) {
-    return Status::Remote("import_raw_vdi refused the upload of " + label + " (HTTP " +
-                          std::to_string(resp->status) + ")" +
-                          (result.ok() ? "" : ": " + result.status().message()));
-  }
-  if (!result.ok()) return result.status().WithContext("import of " + label);
-  if (sent != length) return Status::IoError("upload of " + label + " ended early");
-  return Status::Ok();
 }
 
 Result<Value> VdiByUuid(Session& s, const std::string& uuid, const std::string& what) {
@@ -341,12 +394,20 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
   }
 
   if (whole_vm) {
-    CBT_ASSIGN_OR_RETURN(std::string metadata, ReadFile(JoinPath(repo.PointPath(opt.vm, opt.point),
-                                                                 repo::kMetadataFile)));
-    if (metadata.empty()) {
+    CBT_ASSIGN_OR_RETURN(std::string stored, ReadFile(JoinPath(repo.PointPath(opt.vm, opt.point),
+                                                               repo::kMetadataFile)));
+    if (stored.empty()) {
       return Status::InvalidArgument("point " + opt.point +
                                      " holds no VM metadata; restore its disks with --disk");
     }
+    CBT_ASSIGN_OR_RETURN(HaltedMetadata halted, MakeHalted(stored));
+    if (halted.was_suspended) {
+      report.notes.push_back(
+          "the point was taken while the VM was suspended: it is restored "
+          "halted (a point holds no memory image), and boots from its disks");
+      log(report.notes.back());
+    }
+    const std::string& metadata = halted.archive;
     CBT_ASSIGN_OR_RETURN(Value task, s.Call("task.create", {Value("cbt-backup restore"),
                                                             Value("import of VM metadata")}));
     std::string path = "/import_metadata?session_id=" + xapi::UrlEncode(s.ref()) +
@@ -359,7 +420,8 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
       pos += n;
       return static_cast<int64_t>(n);
     });
-    auto result = s.WaitTask(task.str());
+    auto result = resp.ok() && resp->status == 200 ? s.WaitTask(task.str())
+                                                   : s.WaitTaskFor(task.str(), kOrphanTaskSeconds);
     (void)s.Call("task.destroy", {Value(task.str())});
     if (!resp.ok()) return resp.status().WithContext("import_metadata");
     if (!result.ok()) return result.status().WithContext("import_metadata");

@@ -55,6 +55,7 @@ struct DiskResult {
 struct Report {
   std::string new_vm_uuid;  // whole-VM restore only
   std::vector<DiskResult> disks;
+  std::vector<std::string> notes;  // things the user should know (e.g. restored halted)
   double seconds = 0;
 };
 

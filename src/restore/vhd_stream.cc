@@ -187,7 +187,7 @@ std::unique_ptr<DiskSource> SourceFromImage(std::shared_ptr<const image::Compose
 }
 
 Result<std::unique_ptr<DiskSource>> SourceFromFile(const std::string& path) {
-  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenUserFile(path));
   CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
   if (size == 0) return Status::InvalidArgument(path + " is empty");
   std::vector<bool> data(repo::BlockCount(size), false);

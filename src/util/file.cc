@@ -24,6 +24,19 @@ UniqueFd::~UniqueFd() {
 }
 
 Result<UniqueFd> OpenRead(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ELOOP) {
+      return Status::Corruption(path +
+                                " is a symbolic link; repository files are never read "
+                                "through one");
+    }
+    return Status::FromErrno(errno, path);
+  }
+  return UniqueFd(fd);
+}
+
+Result<UniqueFd> OpenUserFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(errno, path);
   return UniqueFd(fd);
@@ -84,12 +97,25 @@ Result<uint64_t> FileSize(int fd, const std::string& what) {
   return static_cast<uint64_t>(st.st_size);
 }
 
-Result<std::string> ReadFile(const std::string& path) {
-  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
+namespace {
+
+Result<std::string> ReadAll(UniqueFd fd, const std::string& path) {
   CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
   std::string data(size, '\0');
   CBT_RETURN_IF_ERROR(PreadAll(fd.get(), data.data(), size, 0, path));
   return data;
+}
+
+}  // namespace
+
+Result<std::string> ReadFile(const std::string& path) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
+  return ReadAll(std::move(fd), path);
+}
+
+Result<std::string> ReadUserFile(const std::string& path) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenUserFile(path));
+  return ReadAll(std::move(fd), path);
 }
 
 Status WriteNewFile(const std::string& path, const std::string& data) {
@@ -160,6 +186,11 @@ Result<std::vector<std::string>> ListDir(const std::string& path) {
 bool IsDirectory(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool IsRealDirectory(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 bool PathExists(const std::string& path) {

@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Thin POSIX file helpers.  Every system call the engine makes on the
-// repository goes through here, so errno is turned into a Status in one
-// place, short reads/writes and EINTR are handled once, and the modes of
-// created files (0600) and directories (0700) are decided once.
+// Thin POSIX file helpers: errno turned into a Status in one place, short
+// reads/writes and EINTR handled once, the modes of created files (0600)
+// and directories (0700) decided once.
+//
+// A repository may come from elsewhere, so OpenRead and ReadFile never
+// follow a symbolic link in the last component (Corruption naming the
+// path), and IsRealDirectory does not count a link to a directory; files a
+// user names on the command line are read with the *UserFile variants,
+// which follow links as any tool does.
 //
 // Thread-safety: free functions are thread-safe; a UniqueFd is a value that
 // one thread owns (pread/pwrite on the same fd from many threads is fine).
@@ -46,8 +51,11 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-// Opens `path` read-only (O_CLOEXEC).  NotFound if it does not exist.
+// Opens `path` read-only (O_CLOEXEC | O_NOFOLLOW).  NotFound if it does
+// not exist, Corruption if it is a symbolic link.
 Result<UniqueFd> OpenRead(const std::string& path);
+// Opens a file the user named, following symbolic links.
+Result<UniqueFd> OpenUserFile(const std::string& path);
 // Creates `path` for writing with mode 0600; fails with Exists if present.
 Result<UniqueFd> CreateExclusive(const std::string& path);
 
@@ -60,8 +68,10 @@ Status Fsync(int fd, const std::string& what);
 Status FsyncDir(const std::string& dir);
 Result<uint64_t> FileSize(int fd, const std::string& what);
 
-// Reads a whole (small) file.
+// Reads a whole (small) file; not through a symbolic link.
 Result<std::string> ReadFile(const std::string& path);
+// Reads a whole (small) file the user named, following symbolic links.
+Result<std::string> ReadUserFile(const std::string& path);
 // Writes `data` to a new file `path` (0600, must not exist) and fsyncs it.
 Status WriteNewFile(const std::string& path, const std::string& data);
 // Writes `data` to `path` through a temporary sibling and rename, fsyncing the
@@ -76,7 +86,10 @@ Status MakeDirs(const std::string& path);
 Status RemoveTree(const std::string& path);
 // Names in a directory, without "." and "..", sorted.
 Result<std::vector<std::string>> ListDir(const std::string& path);
+// True for a directory or a link to one.
 bool IsDirectory(const std::string& path);
+// True for a directory that is not a symbolic link.
+bool IsRealDirectory(const std::string& path);
 bool PathExists(const std::string& path);
 
 std::string JoinPath(const std::string& a, const std::string& b);

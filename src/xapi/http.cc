@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "xapi/http.h"
 
+#include "util/interrupt.h"
 #include "util/lazy_lib.h"
 
 // The calls go through pointers bound at run time (LazyLibrary), so the
@@ -89,7 +90,25 @@ size_t ReadBody(char* buf, size_t size, size_t nitems, void* userdata) {
   return static_cast<size_t>(n);
 }
 
+// Stops a disk transfer when the process is interrupted; XML-RPC calls are
+// left alone, so the clean-up calls after an interruption still work.
+int AbortOnInterrupt(void*, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return Interrupted() ? 1 : 0;
+}
+
 }  // namespace
+
+Result<std::pair<std::string, std::string>> SplitUrl(const std::string& url) {
+  auto sep = url.find("://");
+  if (sep == std::string::npos) return Status::InvalidArgument("'" + url + "' is not a URL");
+  const std::string scheme = url.substr(0, sep);
+  if (scheme != "http" && scheme != "https") {
+    return Status::InvalidArgument("'" + url + "' is not an http(s) URL");
+  }
+  auto path = url.find('/', sep + 3);
+  if (path == std::string::npos) return std::make_pair(url, std::string("/"));
+  return std::make_pair(url.substr(0, path), url.substr(path));
+}
 
 std::string UrlEncode(const std::string& s) {
   static const char* hex = "0123456789ABCDEF";
@@ -107,7 +126,7 @@ std::string UrlEncode(const std::string& s) {
 }
 
 Result<std::unique_ptr<HttpClient>> HttpClient::Create(const std::string& base_url,
-                                                       const std::string& ca_cert) {
+                                                       const HttpOptions& options) {
   CBT_RETURN_IF_ERROR(LoadCurl());
   std::string url = base_url;
   std::string scheme = "https";
@@ -119,6 +138,12 @@ Result<std::unique_ptr<HttpClient>> HttpClient::Create(const std::string& base_u
   if (scheme != "https" && scheme != "http") {
     return Status::InvalidArgument("server URL '" + base_url +
                                    "' must start with https:// or http://");
+  }
+  if (scheme == "http" && !options.allow_plaintext) {
+    return Status::InvalidArgument(
+        "refusing plain http:// to " + base_url +
+        ": the password, the session and the NBD certificates would travel unauthenticated; use "
+        "https://, or pass --allow-plaintext if this network is trusted");
   }
   while (!url.empty() && url.back() == '/') url.pop_back();
   if (url.empty() || url.find('/') != std::string::npos) {
@@ -139,7 +164,7 @@ Result<std::unique_ptr<HttpClient>> HttpClient::Create(const std::string& base_u
   c->scheme_ = scheme;
   c->host_ = host;
   c->port_ = port;
-  c->ca_cert_ = ca_cert;
+  c->options_ = options;
   std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
   c->base_url_ = scheme + "://" + h + (port.empty() ? "" : ":" + port);
   return c;
@@ -147,7 +172,22 @@ Result<std::unique_ptr<HttpClient>> HttpClient::Create(const std::string& base_u
 
 Result<std::unique_ptr<HttpClient>> HttpClient::ForHost(const std::string& host) const {
   std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  return Create(scheme_ + "://" + h + (port_.empty() ? "" : ":" + port_), ca_cert_);
+  return Create(scheme_ + "://" + h + (port_.empty() ? "" : ":" + port_), options_);
+}
+
+Result<std::unique_ptr<HttpClient>> HttpClient::ForUrl(const std::string& url,
+                                                       const std::string& ca_pem) const {
+  CBT_ASSIGN_OR_RETURN(auto parts, SplitUrl(url));
+  HttpOptions o = options_;
+  if (!ca_pem.empty()) {
+    o.ca_pem = ca_pem;
+    o.ca_cert.clear();
+  }
+  // A redirect may not downgrade the scheme.
+  if (scheme_ == "https" && parts.first.rfind("https://", 0) != 0) {
+    return Status::InvalidArgument("the server redirected an HTTPS request to " + parts.first);
+  }
+  return Create(parts.first, o);
 }
 
 HttpClient::~HttpClient() {
@@ -163,14 +203,35 @@ Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) 
   g_curl.easy_setopt(curl, CURLOPT_HEADERDATA, &resp.headers);
   g_curl.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   g_curl.easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
+  // A transfer that stalls (a host gone silent, a handler that stopped
+  // reading) fails instead of hanging.
+  g_curl.easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  g_curl.easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_seconds));
   g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
   g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (!ca_cert_.empty()) g_curl.easy_setopt(curl, CURLOPT_CAINFO, ca_cert_.c_str());
+  struct curl_blob blob;
+  if (!options_.ca_pem.empty()) {
+    blob.data = const_cast<char*>(options_.ca_pem.data());
+    blob.len = options_.ca_pem.size();
+    blob.flags = CURL_BLOB_NOCOPY;
+    g_curl.easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
+  } else if (!options_.ca_cert.empty()) {
+    g_curl.easy_setopt(curl, CURLOPT_CAINFO, options_.ca_cert.c_str());
+  }
   char errbuf[CURL_ERROR_SIZE] = {};
   g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
   CURLcode rc = g_curl.easy_perform(curl);
+  if (rc == CURLE_ABORTED_BY_CALLBACK && Interrupted()) return CheckInterrupted();
   if (rc != CURLE_OK) {
+    // A server that redirects an upload answers before reading the body and
+    // closes: the send then fails, but the answer was read.
+    g_curl.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
+    if (resp.status >= 300 && resp.status < 400 && resp.headers.count("location")) return resp;
     std::string detail = errbuf[0] ? errbuf : g_curl.easy_strerror(rc);
+    if (rc == CURLE_OPERATION_TIMEDOUT) {
+      detail += " (no progress for " + std::to_string(options_.stall_seconds) +
+                " s; --http-timeout sets the limit)";
+    }
     std::string hint;
     if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
         rc == CURLE_SSL_CONNECT_ERROR) {
@@ -209,6 +270,7 @@ Result<HttpResponse> HttpClient::Post(const std::string& path, const std::string
   hdrs = g_curl.slist_append(hdrs, ("Content-Type: " + content_type).c_str());
   hdrs = g_curl.slist_append(hdrs, "Expect:");
   g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+  g_curl.easy_setopt(curl, CURLOPT_TIMEOUT, static_cast<long>(options_.call_seconds));
   auto r = Perform(curl, "cannot reach");
   // Clears every option, so the kept handle holds no pointer into this call
   // (body, headers, response); its connections stay.
@@ -223,6 +285,8 @@ Result<HttpResponse> HttpClient::Get(const std::string& path_and_query) {
   if (curl == nullptr) return Status::IoError("curl_easy_init failed");
   std::string url = base_url_ + path_and_query;
   g_curl.easy_setopt(curl, CURLOPT_URL, url.c_str());
+  g_curl.easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  g_curl.easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortOnInterrupt);
   auto r = Perform(curl, "GET failed on");
   g_curl.easy_cleanup(curl);
   return r;
@@ -244,6 +308,8 @@ Result<HttpResponse> HttpClient::Put(const std::string& path_and_query, uint64_t
   struct curl_slist* hdrs = nullptr;
   hdrs = g_curl.slist_append(hdrs, "Expect:");
   g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+  g_curl.easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  g_curl.easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortOnInterrupt);
   auto r = Perform(curl, "PUT failed on");
   g_curl.slist_free_all(hdrs);
   g_curl.easy_cleanup(curl);

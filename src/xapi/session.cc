@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "xapi/session.h"
 
+#include "util/interrupt.h"
+
 #include <chrono>
 #include <thread>
 
@@ -55,7 +57,7 @@ Result<std::unique_ptr<Session>> Session::Login(const ConnectOptions& o) {
   if (o.server.empty()) {
     return Status::InvalidArgument("no server given: pass --server URL (the pool master)");
   }
-  CBT_ASSIGN_OR_RETURN(auto http, HttpClient::Create(o.server, o.ca_cert));
+  CBT_ASSIGN_OR_RETURN(auto http, HttpClient::Create(o.server, o.http));
   for (int redirects = 0;; ++redirects) {
     auto ref = Invoke(*http, "session.login_with_password",
                       {Value(o.user), Value(o.password), Value("1.0"), Value(o.originator)});
@@ -64,6 +66,7 @@ Result<std::unique_ptr<Session>> Session::Login(const ConnectOptions& o) {
       s->http_ = std::move(http);
       s->ref_ = ref->str();
       s->user_ = o.user;
+      s->task_stall_seconds_ = o.task_stall_seconds;
       return s;
     }
     const auto& d = ref.status().detail();
@@ -90,14 +93,38 @@ Result<Value> Session::Call(const std::string& method, std::vector<Value> params
 
 Result<Value> Session::WaitTask(const std::string& task,
                                 const std::function<void(double)>& progress) {
+  return Poll(task, progress, 0);
+}
+
+Result<Value> Session::WaitTaskFor(const std::string& task, double seconds) {
+  return Poll(task, nullptr, seconds);
+}
+
+Result<std::string> Session::HostCertificate(const std::string& host_ref) {
+  CBT_ASSIGN_OR_RETURN(Value pem, Call("host.get_server_certificate", {Value(host_ref)}));
+  return pem.str();
+}
+
+Result<Value> Session::Poll(const std::string& task, const std::function<void(double)>& progress,
+                            double hard_limit) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto last_move = start;
+  std::string last_progress;
   auto delay = std::chrono::milliseconds(20);
+  auto give_up = [&](Status why) -> Status {
+    (void)Call("task.cancel", {Value(task)});
+    return why;
+  };
   while (true) {
     CBT_ASSIGN_OR_RETURN(Value status, Call("task.get_status", {Value(task)}));
-    if (progress) {
-      auto p = Call("task.get_progress", {Value(task)});
-      if (p.ok() && p->kind() == Value::Kind::kDouble) {
-        progress(std::stod(p->str()));
+    auto p = Call("task.get_progress", {Value(task)});
+    if (p.ok()) {
+      if (p->str() != last_progress) {
+        last_progress = p->str();
+        last_move = Clock::now();
       }
+      if (progress && p->kind() == Value::Kind::kDouble) progress(std::stod(p->str()));
     }
     const std::string& st = status.str();
     if (st == "success") {
@@ -115,6 +142,17 @@ Result<Value> Session::WaitTask(const std::string& task,
     if (st != "pending" && st != "cancelling") {
       return Status::Corruption("task " + task + " has unknown status '" + st + "'");
     }
+    if (Interrupted()) return give_up(CheckInterrupted());
+    const auto now = Clock::now();
+    if (hard_limit > 0 && std::chrono::duration<double>(now - start).count() > hard_limit) {
+      return give_up(Status::IoError("task " + task + " did not finish within " +
+                                     std::to_string(static_cast<int>(hard_limit)) + " s"));
+    }
+    if (std::chrono::duration<double>(now - last_move).count() > task_stall_seconds_) {
+      return give_up(Status::IoError("task " + task + " made no progress for " +
+                                     std::to_string(task_stall_seconds_) +
+                                     " s (--task-timeout sets the limit); cancelled"));
+    }
     std::this_thread::sleep_for(delay);
     delay = std::min(delay * 2, std::chrono::milliseconds(1000));
   }
@@ -125,7 +163,10 @@ Result<Value> Session::CallAsync(const std::string& method, std::vector<Value> p
   CBT_ASSIGN_OR_RETURN(Value task, Call("Async." + method, std::move(params)));
   auto result = WaitTask(task.str(), progress);
   (void)Call("task.destroy", {Value(task.str())});
-  if (!result.ok()) {
+  // A task's own failure is described with the method's name; a transport
+  // error or a stall keeps its own message.
+  if (!result.ok() && result.status().code() == Status::Code::kRemote &&
+      !result.status().detail().empty()) {
     auto s = result.status();
     return Status::Remote(DescribeError(s.detail(), method), s.detail());
   }

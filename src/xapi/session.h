@@ -23,11 +23,17 @@
 namespace cbt::xapi {
 
 struct ConnectOptions {
-  std::string server;   // URL or host name of the pool master
-  std::string ca_cert;  // PEM file to trust, "" for the system CAs
+  std::string server;  // URL or host name of the pool master
+  HttpOptions http;    // what to trust, plaintext, transfer time limits
   std::string user = "root";
   std::string password;
+  // xapi groups sessions by originator and destroys the oldest of a group
+  // past its cap (db_gc_util.ml, timeout_sessions); naming ours keeps them
+  // out of the pool that anonymous clients share.
   std::string originator = "cbt-backup";
+  // A task whose progress has not moved for this long is cancelled and
+  // reported as failed.
+  int task_stall_seconds = 600;
 };
 
 class Session {
@@ -49,18 +55,30 @@ class Session {
   Result<Value> CallAsync(const std::string& method, std::vector<Value> params,
                           const std::function<void(double)>& progress = nullptr);
   // Polls a task created elsewhere (for HTTP handlers) the same way, without
-  // destroying it.
+  // destroying it.  A task whose progress does not move for the stall limit,
+  // or an interrupted process, cancels the task and fails (Aborted when
+  // interrupted, IoError when stalled).
   Result<Value> WaitTask(const std::string& task,
                          const std::function<void(double)>& progress = nullptr);
+  // Like WaitTask, but gives up (IoError) after `seconds` whatever the
+  // progress: for a task that may never be touched, such as the one an HTTP
+  // handler was given when the request failed before reaching it.
+  Result<Value> WaitTaskFor(const std::string& task, double seconds);
+  // The host's own TLS certificate (PEM), for talking to a pool member
+  // directly.
+  Result<std::string> HostCertificate(const std::string& host_ref);
 
   // Ends the session now (also done by the destructor).
   void Logout();
 
  private:
   Session() = default;
+  Result<Value> Poll(const std::string& task, const std::function<void(double)>& progress,
+                     double hard_limit);
   std::unique_ptr<HttpClient> http_;
   std::string ref_;
   std::string user_;
+  int task_stall_seconds_ = 600;
 };
 
 // One line describing a XenAPI ErrorDescription for a user.

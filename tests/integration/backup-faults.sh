@@ -35,6 +35,7 @@ expect_error() {
 
 echo "wrong password"
 echo wrong >"$WORK/badpw"
+chmod 600 "$WORK/badpw"
 expect_error "login failed" "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" \
   --password-file "$WORK/badpw" --repo "$WORK/repo" backup --vm "$VM"
 echo "no password at all"

@@ -4,6 +4,8 @@
 #include "repo/layout.h"
 #include "util/file.h"
 
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -24,22 +26,16 @@ Result<repo::Repository> OpenRepo(const Globals& g, bool create) {
   return repo::Repository::Open(g.repo, create);
 }
 
-void FinishInterruptedDeletes(const repo::Repository& repo) {
+void WarnInterruptedDeletes(const repo::Repository& repo) {
   auto vms = repo.ListVms();
   if (!vms.ok()) return;
   for (const auto& vm : *vms) {
-    auto names = ListDir(repo::VmDir(repo.path(), vm));
-    if (!names.ok() || std::none_of(names->begin(), names->end(), [](const std::string& n) {
-          return n.rfind(repo::kJournalFile, 0) == 0;  // the journal or its temporary
-        })) {
-      continue;
-    }
-    // Taking the lock finishes the delete (VmLock::Acquire); a VM that is
-    // busy is being finished by its holder.
-    auto lock = repo::VmLock::Acquire(repo, vm, "finish an interrupted delete");
-    if (!lock.ok() && lock.status().code() != Status::Code::kBusy) {
-      std::fprintf(stderr, "cbt-backup: warning: %s\n", lock.status().message().c_str());
-    }
+    const std::string journal = JoinPath(repo::VmDir(repo.path(), vm), repo::kJournalFile);
+    if (!PathExists(journal)) continue;
+    std::fprintf(stderr,
+                 "cbt-backup: warning: a delete or prune of VM %s was interrupted (%s); the next "
+                 "backup, prune or delete of that VM finishes it\n",
+                 vm.c_str(), journal.c_str());
   }
 }
 
@@ -72,7 +68,14 @@ double NowSeconds() {
 
 Result<std::string> ReadPassword(const Globals& g) {
   if (!g.password_file.empty()) {
-    auto text = ReadFile(g.password_file);
+    struct stat st;
+    if (::stat(g.password_file.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+      std::fprintf(stderr,
+                   "cbt-backup: warning: password file %s can be read by other users (mode %04o); "
+                   "chmod 600 it\n",
+                   g.password_file.c_str(), static_cast<unsigned>(st.st_mode & 07777));
+    }
+    auto text = ReadUserFile(g.password_file);
     if (!text.ok()) return text.status().WithContext("--password-file");
     std::string pw = *text;
     while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
@@ -107,13 +110,24 @@ Result<std::unique_ptr<xapi::Session>> Login(const Globals& g) {
     return Status::InvalidArgument(
         "no server: pass --server URL (the pool master) or set server= in the config file");
   }
+  // Before the password is in memory: no core dump, and no ptrace attach
+  // by anyone but root, may read it.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   CBT_ASSIGN_OR_RETURN(std::string password, ReadPassword(g));
   xapi::ConnectOptions o;
   o.server = g.server;
-  o.ca_cert = g.ca_cert;
+  o.http.ca_cert = g.ca_cert;
+  o.http.allow_plaintext = g.allow_plaintext;
+  o.http.stall_seconds = g.http_timeout;
+  o.http.call_seconds = std::max(g.http_timeout, 600);
+  o.task_stall_seconds = g.task_timeout;
   o.user = g.user;
   o.password = password;
-  return xapi::Session::Login(o);
+  auto session = xapi::Session::Login(o);
+  // The copy in `o` and `password` go now; the session keeps none.
+  std::fill(password.begin(), password.end(), '\0');
+  std::fill(o.password.begin(), o.password.end(), '\0');
+  return session;
 }
 
 ProgressBar::ProgressBar(const Globals& g)

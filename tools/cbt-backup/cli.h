@@ -37,6 +37,10 @@ struct Globals {
   std::string password_file;
   std::string ca_cert;
   bool tls = true;
+  bool allow_plaintext = false;  // http:// to the server
+  int http_timeout = 120;        // seconds without progress before a transfer fails
+  int task_timeout = 600;        // seconds without progress before a task is given up
+  int nbd_timeout = 120;         // seconds an NBD request may take
 };
 
 struct Command {
@@ -64,17 +68,21 @@ Command VerifyCommand();
 int Fail(const Status& status);
 // Opens the repository named by the globals.
 Result<repo::Repository> OpenRepo(const Globals& g, bool create);
-// For commands that only read: finishes deletes that were interrupted (a
-// writer does so when it takes the VM's lock), warning on stderr about a
-// journal that cannot be finished.  Readers are correct either way, since
-// every state of a delete is readable; this only tidies up early.
-void FinishInterruptedDeletes(const repo::Repository& repo);
+// For commands that only read: warns on stderr about each VM with an
+// interrupted delete.  They do not finish it: a journal names points to
+// remove, and a reader cannot tell a journal its own tools wrote from one
+// planted in a repository that came from elsewhere, so only a command
+// that writes the VM (backup, prune, delete, import) replays it.  Readers
+// are correct either way, since every state of a delete is readable.
+void WarnInterruptedDeletes(const repo::Repository& repo);
 // Prints an informational line on stderr unless -q or --json.
 void Info(const Globals& g, const std::string& line);
 std::string HumanBytes(uint64_t bytes);
 
 // Logs in to the server named by the globals, with the password from
-// --password-file, CBT_PASSWORD, or a prompt on the terminal.
+// --password-file, CBT_PASSWORD, or a prompt on the terminal.  The process
+// is made non-dumpable first (no core file or ptrace by other users holds
+// the password), and a password file that others may read is warned about.
 Result<std::unique_ptr<xapi::Session>> Login(const Globals& g);
 
 // A one-line progress bar on stderr, drawn only on a terminal and never with

@@ -3,6 +3,7 @@
 
 #include "backup/backup.h"
 #include "nbd/nbd_reader.h"
+#include "util/text.h"
 
 #include <nlohmann/json.hpp>
 
@@ -41,6 +42,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
   opt.full = vm.count("full") > 0;
   opt.verify = vm.count("verify") > 0;
   opt.require_tls = g.tls;
+  opt.nbd_timeout = g.nbd_timeout;
   opt.connections = vm["connections"].as<int>();
   if (opt.connections < 1 || opt.connections > 16) {
     std::fprintf(stderr, "cbt-backup backup: --connections must be 1..16\n");
@@ -55,9 +57,16 @@ int Run(const Globals& g, const po::variables_map& vm) {
   bar.Finish();
   if (!report.ok()) return Fail(report.status());
   if (g.json) {
-    nlohmann::json out = {{"vm", report->vm_uuid},  {"vm_name", report->vm_name},
-                          {"point", report->point}, {"seconds", report->seconds},
-                          {"notes", report->notes}, {"disks", nlohmann::json::array()}};
+    nlohmann::json out = {{"vm", report->vm_uuid},
+                          {"vm_name", report->vm_name},
+                          {"point", report->point},
+                          {"seconds", report->seconds},
+                          {"notes", report->notes},
+                          {"disks", nlohmann::json::array()},
+                          {"skipped_disks", nlohmann::json::array()}};
+    for (const auto& d : report->skipped) {
+      out["skipped_disks"].push_back({{"vdi", d.vdi_uuid}, {"name", d.name}, {"reason", d.reason}});
+    }
     for (const auto& d : report->disks) {
       out["disks"].push_back({{"vdi", d.vdi_uuid},
                               {"name", d.name},
@@ -72,8 +81,11 @@ int Run(const Globals& g, const po::variables_map& vm) {
                               {"seconds", d.seconds},
                               {"verify", d.verify.empty() ? "skipped" : d.verify}});
     }
-    std::cout << out.dump(2) << "\n";
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
+    for (const auto& d : report->skipped) {
+      Info(g, "disk " + d.vdi_uuid + ": not backed up (" + d.reason + ")");
+    }
     for (const auto& d : report->disks) {
       Info(g, "disk " + d.vdi_uuid + ": " + d.mode +
                   (d.reason.empty() ? "" : " (" + d.reason + ")") + ", read " +

@@ -71,7 +71,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
   }
   auto repo = OpenRepo(g, /*create=*/false);
   if (!repo.ok()) return Fail(repo.status());
-  FinishInterruptedDeletes(*repo);
+  WarnInterruptedDeletes(*repo);
   auto img =
       image::ComposedImage::Open(*repo, vm["vm"].as<std::string>(), vm["point"].as<std::string>(),
                                  vm["disk"].as<std::string>());

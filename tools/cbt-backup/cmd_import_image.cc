@@ -32,7 +32,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
   req.full = vm.count("full") > 0;
   if (vm.count("changed-blocks")) {
     std::string file = vm["changed-blocks"].as<std::string>();
-    auto text = ReadFile(file);
+    auto text = ReadUserFile(file);
     if (!text.ok()) return Fail(text.status());
     auto blocks = image::ParseBlockList(*text, file);
     if (!blocks.ok()) return Fail(blocks.status());

@@ -41,7 +41,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
       out["points"].push_back(jp);
     }
     if (!s.ok()) out["error"] = s.message();
-    std::cout << out.dump(2) << "\n";
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     Info(g,
          std::to_string(imported) + " point(s) imported, " + std::to_string(skipped) + " skipped");

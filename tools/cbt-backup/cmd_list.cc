@@ -13,7 +13,7 @@ namespace {
 int Run(const Globals& g, const po::variables_map& vm) {
   auto repo = OpenRepo(g, /*create=*/false);
   if (!repo.ok()) return Fail(repo.status());
-  FinishInterruptedDeletes(*repo);
+  WarnInterruptedDeletes(*repo);
   std::vector<std::string> vms;
   if (vm.count("vm")) {
     vms.push_back(vm["vm"].as<std::string>());
@@ -51,7 +51,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
     out["vms"].push_back(jv);
   }
   if (g.json) {
-    std::cout << out.dump(2) << "\n";
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
   }
   if (out["vms"].empty()) std::printf("no backups in %s\n", repo->path().c_str());

@@ -5,10 +5,15 @@
 // partition and LV file of the point holds, and loop-mounts every
 // filesystem read-only (without replaying journals) under DIR/<name>;
 // umount undoes all of it.  Needs root, like any loop mount.
+//
+// The guest's filesystems are hostile input to this host: they are mounted
+// nosuid,nodev,noexec, in a directory private to root, so no file of a
+// guest runs or opens a device here, and no other user can reach them.
 #include "cli.h"
 
 #include "repo/layout.h"
 #include "util/file.h"
+#include "util/text.h"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -174,15 +179,36 @@ int RunMount(const Globals& g, const po::variables_map& vm) {
                                     : std::string(tmp && *tmp ? tmp : "/tmp") + "/cbt-backup-" +
                                           v.substr(0, 8) + "-" + point;
   dir = Absolute(dir);
-  if (PathExists(dir)) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) == 0) {
+    // Someone else's directory (or a link to one) could be swapped or
+    // watched while the guest's files are mounted in it.
+    if (!S_ISDIR(st.st_mode)) {
+      return Fail(Status::InvalidArgument(dir + " is not a directory (a symbolic link?)"));
+    }
+    if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return Fail(Status::InvalidArgument(dir +
+                                          " must be owned by root and writable by no one else "
+                                          "(owner uid " +
+                                          std::to_string(st.st_uid) + ", mode " + mode + ")"));
+    }
     auto names = ListDir(dir);
     if (!names.ok() || !names->empty()) {
       return Fail(Status::Exists(
           dir + " exists and is not empty (unmount it with 'cbt-backup umount " + dir + "')"));
     }
+    if (::chmod(dir.c_str(), 0700) != 0) return Fail(Status::FromErrno(errno, dir));
+  } else {
+    auto slash = dir.find_last_of('/');
+    if (slash > 0) {
+      if (Status s = MakeDirs(dir.substr(0, slash)); !s.ok()) return Fail(s);
+    }
+    // mkdir fails on anything already there, a link included: 0700, ours.
+    if (::mkdir(dir.c_str(), 0700) != 0) return Fail(Status::FromErrno(errno, dir));
   }
   const std::string fsdir = JoinPath(dir, kCbtfsDir);
-  if (Status s = MakeDirs(dir); !s.ok()) return Fail(s);
   if (Status s = MakeDir(fsdir); !s.ok()) return Fail(s);
   const std::string repo_abs = Absolute(repo->path());
   if (Run({CbtfsBinary(), "mount", repo_abs, fsdir}, nullptr) != 0) {
@@ -224,7 +250,7 @@ int RunMount(const Globals& g, const po::variables_map& vm) {
     if (Run({"blkid", "-p", "-o", "value", "-s", "TYPE", path}, &out) != 0) continue;
     while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
     if (!kMountable.count(out)) {
-      if (!out.empty()) Info(g, "skipped " + f + ": " + out);
+      if (!out.empty()) Info(g, "skipped " + Printable(f) + ": " + Printable(out));
       continue;
     }
     std::string name = f.substr(0, f.size() - 4);
@@ -233,18 +259,18 @@ int RunMount(const Globals& g, const po::variables_map& vm) {
     }
     const std::string target = JoinPath(dir, name);
     if (!MakeDir(target).ok()) continue;
-    std::string opts = "ro,loop";
+    std::string opts = "ro,loop,nosuid,nodev,noexec";
     // Never replay a journal (the file is read-only) and allow two points of
     // one filesystem side by side.
     if (out.rfind("ext", 0) == 0) opts += ",noload";
     if (out == "xfs") opts += ",norecovery,nouuid";
     if (Run({"mount", "-t", out, "-o", opts, path, target}, nullptr) != 0) {
-      Info(g, "could not mount " + f + " (" + out + ")");
+      Info(g, "could not mount " + Printable(f) + " (" + out + ")");
       ::rmdir(target.c_str());
       continue;
     }
     ++mounted;
-    Info(g, "mounted " + f + " (" + out + ") on " + target);
+    Info(g, "mounted " + Printable(f) + " (" + out + ") on " + Printable(target));
   }
   Info(g, std::to_string(mounted) + " filesystem(s) of VM " + v + " point " + point +
               " mounted read-only; undo with: cbt-backup umount " + dir);

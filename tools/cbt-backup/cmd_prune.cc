@@ -145,7 +145,8 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
   auto notes = ReleaseSnapshots(g, released);
   for (const auto& n : notes) Info(g, n);
   out["notes"] = notes;
-  if (g.json) std::cout << out.dump(2) << "\n";
+  if (g.json)
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   return rc;
 }
 
@@ -169,7 +170,7 @@ int RunDelete(const Globals& g, const po::variables_map& vm) {
     nlohmann::json out = StatsJson(*st);
     out["vm"] = v;
     out["notes"] = notes;
-    std::cout << out.dump(2) << "\n";
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     Info(g, "deleted point " + point + " of VM " + v + ": " + std::to_string(st->layers_moved) +
                 " data file(s) handed to later points, " + HumanBytes(st->bytes_released) +

@@ -41,7 +41,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
   }
   auto repo = OpenRepo(g, /*create=*/false);
   if (!repo.ok()) return Fail(repo.status());
-  FinishInterruptedDeletes(*repo);
+  WarnInterruptedDeletes(*repo);
   auto session = Login(g);
   if (!session.ok()) return Fail(session.status());
   opt.log = [&g](const std::string& line) { Info(g, line); };
@@ -55,6 +55,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
   if (g.json) {
     nlohmann::json out = {{"vm", report->new_vm_uuid},
                           {"seconds", report->seconds},
+                          {"notes", report->notes},
                           {"disks", nlohmann::json::array()}};
     for (const auto& d : report->disks) {
       out["disks"].push_back({{"vdi", d.vdi_uuid},
@@ -67,7 +68,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
                               {"upload_seconds", d.upload_seconds},
                               {"verify", d.verify.empty() ? "skipped" : d.verify}});
     }
-    std::cout << out.dump(2) << "\n";
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
   }
   for (const auto& d : report->disks) {

@@ -22,7 +22,7 @@ std::string Describe(const image::VerifyProblem& p) {
 int Run(const Globals& g, const po::variables_map& vm) {
   auto repo = OpenRepo(g, /*create=*/false);
   if (!repo.ok()) return Fail(repo.status());
-  FinishInterruptedDeletes(*repo);
+  WarnInterruptedDeletes(*repo);
   std::string vm_uuid = vm.count("vm") ? vm["vm"].as<std::string>() : "";
   std::string point = vm.count("point") ? vm["point"].as<std::string>() : "";
   if (!point.empty() && vm_uuid.empty()) {
@@ -51,7 +51,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
                                  {"offset", p.offset},
                                  {"message", p.message}});
     }
-    std::cout << out.dump(2) << "\n";
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else if (report.problems.empty()) {
     Info(g, "verified " + std::to_string(report.points) + " point(s), " +
                 std::to_string(report.disks) + " disk(s), " +

@@ -6,6 +6,8 @@
 // password on the command line is visible to every user of the host.
 #include "cli.h"
 
+#include "util/interrupt.h"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -40,14 +42,21 @@ po::options_description GlobalOptions() {
       "password-file", po::value<std::string>(), "file holding the password (or set CBT_PASSWORD)")(
       "ca-cert", po::value<std::string>(), "PEM file of a CA or certificate to trust for HTTPS")(
       "tls", "use TLS for NBD (default)")("no-tls", "do not use TLS for NBD")(
+      "allow-plaintext", "accept an http:// server URL (password and session unencrypted)")(
+      "http-timeout", po::value<int>(),
+      "seconds an HTTP transfer may make no progress before it fails (default 120)")(
+      "task-timeout", po::value<int>(),
+      "seconds a server task may make no progress before it is cancelled (default 600)")(
+      "nbd-timeout", po::value<int>(), "seconds one NBD read may take (default 120)")(
+      "config", po::value<std::string>(), "config file of defaults for these options")(
       "json", "machine-readable output on stdout")("verbose,v", "more messages")(
       "quiet,q", "fewer messages")("help,h", "show help");
   return g;
 }
 
-const std::set<std::string> kGlobalsWithValue = {"--repo",    "--server", "--master",
-                                                 "--user",    "--uname",  "--password-file",
-                                                 "--ca-cert", "--config"};
+const std::set<std::string> kGlobalsWithValue = {
+    "--repo",    "--server", "--master",       "--user",         "--uname",      "--password-file",
+    "--ca-cert", "--config", "--http-timeout", "--task-timeout", "--nbd-timeout"};
 
 void PrintUsage(const std::vector<Command>& cmds) {
   std::printf("usage: cbt-backup [global options] COMMAND [options]\n\ncommands:\n");
@@ -77,13 +86,16 @@ po::options_description ConfigOptions() {
   po::options_description c;
   c.add_options()("repo", po::value<std::string>())("server", po::value<std::string>())(
       "user", po::value<std::string>())("password-file", po::value<std::string>())(
-      "ca-cert", po::value<std::string>())("tls", po::value<bool>());
+      "ca-cert", po::value<std::string>())("tls", po::value<bool>())(
+      "allow-plaintext", po::value<bool>())("http-timeout", po::value<int>())(
+      "task-timeout", po::value<int>())("nbd-timeout", po::value<int>());
   return c;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  cbt::InstallInterruptHandlers();
   std::vector<std::string> args(argv + 1, argv + argc);
   for (const auto& a : args) {
     if (a == "--pwd" || a.rfind("--pwd=", 0) == 0) {
@@ -177,8 +189,24 @@ int main(int argc, char** argv) {
   if (vm.count("password-file")) g.password_file = vm["password-file"].as<std::string>();
   if (vm.count("ca-cert")) g.ca_cert = vm["ca-cert"].as<std::string>();
   if (vm.count("no-tls")) g.tls = false;
+  if (cfg.count("allow-plaintext")) g.allow_plaintext = cfg["allow-plaintext"].as<bool>();
+  if (vm.count("allow-plaintext")) g.allow_plaintext = true;
+  for (auto [name, out] : {std::pair<const char*, int*>{"http-timeout", &g.http_timeout},
+                           {"task-timeout", &g.task_timeout},
+                           {"nbd-timeout", &g.nbd_timeout}}) {
+    if (cfg.count(name)) *out = cfg[name].as<int>();
+    if (vm.count(name)) *out = vm[name].as<int>();
+    if (*out < 1) {
+      std::fprintf(stderr, "cbt-backup: --%s must be at least 1 second\n", name);
+      return cbt::cli::kExitUsage;
+    }
+  }
   g.json = vm.count("json") > 0;
   if (vm.count("quiet")) g.verbosity = 0;
   if (vm.count("verbose")) g.verbosity = 2;
-  return cmd->run(g, vm);
+  int rc = cmd->run(g, vm);
+  // An interrupted command has cleaned up through its error path; exit as a
+  // shell reports a killed one.
+  if (cbt::Interrupted()) return 128 + cbt::InterruptSignal();
+  return rc;
 }
