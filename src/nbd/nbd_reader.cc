@@ -8,13 +8,16 @@
 // Certificate checking: libnbd verifies the server's certificate chain
 // against the one PEM from get_nbd_info (written as the only CA) and the
 // certificate's name against the host name it connected to; it verifies
-// nothing when handed a ready socket.  So we always let libnbd connect by
-// name: by `subject` when that name resolves to the record's address (what
-// the XenServer CBT guide asks for), else by the address itself, which
-// xapi's self-signed host certificates also carry.  A server presenting any
-// other certificate fails the handshake.
+// nothing when handed a ready socket.  So where the certificate names the
+// endpoint, libnbd connects by name: by `subject` when that name resolves
+// to the record's address (what the XenServer CBT guide asks for), else by
+// the address itself, which xapi's self-signed host certificates carry for
+// the management interface.  Where it does not (a dedicated NBD network),
+// TlsTunnel does the TLS handshake, accepting exactly that certificate.  A
+// server presenting any other certificate fails either way.
 #include "nbd/nbd_reader.h"
 
+#include "nbd/tls_tunnel.h"
 #include "util/file.h"
 #include "util/interrupt.h"
 #include "util/lazy_lib.h"
@@ -94,7 +97,8 @@ void Preload() { (void)LoadNbd(); }
 struct Reader::Conn {
   struct nbd_handle* h = nullptr;
   size_t endpoint = 0;
-  ~Conn() {
+  std::unique_ptr<TlsTunnel> tunnel;  // only where libnbd cannot check the certificate
+  ~Conn() {                           // the handle goes first, then the tunnel it reads through
     if (h != nullptr) {
       g_nbd.shutdown(h, 0);
       g_nbd.close(h);
@@ -186,12 +190,7 @@ Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
     // xapi-nbd refuses structured replies and NBD_OPT_GO; asking for neither
     // keeps the negotiation identical on every server.
     g_nbd.set_request_structured_replies(conn->h, false);
-    if (!ep.cert.empty()) {
-      const std::string dir = JoinPath(tls_dir_, std::to_string(idx));
-      g_nbd.set_tls(conn->h, LIBNBD_TLS_REQUIRE);
-      g_nbd.set_tls_certificates(conn->h, dir.c_str());
-      g_nbd.set_tls_verify_peer(conn->h, true);
-    } else if (options_.require_tls) {
+    if (ep.cert.empty() && options_.require_tls) {
       return Status::NotSupported(
           "the server offers NBD without TLS (no certificate in get_nbd_info); "
           "pass --no-tls to accept that");
@@ -199,10 +198,38 @@ Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
     const std::string address = HostOfAddress(ep.address);
     const std::string host =
         !ep.subject.empty() && ResolvesTo(ep.subject, address) ? ep.subject : address;
-    Status connected =
-        g_nbd.aio_connect_tcp(conn->h, host.c_str(), std::to_string(ep.port).c_str()) == -1
-            ? Status::IoError(NbdError())
-            : FinishConnect(conn->h, options_.timeout_seconds);
+    Status connected;
+    if (!ep.cert.empty() && !CertificateNames(ep.cert, host)) {
+      // A dedicated NBD network: the host certificate names the management
+      // addresses only (xapi networking_info.ml, get_host_certificate_subjects),
+      // and libnbd checks a name or nothing.  The tunnel pins the exact
+      // certificate instead and hands libnbd the plaintext side.
+      auto tunnel = TlsTunnel::Open(address, ep.port, ep.cert, options_.timeout_seconds);
+      if (!tunnel.ok() && tunnel.status().code() == Status::Code::kNotSupported) {
+        return Status::NotSupported("TLS with the NBD server " + ep.address +
+                                    " failed: " + tunnel.status().message());
+      }
+      if (tunnel.ok()) {
+        conn->tunnel = std::move(*tunnel);
+        g_nbd.set_tls(conn->h, LIBNBD_TLS_DISABLE);
+        connected = g_nbd.aio_connect_socket(conn->h, conn->tunnel->ReleaseClientFd()) == -1
+                        ? Status::IoError(NbdError())
+                        : FinishConnect(conn->h, options_.timeout_seconds);
+      } else {
+        connected = tunnel.status();
+      }
+    } else {
+      if (!ep.cert.empty()) {
+        const std::string dir = JoinPath(tls_dir_, std::to_string(idx));
+        g_nbd.set_tls(conn->h, LIBNBD_TLS_REQUIRE);
+        g_nbd.set_tls_certificates(conn->h, dir.c_str());
+        g_nbd.set_tls_verify_peer(conn->h, true);
+      }
+      connected =
+          g_nbd.aio_connect_tcp(conn->h, host.c_str(), std::to_string(ep.port).c_str()) == -1
+              ? Status::IoError(NbdError())
+              : FinishConnect(conn->h, options_.timeout_seconds);
+    }
     if (connected.code() == Status::Code::kAborted) return connected;
     if (!connected.ok()) {
       std::string err = connected.message();

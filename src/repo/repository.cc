@@ -71,8 +71,7 @@ Result<std::string> Repository::Id(bool create) const {
     // Written to a temporary, then linked: link() never replaces, so of two
     // processes creating it at once, the second reads the first's.
     CBT_ASSIGN_OR_RETURN(std::string fresh, NewUuid());
-    const std::string tmp = file + ".tmp." + std::to_string(::getpid());
-    ::unlink(tmp.c_str());
+    const std::string tmp = file + ".tmp." + fresh;  // unique even between threads
     CBT_RETURN_IF_ERROR(WriteNewFile(tmp, fresh + "\n"));
     const int rc = ::link(tmp.c_str(), file.c_str());
     const int err = errno;
