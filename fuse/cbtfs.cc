@@ -599,7 +599,9 @@ int OpOpen(const char* path, struct fuse_file_info* fi) {
       auto img = fs->Image(n);
       if (!img.ok()) {
         LogError(img.status().message());
-        return img.status().ToNegErrno();
+        // The point exists (its manifest names the disk): a data file of
+        // its chain that is missing is damage, not a missing name.
+        return img.status().IsNotFound() ? -EIO : img.status().ToNegErrno();
       }
       file->image = std::move(*img);
       file->direct = file->image->CanReadDirect();

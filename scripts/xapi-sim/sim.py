@@ -1036,8 +1036,9 @@ class Sim:
             snap = copy.deepcopy(vm)
             sref = new_ref()
             snap.update({
+                # copy_vm_record: a snapshot is also a template.
                 "uuid": new_uuid(), "name_label": new_name, "is_a_snapshot": True,
-                "snapshot_of": vref, "snapshot_time": now, "snapshots": [],
+                "is_a_template": True, "snapshot_of": vref, "snapshot_time": now, "snapshots": [],
                 "power_state": "Halted", "resident_on": NULL, "domid": -1,
                 "VBDs": [], "VIFs": [], "consoles": [], "memory_target": 0,
                 "snapshot_info": {"power-state-at-snapshot": vm["power_state"]},

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
 
+#include "util/text.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -56,7 +58,9 @@ int Run(const Globals& g, const po::variables_map& vm) {
   }
   if (out["vms"].empty()) std::printf("no backups in %s\n", repo->path().c_str());
   for (const auto& jv : out["vms"]) {
-    std::string name = jv["name"].get<std::string>();
+    // A name from the server: escaped, so it cannot drive the terminal or
+    // forge a line.
+    std::string name = Printable(jv["name"].get<std::string>());
     std::printf("VM %s%s\n", jv["vm"].get<std::string>().c_str(),
                 name.empty() ? "" : ("  (" + name + ")").c_str());
     std::printf("  %-17s %-36s %10s %10s %5s  %s\n", "POINT", "DISK", "VIRTUAL", "STORED", "DEPTH",
