@@ -526,6 +526,20 @@ void TlsTunnel::Relay() {
     // What each blocked transfer waits for, from the last pass that made
     // no progress.
     bool tls_in = false, tls_out = false, local_in = false, local_out = false;
+    // Records what a failed SSL_read/SSL_write of `n` waits for; false when
+    // it failed for good.
+    auto ssl_waits = [&](int n) {
+      switch (SSL_get_error(ssl, n)) {
+        case SSL_ERROR_WANT_READ:
+          tls_in = true;
+          return true;
+        case SSL_ERROR_WANT_WRITE:
+          tls_out = true;
+          return true;
+        default:
+          return false;
+      }
+    };
     for (bool progress = true; progress && !failed;) {
       progress = false;
       tls_in = tls_out = local_in = local_out = false;
@@ -536,21 +550,11 @@ void TlsTunnel::Relay() {
         if (n > 0) {
           down_end += static_cast<size_t>(n);
           progress = true;
-        } else {
-          switch (SSL_get_error(ssl, n)) {
-            case SSL_ERROR_WANT_READ:
-              tls_in = true;
-              break;
-            case SSL_ERROR_WANT_WRITE:
-              tls_out = true;
-              break;
-            case SSL_ERROR_ZERO_RETURN:
-              server_eof = true;
-              progress = true;
-              break;
-            default:
-              tls_failed = failed = true;
-          }
+        } else if (SSL_get_error(ssl, n) == SSL_ERROR_ZERO_RETURN) {
+          server_eof = true;
+          progress = true;
+        } else if (!ssl_waits(n)) {
+          tls_failed = failed = true;
         }
       }
       if (down_begin < down_end) {
@@ -602,17 +606,8 @@ void TlsTunnel::Relay() {
         if (n > 0) {
           up_begin += static_cast<size_t>(n);
           progress = true;
-        } else {
-          switch (SSL_get_error(ssl, n)) {
-            case SSL_ERROR_WANT_READ:
-              tls_in = true;
-              break;
-            case SSL_ERROR_WANT_WRITE:
-              tls_out = true;
-              break;
-            default:
-              tls_failed = failed = true;
-          }
+        } else if (!ssl_waits(n)) {
+          tls_failed = failed = true;
         }
       }
       // libnbd is done writing (it does so after NBD_CMD_DISC): pass that on

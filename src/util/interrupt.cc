@@ -12,29 +12,25 @@ namespace {
 
 std::atomic<int> g_signal{0};
 
-void OnSignal(int sig) {
-  g_signal.store(sig);
-  // The next one takes the default action (terminate).
+// No SA_RESTART: a blocking read or wait returns EINTR and the loop around
+// it looks at the flag.
+void SetHandler(void (*handler)(int)) {
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = SIG_DFL;
+  sa.sa_handler = handler;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+}
+
+void OnSignal(int sig) {
+  g_signal.store(sig);
+  SetHandler(SIG_DFL);  // the next one takes the default action
 }
 
 }  // namespace
 
-void InstallInterruptHandlers() {
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = OnSignal;
-  sigemptyset(&sa.sa_mask);
-  // No SA_RESTART: a blocking read or wait returns EINTR and the loop
-  // around it looks at the flag.
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
+void InstallInterruptHandlers() { SetHandler(OnSignal); }
 
 bool Interrupted() { return g_signal.load(std::memory_order_relaxed) != 0; }
 
