@@ -2,7 +2,7 @@
 //
 // LVM2 text metadata comes from a guest disk, written by whatever the guest
 // ran: the parser must reject garbage with an error and never crash.
-#include "image/volumes.h"
+#include "image/lvm.h"
 
 #include <cstdint>
 #include <cstdlib>

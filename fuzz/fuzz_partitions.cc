@@ -3,12 +3,14 @@
 // A guest disk's first sectors as input: partition table (MBR with logical
 // partitions, GPT) and LVM2 label, metadata area and text.  Every partition
 // found must lie inside the disk; reads outside it must never happen.
-#include "image/volumes.h"
+#include "image/lvm.h"
+#include "image/partitions.h"
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The disk is the input, repeated zeros after it up to 4x its size (so a

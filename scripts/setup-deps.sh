@@ -8,7 +8,7 @@ PACKAGES=(
   libcurl4-openssl-dev libpugixml-dev libboost-program-options-dev
   catch2 nlohmann-json3-dev libxxhash-dev libssl-dev
   python3 openssl gnutls-bin e2fsprogs util-linux qemu-utils bc
-  fdisk gdisk lvm2 xfsprogs
+  fdisk gdisk lvm2 xfsprogs libmount-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// What is inside the disks of a point: partitions (MBR with logical
-// partitions, GPT) and LVM2 logical volumes, found by reading the composed
-// disks and nothing else (no device is attached, no volume group activated,
-// so a guest's VG names can never clash with the host's).
-//
-// Every parser treats the disk as hostile: a damaged table or metadata area
-// yields a note and no volumes from it, never an out-of-range read.
+// What is inside the disks of a point, as files: the partitions
+// (image/partitions.h) and LVM2 linear logical volumes (image/lvm.h) found
+// by reading the composed disks and nothing else (no device is attached, no
+// volume group activated, so a guest's VG names can never clash with the
+// host's), how each is read (VolumeImage), and the names of the files cbtfs
+// shows for disks, partitions and LVs, so that cbtfs and `cbt-backup mount`
+// agree on them.
 //
 // Thread-safety: pure functions; VolumeImage is immutable and safe to share.
 #ifndef CBT_IMAGE_VOLUMES_H_
@@ -24,28 +24,6 @@
 
 namespace cbt::image {
 
-// Reads `len` bytes at `off` of one disk; Status on failure or past the end.
-using ReadAt = std::function<Status(uint64_t off, void* buf, size_t len)>;
-
-struct Partition {
-  int number = 0;       // 1-4 primary (MBR) or GPT entry index + 1; 5... logical
-  uint64_t offset = 0;  // bytes from the start of the disk
-  uint64_t length = 0;
-  std::string label;  // GPT partition name, UTF-8; empty for MBR
-  std::string type;   // MBR type byte ("0x83") or GPT type GUID
-};
-
-struct PartitionTable {
-  std::string scheme;  // "gpt", "dos", or "" if the disk has none
-  std::vector<Partition> partitions;
-  std::vector<std::string> notes;  // damage and things skipped
-};
-
-// Reads the partition table of a disk of `disk_size` bytes (512-byte
-// sectors, as XenServer VDIs have).  A GPT with a damaged primary header or
-// entry array falls back to the backup copy.
-PartitionTable ReadPartitionTable(const ReadAt& read, uint64_t disk_size);
-
 // A piece of a volume: `length` bytes at `offset` of disk `vdi`.
 struct Segment {
   std::string vdi;
@@ -60,59 +38,14 @@ struct Volume {
   uint64_t size() const;
 };
 
-// A parsed LVM2 volume group (the parts needed to place linear LVs).
-struct LvmVg {
-  std::string name;
-  std::string id;
-  uint64_t seqno = 0;
-  uint64_t extent_size = 0;  // sectors
-  struct Pv {
-    std::string id;         // without dashes, as in the PV label
-    uint64_t pe_start = 0;  // sectors
-  };
-  std::map<std::string, Pv> pvs;  // by metadata name ("pv0")
-  struct LvSegment {
-    uint64_t start_extent = 0;
-    uint64_t extent_count = 0;
-    std::string type;
-    uint64_t stripe_count = 0;
-    std::string pv;  // metadata name of the PV (first stripe)
-    uint64_t pv_start_extent = 0;
-  };
-  struct Lv {
-    std::string name;
-    bool visible = false;
-    std::vector<LvSegment> segments;
-  };
-  std::vector<Lv> lvs;
-};
-
-// Parses LVM2 text metadata (the format of /etc/lvm/backup).  Corruption
-// with the line number if it is not valid.
-Result<LvmVg> ParseLvmMetadata(const std::string& text);
-
-// A physical volume found on a disk or partition.
-struct LvmPv {
-  std::string id;       // 32 characters, no dashes
-  std::string vdi;      // where the device starts
-  uint64_t offset = 0;  // of the device (disk or partition) on that disk
-  uint64_t size = 0;
-  std::string metadata;  // newest metadata text in its first area, may be empty
-};
-
-// Looks for an LVM2 label in the first four sectors of the device at
-// `offset` (of `size` bytes) and reads its metadata.  nullopt if there is no
-// label; a note if the label or metadata is damaged.
-std::optional<LvmPv> ReadLvmPv(const ReadAt& read, const std::string& vdi, uint64_t offset,
-                               uint64_t size, std::vector<std::string>* notes);
-
 struct PointVolumes {
   std::vector<Volume> volumes;
   std::vector<std::string> notes;
 };
 
 // Finds the partitions and linear LVs of the disks of one point.  `disks`
-// maps VDI UUID to its composed image.
+// maps VDI UUID to its composed image.  A damaged table or metadata area
+// yields a note and no volumes from it.
 PointVolumes FindVolumes(const std::map<std::string, std::shared_ptr<const ComposedImage>>& disks);
 
 // A volume read through the composed images of its disks.
@@ -129,6 +62,48 @@ class VolumeImage {
   std::map<std::string, std::shared_ptr<const ComposedImage>> disks_;
   uint64_t size_ = 0;
 };
+
+// ---- Names of the files of a point directory ------------------------------
+//
+// A point directory of cbtfs holds, besides VM_metadata and point.txt:
+//   <vdi>.raw                    each disk
+//   <vdi>.part<N>[-<label>].raw  each partition of a disk
+//   lvm/<vg>/<lv>.raw            each LVM2 linear logical volume
+// Names from the guest (labels, VG and LV names) are reduced to letters,
+// digits and "-_.+" (others become '_'), at most 64 characters, no leading
+// '.', so that no name is "." or "..", hidden, or a path.
+
+inline constexpr char kRawSuffix[] = ".raw";
+inline constexpr char kLvmDir[] = "lvm";
+
+// "<vdi>.raw".
+std::string DiskFileName(const std::string& vdi);
+
+// "<vdi>.part<number>", then "-<label>" if the label leaves anything, ".raw".
+std::string PartitionFileName(const std::string& vdi, int number, const std::string& label);
+
+// "lvm/<vg>/<lv>.raw".  When two VGs of a point share a name (two cloned
+// guests), `vg_name_shared` tells their directories apart by the start of
+// the VG's id: "lvm/<vg>-<first 6 characters of vg_id>/<lv>.raw".
+std::string LvFileName(const std::string& vg_name, const std::string& vg_id, bool vg_name_shared,
+                       const std::string& lv_name);
+
+// A file of a point directory that may hold a filesystem of its own.
+struct ProbeFile {
+  std::string path;  // below the point directory: "<vdi>.part1.raw", "lvm/vg/root.raw"
+  std::string stem;  // `path` without ".raw", '/' as '-': "lvm-vg-root"; one name, no directory
+};
+
+// Lists a directory of a mounted point, given by its path below the point
+// directory ("" for the point directory itself).
+using ListPointDir = std::function<Result<std::vector<std::string>>(const std::string& rel)>;
+
+// The files of a mounted point directory to look into for filesystems:
+// every partition and LV, and each whole disk that has no partitions (the
+// filesystems of a partitioned disk are in its partitions), in listing
+// order, LVs last.  The error of listing the point directory itself; a
+// directory below it that cannot be listed holds nothing to probe.
+Result<std::vector<ProbeFile>> FilesToProbe(const ListPointDir& list);
 
 }  // namespace cbt::image
 

@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "image/volumes.h"
 
+#include "image/lvm.h"
+#include "image/partitions.h"
+
+#include <boost/crc.hpp>
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <map>
 
 using namespace cbt;
 using namespace cbt::image;
@@ -23,6 +28,15 @@ struct MemDisk {
   }
   void Put32(size_t off, uint32_t v) {
     for (int i = 0; i < 4; ++i) bytes[off + i] = static_cast<unsigned char>(v >> (8 * i));
+  }
+  void Put64(size_t off, uint64_t v) {
+    Put32(off, static_cast<uint32_t>(v));
+    Put32(off + 4, static_cast<uint32_t>(v >> 32));
+  }
+  uint32_t Crc(size_t off, size_t len) const {
+    boost::crc_32_type crc;
+    crc.process_bytes(bytes.data() + off, len);
+    return crc.checksum();
   }
   void MbrEntry(size_t at, int i, unsigned type, uint32_t start, uint32_t count) {
     const size_t e = at + 446 + 16 * i;
@@ -70,6 +84,77 @@ TEST_CASE("Partitions: an EBR loop and entries past the end are notes, not hangs
   auto u = ReadPartitionTable(e.reader(), e.bytes.size());
   CHECK(u.partitions.empty());
   CHECK_FALSE(u.notes.empty());
+}
+
+namespace {
+
+// A GPT header at `lba` whose 128 entries of 128 bytes are at `entries_lba`.
+void GptHeader(MemDisk* d, uint64_t lba, uint64_t other_lba, uint64_t entries_lba) {
+  const size_t h = lba * 512;
+  std::memcpy(d->bytes.data() + h, "EFI PART", 8);
+  d->Put32(h + 8, 0x10000);
+  d->Put32(h + 12, 92);
+  d->Put64(h + 24, lba);
+  d->Put64(h + 32, other_lba);
+  d->Put64(h + 40, 34);
+  d->Put64(h + 48, d->bytes.size() / 512 - 34);
+  d->Put64(h + 72, entries_lba);
+  d->Put32(h + 80, 128);
+  d->Put32(h + 84, 128);
+  d->Put32(h + 88, d->Crc(entries_lba * 512, 128 * 128));
+  d->Put32(h + 16, d->Crc(h, 92));
+}
+
+// A GPT entry: a type GUID, sectors [first, last], a name of UTF-16 units.
+void GptEntry(MemDisk* d, uint64_t entries_lba, int i, uint64_t first, uint64_t last,
+              const std::vector<uint16_t>& name) {
+  const size_t e = entries_lba * 512 + 128 * static_cast<size_t>(i);
+  for (int k = 0; k < 16; ++k) d->bytes[e + k] = static_cast<unsigned char>(0x10 + k);
+  d->Put64(e + 32, first);
+  d->Put64(e + 40, last);
+  for (size_t k = 0; k < name.size(); ++k) {
+    d->bytes[e + 56 + 2 * k] = static_cast<unsigned char>(name[k]);
+    d->bytes[e + 57 + 2 * k] = static_cast<unsigned char>(name[k] >> 8);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Partitions: GPT names in UTF-16, and the backup GPT when the primary is damaged",
+          "[volumes]") {
+  MemDisk d(4 << 20);
+  const uint64_t last = d.bytes.size() / 512 - 1;
+  d.MbrEntry(0, 0, 0xee, 1, static_cast<uint32_t>(last));
+  for (uint64_t entries : {uint64_t{2}, last - 32}) {
+    GptEntry(&d, entries, 0, 2048, 4095, {'r', 'o', 'o', 't'});
+    // "é", U+1F600 as a surrogate pair, "!".
+    GptEntry(&d, entries, 1, 4096, 6143, {0xe9, 0xd83d, 0xde00, '!'});
+    // An unpaired high surrogate, then an unpaired low one at the very end.
+    std::vector<uint16_t> odd(36, 'a');
+    odd[1] = 0xd800;
+    odd[35] = 0xdc00;
+    GptEntry(&d, entries, 3, 6144, 6151, odd);
+  }
+  GptHeader(&d, 1, last, 2);
+  GptHeader(&d, last, 1, last - 32);
+  auto t = ReadPartitionTable(d.reader(), d.bytes.size());
+  CHECK(t.scheme == "gpt");
+  CHECK(t.notes.empty());
+  REQUIRE(t.partitions.size() == 3);
+  CHECK(t.partitions[0].label == "root");
+  CHECK(t.partitions[0].type == "13121110-1514-1716-1819-1a1b1c1d1e1f");
+  CHECK(t.partitions[0].offset == 2048 * 512);
+  CHECK(t.partitions[0].length == 2048 * 512);
+  CHECK(t.partitions[1].label == "\xc3\xa9\xf0\x9f\x98\x80!");
+  CHECK(t.partitions[2].number == 4);
+  CHECK(t.partitions[2].label ==
+        "a\xed\xa0\x80" + std::string(33, 'a') + "\xed\xb0\x80");  // kept, 3 bytes each
+  d.bytes[512 + 20] ^= 1;                                          // primary header checksum
+  auto u = ReadPartitionTable(d.reader(), d.bytes.size());
+  REQUIRE(u.partitions.size() == 3);
+  CHECK(u.partitions[1].label == t.partitions[1].label);
+  REQUIRE(u.notes.size() == 1);
+  CHECK(u.notes[0].find("used the backup GPT") != std::string::npos);
 }
 
 TEST_CASE("Partitions: a disk without a table has none", "[volumes]") {
@@ -176,4 +261,48 @@ TEST_CASE("LVM label: a pv_header offset that overflows is a note, not a read ou
   CHECK_FALSE(pv.has_value());
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].find("label damaged") != std::string::npos);
+}
+
+TEST_CASE("Names: partition and LV files, guest names made safe", "[volumes]") {
+  CHECK(DiskFileName("d") == "d.raw");
+  CHECK(PartitionFileName("d", 1, "") == "d.part1.raw");
+  CHECK(PartitionFileName("d", 2, "data vol") == "d.part2-data_vol.raw");
+  CHECK(PartitionFileName("d", 3, "../x") == "d.part3-_x.raw");
+  CHECK(PartitionFileName("d", 4, "..") == "d.part4.raw");
+  CHECK(PartitionFileName("d", 5, std::string(100, 'n')) ==
+        "d.part5-" + std::string(64, 'n') + ".raw");
+  CHECK(LvFileName("vg", "abcdefgh", false, "root") == "lvm/vg/root.raw");
+  CHECK(LvFileName("vg", "abcdefgh", true, "root") == "lvm/vg-abcdef/root.raw");
+  CHECK(LvFileName("v/g", "", true, ".lv") == "lvm/v_g-/lv.raw");
+}
+
+TEST_CASE("Names: the files of a point to probe for filesystems", "[volumes]") {
+  std::map<std::string, std::vector<std::string>> dirs = {
+      {"",
+       {"A.raw", "A.part1-root.raw", "A.part5.raw", "B.raw", "VM_metadata", "point.txt", "lvm"}},
+      {"lvm", {"vg", "gone"}},
+      {"lvm/vg", {"root.raw", "swap.raw"}},
+  };
+  ListPointDir list = [&](const std::string& rel) -> Result<std::vector<std::string>> {
+    auto it = dirs.find(rel);
+    if (it == dirs.end()) return Status::NotFound(rel);
+    return it->second;
+  };
+  auto files = FilesToProbe(list);
+  REQUIRE(files.ok());
+  std::vector<std::string> paths, stems;
+  for (const auto& f : *files) {
+    paths.push_back(f.path);
+    stems.push_back(f.stem);
+  }
+  CHECK(paths == std::vector<std::string>{"A.part1-root.raw", "A.part5.raw", "B.raw",
+                                          "lvm/vg/root.raw", "lvm/vg/swap.raw"});
+  CHECK(stems ==
+        std::vector<std::string>{"A.part1-root", "A.part5", "B", "lvm-vg-root", "lvm-vg-swap"});
+  dirs.erase("lvm");
+  files = FilesToProbe(list);
+  REQUIRE(files.ok());
+  CHECK(files->size() == 3);
+  dirs.clear();
+  CHECK_FALSE(FilesToProbe(list).ok());
 }

@@ -2,20 +2,23 @@
 //
 // mount / umount: the whole round of getting files out of a point for a
 // person.  mount starts cbtfs on DIR/.cbtfs, asks blkid what each disk,
-// partition and LV file of the point holds, and loop-mounts every
-// filesystem read-only (without replaying journals) under DIR/<name>;
-// umount undoes all of it.  Needs root, like any loop mount.
+// partition and LV file of the point holds (image::FilesToProbe chooses
+// them), and loop-mounts every filesystem read-only (without replaying
+// journals) under DIR/<name>; umount undoes all of it.  Needs root, like any
+// loop mount.
 //
 // The guest's filesystems are hostile input to this host: they are mounted
 // nosuid,nodev,noexec, in a directory private to root, so no file of a
 // guest runs or opens a device here, and no other user can reach them.
 #include "cli.h"
 
+#include "image/volumes.h"
 #include "repo/layout.h"
 #include "util/file.h"
 #include "util/text.h"
 
 #include <fcntl.h>
+#include <libmount.h>
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -28,9 +31,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <memory>
 #include <set>
-#include <sstream>
+#include <string_view>
 #include <thread>
 
 extern char** environ;
@@ -94,26 +97,20 @@ bool IsMountpoint(const std::string& path) {
   return a.st_dev != b.st_dev;
 }
 
-// Mount points at or below `dir`, deepest first.
+// Mount points below `dir`, deepest first (so that each is unmounted before
+// the one it sits on).  libmount reads mountinfo and undoes its escapes.
 std::vector<std::string> MountsBelow(const std::string& dir) {
   std::vector<std::string> out;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string id, parent, devno, root, point;
-    f >> id >> parent >> devno >> root >> point;
-    // mountinfo escapes spaces and a few others as \ooo.
-    std::string decoded;
-    for (size_t i = 0; i < point.size(); ++i) {
-      if (point[i] == '\\' && i + 3 < point.size()) {
-        decoded += static_cast<char>(std::stoi(point.substr(i + 1, 3), nullptr, 8));
-        i += 3;
-      } else {
-        decoded += point[i];
-      }
-    }
-    if (decoded.rfind(dir + "/", 0) == 0) out.push_back(decoded);
+  std::unique_ptr<libmnt_table, decltype(&mnt_unref_table)> table(
+      mnt_new_table_from_file("/proc/self/mountinfo"), &mnt_unref_table);
+  std::unique_ptr<libmnt_iter, decltype(&mnt_free_iter)> it(mnt_new_iter(MNT_ITER_FORWARD),
+                                                            &mnt_free_iter);
+  if (!table || !it) return out;
+  const std::string prefix = dir + "/";
+  libmnt_fs* fs = nullptr;
+  while (mnt_table_next_fs(table.get(), it.get(), &fs) == 0) {
+    const char* target = mnt_fs_get_target(fs);
+    if (target != nullptr && std::string_view(target).starts_with(prefix)) out.push_back(target);
   }
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.size() > b.size(); });
@@ -220,31 +217,15 @@ int RunMount(const Globals& g, const po::variables_map& vm) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   const std::string pdir = JoinPath(JoinPath(fsdir, v), point);
-  // Candidate files: partitions and LVs, and whole disks without partitions.
-  std::vector<std::string> files;
-  auto top = ListDir(pdir);
-  if (!top.ok()) return Fail(top.status());
-  std::set<std::string> partitioned;
-  for (const auto& n : *top) {
-    auto dot = n.find(".part");
-    if (dot != std::string::npos) partitioned.insert(n.substr(0, dot));
-  }
-  for (const auto& n : *top) {
-    if (!n.ends_with(".raw")) continue;
-    if (partitioned.count(n.substr(0, n.size() - 4))) continue;
-    files.push_back(n);
-  }
-  if (auto vgs = ListDir(JoinPath(pdir, "lvm")); vgs.ok()) {
-    for (const auto& vg : *vgs) {
-      auto lvs = ListDir(JoinPath(JoinPath(pdir, "lvm"), vg));
-      if (!lvs.ok()) continue;
-      for (const auto& lv : *lvs) files.push_back("lvm/" + vg + "/" + lv);
-    }
-  }
+  auto files = image::FilesToProbe([&pdir](const std::string& rel) {
+    return ListDir(rel.empty() ? pdir : JoinPath(pdir, rel));
+  });
+  if (!files.ok()) return Fail(files.status());
   static const std::set<std::string> kMountable = {"ext2", "ext3", "ext4",  "xfs",     "btrfs",
                                                    "vfat", "ntfs", "exfat", "iso9660", "udf"};
   int mounted = 0;
-  for (const auto& f : files) {
+  for (const auto& file : *files) {
+    const std::string& f = file.path;
     const std::string path = JoinPath(pdir, f);
     std::string out;
     if (Run({"blkid", "-p", "-o", "value", "-s", "TYPE", path}, &out) != 0) continue;
@@ -253,11 +234,7 @@ int RunMount(const Globals& g, const po::variables_map& vm) {
       if (!out.empty()) Info(g, "skipped " + Printable(f) + ": " + Printable(out));
       continue;
     }
-    std::string name = f.substr(0, f.size() - 4);
-    for (auto& c : name) {
-      if (c == '/') c = '-';
-    }
-    const std::string target = JoinPath(dir, name);
+    const std::string target = JoinPath(dir, file.stem);
     if (!MakeDir(target).ok()) continue;
     std::string opts = "ro,loop,nosuid,nodev,noexec";
     // Never replay a journal (the file is read-only) and allow two points of
