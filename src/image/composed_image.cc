@@ -15,17 +15,15 @@
 
 #include "repo/layout.h"
 #include "util/file.h"
+#include "util/linux_aio.h"
 
 #include <fcntl.h>
-#include <linux/aio_abi.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -215,94 +213,30 @@ Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
   return static_cast<size_t>(end - off);
 }
 
-namespace {
-
-// Linux AIO through raw syscalls: no library to link, and unlike io_uring it
-// is not refused by the usual container seccomp profiles.  One context per
-// thread, so concurrent readers never wait for each other's completions.
-class AioContext {
- public:
-  static constexpr long kMaxInFlight = 64;
-
-  // The calling thread's context, or nullptr where the kernel refuses one
-  // (AIO compiled out, or the system-wide aio-max-nr reached).
-  static AioContext* ForThread() {
-    thread_local AioContext ctx;
-    return ctx.ok_ ? &ctx : nullptr;
-  }
-  AioContext(const AioContext&) = delete;
-  AioContext& operator=(const AioContext&) = delete;
-  ~AioContext() {
-    if (ok_) ::syscall(SYS_io_destroy, ctx_);
-  }
-
-  // Runs `count` (at most kMaxInFlight) reads at once and stores each one's
-  // result (bytes read or -errno) in `result[iocb.aio_data]`, which must be
-  // in [0, result_size).  Reads the kernel would not take (EAGAIN, ENOMEM)
-  // keep the -1 the caller put there; the caller reads those another way.
-  void Run(struct iocb* cbs, long count, long* result, size_t result_size) {
-    struct iocb* ptrs[kMaxInFlight];
-    for (long i = 0; i < count; ++i) ptrs[i] = &cbs[i];
-    long submitted = 0;
-    while (submitted < count) {
-      long n = ::syscall(SYS_io_submit, ctx_, count - submitted, ptrs + submitted);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      submitted += n;
-    }
-    struct io_event events[kMaxInFlight];
-    long done = 0;
-    while (done < submitted) {
-      long n =
-          ::syscall(SYS_io_getevents, ctx_, submitted - done, submitted - done, events, nullptr);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        // Only a bad context or argument can get here.  Reads may still be
-        // landing in the caller's buffer, which it would then reuse: stop.
-        std::fprintf(stderr, "io_getevents failed: %s\n", std::strerror(errno));
-        std::abort();
-      }
-      for (long i = 0; i < n; ++i) {
-        if (events[i].data >= result_size) std::abort();  // not one of ours
-        result[events[i].data] = static_cast<long>(events[i].res);
-      }
-      done += n;
-    }
-  }
-
- private:
-  AioContext() { ok_ = ::syscall(SYS_io_setup, kMaxInFlight, &ctx_) == 0; }
-  aio_context_t ctx_ = 0;
-  bool ok_ = false;
-};
-
-}  // namespace
-
 bool ComposedImage::CanReadDirect() const {
   for (const auto& f : chain_) {
     if (f->direct_fd() < 0) return false;
   }
-  return AioContext::ForThread() != nullptr;
+  return LinuxAio::ForThread().ok();
 }
 
 Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) const {
   if (off >= size_) return size_t{0};
   const uint64_t end = std::min<uint64_t>(off + len, size_);
-  AioContext* aio = AioContext::ForThread();
-  if (aio == nullptr || reinterpret_cast<uintptr_t>(buf) % kDirectAlign != 0) {
+  auto aio = LinuxAio::ForThread();
+  if (!aio.ok() || reinterpret_cast<uintptr_t>(buf) % kDirectAlign != 0) {
     return Read(buf, len, off);
   }
+  // reads[i] fetches the blocks of runs[i] straight into the caller's buffer.
   struct Run {
     uint32_t file;
-    uint64_t block;   // first block of the run
-    uint64_t count;   // blocks in the run
-    uint64_t offset;  // of the first block in the file
-    char* dst;
+    uint64_t block;  // first block of the run
+    uint64_t count;  // blocks in the run
   };
   thread_local std::vector<Run> runs;
-  thread_local std::vector<struct iocb> cbs;
-  thread_local std::vector<long> result;
+  thread_local std::vector<LinuxAio::Read> reads;
   runs.clear();
+  reads.clear();
 
   // Whole blocks start at out = buf + (block start - off), aligned when
   // `off` is, since `buf` is and blocks are multiples of kDirectAlign.
@@ -317,9 +251,11 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
     if (slot.file == kNoFile) {
       std::memset(out, 0, n);
     } else if (in_block == 0 && n == kBlockSize && aligned && chain_[slot.file]->direct_fd() >= 0) {
+      const DiskFile& f = *chain_[slot.file];
       const uint64_t run = RunLength(block, (end - pos) / kBlockSize);
-      runs.push_back(
-          Run{slot.file, block, run, chain_[slot.file]->entries()[slot.entry].offset, out});
+      runs.push_back(Run{slot.file, block, run});
+      reads.push_back(
+          LinuxAio::Read{f.direct_fd(), out, run * kBlockSize, f.entries()[slot.entry].offset});
       out += run * kBlockSize;
       pos += run * kBlockSize;
       continue;
@@ -331,35 +267,19 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
     pos += n;
   }
 
-  cbs.assign(runs.size(), iocb{});
-  result.assign(runs.size(), -1);
+  (*aio)->Run(reads.data(), reads.size());
   for (size_t i = 0; i < runs.size(); ++i) {
     const Run& r = runs[i];
-    const DiskFile& f = *chain_[r.file];
-    cbs[i].aio_lio_opcode = IOCB_CMD_PREAD;
-    cbs[i].aio_fildes = static_cast<uint32_t>(f.direct_fd());
-    cbs[i].aio_buf = reinterpret_cast<uintptr_t>(r.dst);
-    cbs[i].aio_nbytes = r.count * kBlockSize;
-    cbs[i].aio_offset = static_cast<int64_t>(r.offset);
-    cbs[i].aio_data = i;
-  }
-  for (size_t first = 0; first < runs.size(); first += AioContext::kMaxInFlight) {
-    const long count =
-        std::min<long>(AioContext::kMaxInFlight, static_cast<long>(runs.size() - first));
-    aio->Run(cbs.data() + first, count, result.data(), result.size());
-  }
-  for (size_t i = 0; i < runs.size(); ++i) {
-    const Run& r = runs[i];
-    const DiskFile& f = *chain_[r.file];
-    const uint64_t bytes = r.count * kBlockSize;
+    const LinuxAio::Read& rd = reads[i];
     // Not submitted (the kernel was short of resources), refused (EINVAL
     // where a filesystem takes O_DIRECT at open but not for this read), cut
     // short, or failed: read it again through the page cache, which reports
     // a real I/O error with the file's name.
-    if (result[i] != static_cast<long>(bytes)) {
-      CBT_RETURN_IF_ERROR(PreadAll(f.fd(), r.dst, bytes, r.offset, f.path()));
+    if (!rd.complete()) {
+      const DiskFile& f = *chain_[r.file];
+      CBT_RETURN_IF_ERROR(PreadAll(f.fd(), rd.buf, rd.len, rd.offset, f.path()));
     }
-    CBT_RETURN_IF_ERROR(VerifyRun(r.dst, r.block, r.count));
+    CBT_RETURN_IF_ERROR(VerifyRun(static_cast<const char*>(rd.buf), r.block, r.count));
   }
   return static_cast<size_t>(end - off);
 }

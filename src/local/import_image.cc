@@ -34,18 +34,15 @@ Result<ImageImportResult> ImportImage(const repo::Repository& repo, const ImageI
   ImageImportResult result;
   std::shared_ptr<const image::ComposedImage> parent;
   result.reason = req.full ? "--full" : "first point of this disk";
-  for (auto it = points.rbegin(); it != points.rend() && !req.full; ++it) {
-    if (*it >= req.point) continue;
-    CBT_ASSIGN_OR_RETURN(repo::Manifest pm, repo.ReadManifest(req.vm, *it));
-    const repo::DiskRecord* pd = pm.FindDisk(req.vdi);
-    if (pd == nullptr) continue;
-    if (pd->virtual_size != size) {
-      result.reason = "virtual size changed since point " + *it;
-      break;
+  if (!req.full) {
+    CBT_ASSIGN_OR_RETURN(auto prev, repo.NewestPointWithDisk(req.vm, req.vdi, req.point,
+                                                             repo::UnreadableManifest::kFail));
+    if (prev && prev->disk.virtual_size != size) {
+      result.reason = "virtual size changed since point " + prev->point;
+    } else if (prev) {
+      CBT_ASSIGN_OR_RETURN(parent, image::ComposedImage::Open(repo, req.vm, prev->point, req.vdi));
+      result.parent_point = prev->point;
     }
-    CBT_ASSIGN_OR_RETURN(parent, image::ComposedImage::Open(repo, req.vm, *it, req.vdi));
-    result.parent_point = *it;
-    break;
   }
   result.base = parent == nullptr;
   if (!result.base) result.reason.clear();
@@ -64,22 +61,11 @@ Result<ImageImportResult> ImportImage(const repo::Repository& repo, const ImageI
   }
   CBT_RETURN_IF_ERROR(w->Finish());
 
-  repo::Manifest m;
-  m.vm_uuid = req.vm;
-  m.point = req.point;
-  m.created_by = std::string("cbt-backup ") + CBT_VERSION;
-  m.source = "import-image";
-  repo::DiskRecord d;
-  d.vdi_uuid = req.vdi;
-  d.virtual_size = size;
-  d.file = repo::DiskFileName(req.vdi);
-  d.base = result.base;
-  d.parent_point = result.parent_point;
-  d.data_blocks = result.data_blocks = w->data_blocks();
-  d.zero_blocks = result.zero_blocks = w->zero_blocks();
-  d.stored_bytes = result.stored_bytes = w->file_size();
-  d.reason = result.reason;
-  m.disks.push_back(d);
+  repo::Manifest m = repo::NewManifest(req.vm, "", req.point, "import-image");
+  m.disks.push_back(repo::NewDiskRecord(req.vdi, *w, result.parent_point, result.reason));
+  result.data_blocks = w->data_blocks();
+  result.zero_blocks = w->zero_blocks();
+  result.stored_bytes = w->file_size();
   CBT_RETURN_IF_ERROR(writer->Commit(m));
   return result;
 }

@@ -84,11 +84,7 @@ Status ImportVm(const repo::Repository& repo, const std::string& source_vm_dir,
     CBT_ASSIGN_OR_RETURN(auto writer, repo::PointWriter::Begin(repo, lock, vm, ts));
     CBT_RETURN_IF_ERROR(writer->WriteMetadata(*metadata));
 
-    repo::Manifest m;
-    m.vm_uuid = vm;
-    m.point = ts;
-    m.created_by = std::string("cbt-backup ") + CBT_VERSION;
-    m.source = "import-legacy";
+    repo::Manifest m = repo::NewManifest(vm, "", ts, "import-legacy");
     for (const auto& d : disks) {
       CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(d.data_path));
       CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), d.data_path));
@@ -97,18 +93,13 @@ Status ImportVm(const repo::Repository& repo, const std::string& source_vm_dir,
       std::shared_ptr<const ComposedImage> parent;
       std::string parent_point;
       std::string reason = "first point of this disk";
-      for (auto it = have.rbegin(); it != have.rend(); ++it) {
-        if (*it >= ts) continue;
-        CBT_ASSIGN_OR_RETURN(repo::Manifest pm, repo.ReadManifest(vm, *it));
-        const repo::DiskRecord* pd = pm.FindDisk(d.original);
-        if (pd == nullptr) continue;
-        if (pd->virtual_size != size) {
-          reason = "virtual size changed since point " + *it;
-          break;
-        }
-        CBT_ASSIGN_OR_RETURN(parent, ComposedImage::Open(repo, vm, *it, d.original));
-        parent_point = *it;
-        break;
+      CBT_ASSIGN_OR_RETURN(
+          auto prev, repo.NewestPointWithDisk(vm, d.original, ts, repo::UnreadableManifest::kFail));
+      if (prev && prev->disk.virtual_size != size) {
+        reason = "virtual size changed since point " + prev->point;
+      } else if (prev) {
+        CBT_ASSIGN_OR_RETURN(parent, ComposedImage::Open(repo, vm, prev->point, d.original));
+        parent_point = prev->point;
       }
       auto kind = parent ? repo::FileKind::kOverlay : repo::FileKind::kBase;
       CBT_ASSIGN_OR_RETURN(auto w, writer->CreateDisk(d.original, kind, size));
@@ -116,18 +107,9 @@ Status ImportVm(const repo::Repository& repo, const std::string& source_vm_dir,
           image::WriteDifferences(fd.get(), d.data_path, size, parent.get(), w.get()));
       CBT_RETURN_IF_ERROR(w->Finish());
 
-      repo::DiskRecord r;
-      r.vdi_uuid = d.original;
+      repo::DiskRecord r = repo::NewDiskRecord(d.original, *w, parent_point, reason);
       r.snapshot_vdi_uuid = d.data_path.substr(0, d.data_path.size() - 5);
       r.snapshot_vdi_uuid = r.snapshot_vdi_uuid.substr(r.snapshot_vdi_uuid.find_last_of('/') + 1);
-      r.virtual_size = size;
-      r.file = repo::DiskFileName(d.original);
-      r.base = !parent;
-      r.parent_point = parent_point;
-      r.data_blocks = w->data_blocks();
-      r.zero_blocks = w->zero_blocks();
-      r.stored_bytes = w->file_size();
-      r.reason = parent ? "" : reason;
       rec.disks.push_back({r.vdi_uuid, r.base, size, r.data_blocks, r.zero_blocks, r.stored_bytes});
       m.disks.push_back(std::move(r));
     }

@@ -9,6 +9,8 @@
 // fsyncs itself in Finish().
 #include "repo/disk_file.h"
 
+#include "util/endian.h"
+
 #include <xxhash.h>
 
 #include <fcntl.h>
@@ -35,23 +37,6 @@ constexpr size_t kOffDataBlocks = 56;
 constexpr size_t kOffIndexOffset = 64;
 constexpr size_t kOffIndexChecksum = 72;
 constexpr size_t kOffHeaderChecksum = 80;  // XXH3-64 of bytes 0..79
-
-void Put32(unsigned char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-void Put64(unsigned char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-uint32_t Get32(const unsigned char* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const unsigned char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 
 }  // namespace
 
@@ -244,29 +229,29 @@ Status DiskFileWriter::Finish() {
   std::vector<unsigned char> index(entries_.size() * kIndexEntrySize, 0);
   for (size_t i = 0; i < entries_.size(); ++i) {
     unsigned char* p = index.data() + i * kIndexEntrySize;
-    Put64(p, entries_[i].block);
-    Put32(p + 8, static_cast<uint32_t>(entries_[i].kind));
-    Put32(p + 12, 0);
-    Put64(p + 16, entries_[i].offset);
-    Put64(p + 24, entries_[i].checksum);
+    StoreLe64(p, entries_[i].block);
+    StoreLe32(p + 8, static_cast<uint32_t>(entries_[i].kind));
+    StoreLe32(p + 12, 0);
+    StoreLe64(p + 16, entries_[i].offset);
+    StoreLe64(p + 24, entries_[i].checksum);
   }
   const uint64_t index_offset = next_data_offset_;
   CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), index.data(), index.size(), index_offset, path_));
 
   unsigned char header[kHeaderSize] = {};
   std::memcpy(header + kOffMagic, kDiskMagic, sizeof kDiskMagic);
-  Put32(header + kOffVersion, kDiskFormatVersion);
-  Put32(header + kOffHeaderSize, kHeaderSize);
-  Put64(header + kOffIncompat, 0);
-  Put64(header + kOffCompat, 0);
-  Put32(header + kOffBlockSize, kBlockSize);
-  Put32(header + kOffKind, static_cast<uint32_t>(kind_));
-  Put64(header + kOffVirtualSize, virtual_size_);
-  Put64(header + kOffEntryCount, entries_.size());
-  Put64(header + kOffDataBlocks, data_blocks_);
-  Put64(header + kOffIndexOffset, index_offset);
-  Put64(header + kOffIndexChecksum, Checksum(index.data(), index.size()));
-  Put64(header + kOffHeaderChecksum, Checksum(header, kOffHeaderChecksum));
+  StoreLe32(header + kOffVersion, kDiskFormatVersion);
+  StoreLe32(header + kOffHeaderSize, kHeaderSize);
+  StoreLe64(header + kOffIncompat, 0);
+  StoreLe64(header + kOffCompat, 0);
+  StoreLe32(header + kOffBlockSize, kBlockSize);
+  StoreLe32(header + kOffKind, static_cast<uint32_t>(kind_));
+  StoreLe64(header + kOffVirtualSize, virtual_size_);
+  StoreLe64(header + kOffEntryCount, entries_.size());
+  StoreLe64(header + kOffDataBlocks, data_blocks_);
+  StoreLe64(header + kOffIndexOffset, index_offset);
+  StoreLe64(header + kOffIndexChecksum, Checksum(index.data(), index.size()));
+  StoreLe64(header + kOffHeaderChecksum, Checksum(header, kOffHeaderChecksum));
   CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), header, sizeof header, 0, path_));
   file_size_ = index_offset + index.size();
   return Fsync(fd_.get(), path_);
@@ -281,30 +266,30 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
   if (std::memcmp(h + kOffMagic, kDiskMagic, sizeof kDiskMagic) != 0) {
     return Status::Corruption(path + ": not a disk data file (bad magic)");
   }
-  if (Get64(h + kOffHeaderChecksum) != Checksum(h, kOffHeaderChecksum)) {
+  if (LoadLe64(h + kOffHeaderChecksum) != Checksum(h, kOffHeaderChecksum)) {
     return Status::Corruption(path + ": header checksum mismatch");
   }
-  uint32_t version = Get32(h + kOffVersion);
+  uint32_t version = LoadLe32(h + kOffVersion);
   if (version != kDiskFormatVersion) {
     return Status::NotSupported(path + ": disk file format version " + std::to_string(version) +
                                 " is not supported (this build reads version " +
                                 std::to_string(kDiskFormatVersion) + ")");
   }
-  if ((Get64(h + kOffIncompat) & ~kKnownIncompatibleFeatures) != 0) {
+  if ((LoadLe64(h + kOffIncompat) & ~kKnownIncompatibleFeatures) != 0) {
     return Status::NotSupported(path + ": uses incompatible features this build does not know");
   }
-  if (Get32(h + kOffHeaderSize) != kHeaderSize || Get32(h + kOffBlockSize) != kBlockSize) {
+  if (LoadLe32(h + kOffHeaderSize) != kHeaderSize || LoadLe32(h + kOffBlockSize) != kBlockSize) {
     return Status::Corruption(path + ": unexpected header or block size");
   }
-  uint32_t kind = Get32(h + kOffKind);
+  uint32_t kind = LoadLe32(h + kOffKind);
   if (kind != static_cast<uint32_t>(FileKind::kBase) &&
       kind != static_cast<uint32_t>(FileKind::kOverlay)) {
     return Status::Corruption(path + ": unknown file kind " + std::to_string(kind));
   }
-  const uint64_t virtual_size = Get64(h + kOffVirtualSize);
-  const uint64_t count = Get64(h + kOffEntryCount);
-  const uint64_t data_blocks = Get64(h + kOffDataBlocks);
-  const uint64_t index_offset = Get64(h + kOffIndexOffset);
+  const uint64_t virtual_size = LoadLe64(h + kOffVirtualSize);
+  const uint64_t count = LoadLe64(h + kOffEntryCount);
+  const uint64_t data_blocks = LoadLe64(h + kOffDataBlocks);
+  const uint64_t index_offset = LoadLe64(h + kOffIndexOffset);
   const uint64_t nblocks = BlockCount(virtual_size);
   // Sizes above 2^62 would overflow offset arithmetic; no disk is that big.
   if (virtual_size == 0 || virtual_size > (uint64_t{1} << 62)) {
@@ -317,7 +302,7 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
   }
   std::vector<unsigned char> index(count * kIndexEntrySize);
   CBT_RETURN_IF_ERROR(PreadAll(fd.get(), index.data(), index.size(), index_offset, path));
-  if (Checksum(index.data(), index.size()) != Get64(h + kOffIndexChecksum)) {
+  if (Checksum(index.data(), index.size()) != LoadLe64(h + kOffIndexChecksum)) {
     return Status::Corruption(path + ": index checksum mismatch");
   }
 
@@ -327,7 +312,8 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
   std::vector<bool> slot_used(data_blocks, false);
   for (uint64_t i = 0; i < count; ++i) {
     const unsigned char* p = index.data() + i * kIndexEntrySize;
-    IndexEntry e{Get64(p), static_cast<EntryKind>(Get32(p + 8)), Get64(p + 16), Get64(p + 24)};
+    IndexEntry e{LoadLe64(p), static_cast<EntryKind>(LoadLe32(p + 8)), LoadLe64(p + 16),
+                 LoadLe64(p + 24)};
     bool ordered = i == 0 || e.block > file->entries_.back().block;
     bool valid_kind = e.kind == EntryKind::kData || e.kind == EntryKind::kZero;
     bool in_data_area =
@@ -336,7 +322,7 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
          e.offset <= index_offset - kBlockSize && (e.offset - kHeaderSize) % kBlockSize == 0);
     // ZERO entries carry no offset or checksum; the reserved word is zero.
     bool clean =
-        Get32(p + 12) == 0 && (e.kind != EntryKind::kZero || (e.offset == 0 && e.checksum == 0));
+        LoadLe32(p + 12) == 0 && (e.kind != EntryKind::kZero || (e.offset == 0 && e.checksum == 0));
     if (!ordered || !valid_kind || e.block >= nblocks || !in_data_area || !clean) {
       return Status::Corruption(path + ": index entry " + std::to_string(i) + " is invalid");
     }

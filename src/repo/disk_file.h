@@ -81,8 +81,11 @@ class DiskFileWriter {
   // Writes index and header and fsyncs the file.  Must be called once.
   Status Finish();
 
+  FileKind kind() const { return kind_; }
+  uint64_t virtual_size() const { return virtual_size_; }
   uint64_t data_blocks() const { return data_blocks_; }
   uint64_t zero_blocks() const { return zero_blocks_; }
+  // The size of the file; 0 until Finish succeeds.
   uint64_t file_size() const { return file_size_; }
 
  private:

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "repo/manifest.h"
 
+#include "repo/disk_file.h"
 #include "repo/layout.h"
 
 #include <nlohmann/json.hpp>
@@ -53,6 +54,32 @@ const DiskRecord* Manifest::FindDisk(const std::string& vdi_uuid) const {
   return nullptr;
 }
 
+Manifest NewManifest(const std::string& vm, const std::string& vm_name, const std::string& point,
+                     const std::string& source) {
+  Manifest m;
+  m.vm_uuid = vm;
+  m.vm_name = vm_name;
+  m.point = point;
+  m.created_by = std::string("cbt-backup ") + CBT_VERSION;
+  m.source = source;
+  return m;
+}
+
+DiskRecord NewDiskRecord(const std::string& vdi_uuid, const DiskFileWriter& w,
+                         const std::string& parent_point, const std::string& reason) {
+  DiskRecord d;
+  d.vdi_uuid = vdi_uuid;
+  d.virtual_size = w.virtual_size();
+  d.file = DiskFileName(vdi_uuid);
+  d.base = w.kind() == FileKind::kBase;
+  d.parent_point = parent_point;
+  d.data_blocks = w.data_blocks();
+  d.zero_blocks = w.zero_blocks();
+  d.stored_bytes = w.file_size();
+  d.reason = d.base ? reason : "";
+  return d;
+}
+
 std::string EncodeManifest(const Manifest& m) {
   json disks = json::array();
   int version = m.format_version;
@@ -65,7 +92,7 @@ std::string EncodeManifest(const Manifest& m) {
                      {"snapshot_vdi_uuid", d.snapshot_vdi_uuid},
                      {"userdevice", d.userdevice},
                      {"virtual_size", d.virtual_size},
-                     {"block_size", 65536},
+                     {"block_size", kBlockSize},
                      {"file", d.file},
                      {"kind", d.base ? "base" : "overlay"},
                      {"parent_point", d.base ? json(nullptr) : json(d.parent_point)},
@@ -159,7 +186,7 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
           d.layers.push_back(std::move(l));
         }
       }
-      if (Unsigned(jd, "block_size", 65536) != 65536 || !IsUuid(d.vdi_uuid) ||
+      if (Unsigned(jd, "block_size", kBlockSize) != kBlockSize || !IsUuid(d.vdi_uuid) ||
           d.file != DiskFileName(d.vdi_uuid) ||
           (!d.base && (!IsTimestamp(d.parent_point) || d.parent_point >= m.point))) {
         return Status::Corruption(what + ": disk record for '" + d.vdi_uuid + "' is invalid");

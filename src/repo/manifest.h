@@ -70,6 +70,24 @@ struct Manifest {
   const DiskRecord* FindDisk(const std::string& vdi_uuid) const;
 };
 
+class DiskFileWriter;
+
+// A manifest of point `point` of VM `vm` (named `vm_name`, may be empty)
+// whose data came from `source` ("xapi", "import-image", ...), with this
+// program and its version as created_by.  The caller adds the disks and
+// whatever else it knows.
+Manifest NewManifest(const std::string& vm, const std::string& vm_name, const std::string& point,
+                     const std::string& source);
+
+// The record of disk `vdi_uuid` whose data file `w` wrote (the file
+// PointWriter::CreateDisk made for it): file name, kind, virtual size,
+// block counts and stored bytes come from `w`.  `parent_point` is the
+// parent of an overlay; `reason`, why a base is one (an overlay records
+// none).  The caller adds what only it knows (name, snapshot VDI, VBD).
+// REQUIRES: `w` is finished; `parent_point` is empty exactly for a base.
+DiskRecord NewDiskRecord(const std::string& vdi_uuid, const DiskFileWriter& w,
+                         const std::string& parent_point, const std::string& reason);
+
 std::string EncodeManifest(const Manifest& m);
 // Corruption if the text is not a valid manifest; NotSupported if its
 // format version is unknown.

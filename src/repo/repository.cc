@@ -173,6 +173,22 @@ Result<std::vector<ChainFile>> Repository::DiskChain(const std::string& vm,
   return chain;
 }
 
+Result<std::optional<PointDisk>> Repository::NewestPointWithDisk(
+    const std::string& vm, const std::string& vdi, const std::string& before,
+    UnreadableManifest unreadable) const {
+  CBT_ASSIGN_OR_RETURN(auto points, ListPoints(vm));
+  for (auto it = points.rbegin(); it != points.rend(); ++it) {
+    if (!before.empty() && *it >= before) continue;
+    auto m = ReadManifest(vm, *it);
+    if (!m.ok()) {
+      if (unreadable == UnreadableManifest::kSkip) continue;
+      return m.status();
+    }
+    if (const DiskRecord* d = m->FindDisk(vdi)) return std::optional<PointDisk>({*it, *d});
+  }
+  return std::optional<PointDisk>();
+}
+
 namespace {
 
 std::string HostName() {

@@ -19,6 +19,7 @@
 #include "util/status.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,18 @@ struct ChainFile {
   std::string point;   // the point whose directory holds the file
   std::string file;    // its name in that directory
   std::string origin;  // the point that wrote it (equals `point` unless a layer)
+};
+
+// A committed point and its record of one disk.
+struct PointDisk {
+  std::string point;
+  DiskRecord disk;
+};
+
+// What a search through the points does with a manifest it cannot read.
+enum class UnreadableManifest {
+  kFail,  // the search fails with the manifest's error
+  kSkip,  // the point is passed over
 };
 
 class Repository {
@@ -60,6 +73,17 @@ class Repository {
   Result<std::vector<ChainFile>> DiskChain(const std::string& vm, const std::string& point,
                                            const std::string& vdi) const;
 
+  // The newest committed point of `vm` older than `before` (of all points
+  // if `before` is empty) whose manifest holds disk `vdi`, with that
+  // record; nullopt if no such point exists.  This is where an incremental
+  // write of `vdi` finds its parent.  A manifest that cannot be read is
+  // handled as `unreadable` says; failing to list the points is an error
+  // either way.
+  Result<std::optional<PointDisk>> NewestPointWithDisk(const std::string& vm,
+                                                       const std::string& vdi,
+                                                       const std::string& before,
+                                                       UnreadableManifest unreadable) const;
+
  private:
   explicit Repository(std::string path) : path_(std::move(path)) {}
   std::string path_;
@@ -71,9 +95,19 @@ class Repository {
 // killed writer never leaves a lock that blocks the next command.
 class VmLock {
  public:
-  // Takes the lock of `vm` (creating the VM directory if needed), then
-  // removes temporaries left by interrupted writers.  Busy, naming the
-  // holder, if another process holds it.
+  // Takes the lock of `vm` (creating the VM directory if needed) and writes
+  // this process into the lock file (host, pid, `command`, start time).
+  // Then, with the lock held, it cleans up after holders that died:
+  //   - removes the temporaries of interrupted point writers (.tmp-*), the
+  //     half-written journal files of deletes that never started, and,
+  //     when there is no journal, the leftover .del-* directories;
+  //   - finishes an interrupted delete whose journal it finds
+  //     (FinishInterruptedDelete, prune.h).
+  // Errors: InvalidArgument if `vm` is not a UUID; Corruption if the VM
+  // directory or the lock file is a symbolic link; Busy, naming the holder,
+  // if another process holds the lock.  If a cleanup step fails (a journal
+  // it cannot read or replay, a temporary it cannot remove), the
+  // acquisition fails with that error and the lock is released.
   static Result<VmLock> Acquire(const Repository& repo, const std::string& vm,
                                 const std::string& command);
   VmLock(VmLock&& other) noexcept : path_(std::move(other.path_)), fd_(std::move(other.fd_)) {

@@ -225,3 +225,150 @@ TEST_CASE("Manifest: numbers of the wrong kind are corruption, not undefined beh
   REQUIRE_FALSE(m.ok());
   CHECK(m.status().code() == Status::Code::kNotSupported);
 }
+
+namespace {
+
+const std::string kOtherVdi = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff";
+
+// Commits `point` holding a base of each disk in `vdis`, assembled by
+// NewManifest and NewDiskRecord.
+void WriteBases(const Repository& repo, const VmLock& lock, const std::string& point,
+                const std::vector<std::string>& vdis, uint64_t size = 4 * kBlockSize) {
+  auto w = PointWriter::Begin(repo, lock, kVm, point);
+  REQUIRE(w.ok());
+  REQUIRE((*w)->WriteMetadata("metadata").ok());
+  Manifest m = NewManifest(kVm, "vm", point, "test");
+  for (const auto& vdi : vdis) {
+    auto d = (*w)->CreateDisk(vdi, FileKind::kBase, size);
+    REQUIRE(d.ok());
+    REQUIRE((*d)->AddData(0, Block(7).data()).ok());
+    REQUIRE((*d)->Finish().ok());
+    m.disks.push_back(NewDiskRecord(vdi, **d, "", "first"));
+  }
+  REQUIRE((*w)->Commit(m).ok());
+}
+
+}  // namespace
+
+TEST_CASE("Repository: the parent point of a disk is the newest earlier point holding it",
+          "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  auto lock = VmLock::Acquire(*repo, kVm, "test");
+  REQUIRE(lock.ok());
+  const auto kFail = UnreadableManifest::kFail;
+  auto none = repo->NewestPointWithDisk(kVm, kVdi, "", kFail);
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+
+  WriteBases(*repo, *lock, "20260101T000000Z", {kVdi}, 8 * kBlockSize);
+  WriteBases(*repo, *lock, "20260102T000000Z", {kOtherVdi});
+  WritePoint(*repo, *lock, "20260103T000000Z", true, "");
+
+  auto newest = repo->NewestPointWithDisk(kVm, kVdi, "", kFail);
+  REQUIRE(newest.ok());
+  REQUIRE(newest->has_value());
+  CHECK((*newest)->point == "20260103T000000Z");
+  CHECK((*newest)->disk.vdi_uuid == kVdi);
+  CHECK((*newest)->disk.virtual_size == 4 * kBlockSize);
+
+  // Only points older than `before` count; another disk's point is passed.
+  auto older = repo->NewestPointWithDisk(kVm, kVdi, "20260103T000000Z", kFail);
+  REQUIRE(older.ok());
+  REQUIRE(older->has_value());
+  CHECK((*older)->point == "20260101T000000Z");
+  CHECK((*older)->disk.virtual_size == 8 * kBlockSize);
+  auto other = repo->NewestPointWithDisk(kVm, kOtherVdi, "", kFail);
+  REQUIRE(other.ok());
+  REQUIRE(other->has_value());
+  CHECK((*other)->point == "20260102T000000Z");
+  auto before_all = repo->NewestPointWithDisk(kVm, kVdi, "20260101T000000Z", kFail);
+  REQUIRE(before_all.ok());
+  CHECK_FALSE(before_all->has_value());
+
+  // An unreadable manifest fails the search, or is passed over.
+  REQUIRE(
+      WriteFileAtomic(JoinPath(repo->PointPath(kVm, "20260103T000000Z"), kManifestFile), "not json")
+          .ok());
+  auto failed = repo->NewestPointWithDisk(kVm, kVdi, "", kFail);
+  REQUIRE_FALSE(failed.ok());
+  CHECK(failed.status().IsCorruption());
+  auto skipped = repo->NewestPointWithDisk(kVm, kVdi, "", UnreadableManifest::kSkip);
+  REQUIRE(skipped.ok());
+  REQUIRE(skipped->has_value());
+  CHECK((*skipped)->point == "20260101T000000Z");
+
+  CHECK(repo->NewestPointWithDisk("not-a-uuid", kVdi, "", UnreadableManifest::kSkip)
+            .status()
+            .code() == Status::Code::kInvalidArgument);
+}
+
+TEST_CASE("Manifest: records are assembled from the finished disk file", "[repo]") {
+  TempDir dir;
+  auto repo = Repository::Open(dir.Sub("r"), true);
+  REQUIRE(repo.ok());
+  auto lock = VmLock::Acquire(*repo, kVm, "test");
+  REQUIRE(lock.ok());
+  WritePoint(*repo, *lock, "20260101T000000Z", true, "");
+
+  auto w = PointWriter::Begin(*repo, *lock, kVm, "20260102T000000Z");
+  REQUIRE(w.ok());
+  REQUIRE((*w)->WriteMetadata("metadata").ok());
+  const uint64_t size = 4 * kBlockSize;
+  auto overlay = (*w)->CreateDisk(kVdi, FileKind::kOverlay, size);
+  REQUIRE(overlay.ok());
+  REQUIRE((*overlay)->AddData(1, Block(1).data()).ok());
+  REQUIRE((*overlay)->AddData(3, Block(3).data()).ok());
+  REQUIRE((*overlay)->AddZero(2).ok());
+  REQUIRE((*overlay)->Finish().ok());
+  auto base = (*w)->CreateDisk(kOtherVdi, FileKind::kBase, kBlockSize - 512);
+  REQUIRE(base.ok());
+  REQUIRE((*base)->Finish().ok());
+
+  Manifest m = NewManifest(kVm, "web01", "20260102T000000Z", "import-image");
+  CHECK(m.vm_uuid == kVm);
+  CHECK(m.vm_name == "web01");
+  CHECK(m.point == "20260102T000000Z");
+  CHECK(m.source == "import-image");
+  CHECK(m.created_by == std::string("cbt-backup ") + CBT_VERSION);
+  CHECK(m.disks.empty());
+
+  // An overlay records its parent and no reason, whatever it is given.
+  DiskRecord o = NewDiskRecord(kVdi, **overlay, "20260101T000000Z", "ignored");
+  CHECK(o.vdi_uuid == kVdi);
+  CHECK(o.file == DiskFileName(kVdi));
+  CHECK(o.virtual_size == size);
+  CHECK_FALSE(o.base);
+  CHECK(o.parent_point == "20260101T000000Z");
+  CHECK(o.data_blocks == 2);
+  CHECK(o.zero_blocks == 1);
+  CHECK(o.stored_bytes == kHeaderSize + 2 * kBlockSize + 3 * kIndexEntrySize);
+  CHECK(o.reason.empty());
+  CHECK(o.layers.empty());
+  CHECK(o.name.empty());
+  CHECK(o.snapshot_vdi_uuid.empty());
+  CHECK(o.userdevice.empty());
+
+  DiskRecord b = NewDiskRecord(kOtherVdi, **base, "", "first backup of this disk");
+  CHECK(b.base);
+  CHECK(b.virtual_size == kBlockSize - 512);
+  CHECK(b.parent_point.empty());
+  CHECK(b.reason == "first backup of this disk");
+  CHECK(b.data_blocks == 0);
+  CHECK(b.stored_bytes == kHeaderSize);
+
+  m.disks = {o, b};
+  REQUIRE((*w)->Commit(m).ok());
+  auto back = repo->ReadManifest(kVm, "20260102T000000Z");
+  REQUIRE(back.ok());
+  CHECK(EncodeManifest(*back) == EncodeManifest(m));
+  for (const auto& d : back->disks) {
+    struct stat st;
+    REQUIRE(::stat(JoinPath(repo->PointPath(kVm, "20260102T000000Z"), d.file).c_str(), &st) == 0);
+    CHECK(static_cast<uint64_t>(st.st_size) == d.stored_bytes);
+  }
+  auto chain = repo->DiskChain(kVm, "20260102T000000Z", kVdi);
+  REQUIRE(chain.ok());
+  CHECK(chain->size() == 2);
+}
