@@ -4,8 +4,8 @@
 // first 8 input bytes choose the disk size; the rest is the base64 text.
 // Decoded extents must be sorted, disjoint, block-aligned, inside the disk,
 // and cover exactly the set bits.
-#include "backup/backup.h"
-#include "nbd/nbd_reader.h"
+#include "util/base64.h"
+#include "xapi/cbt_bitmap.h"
 
 #include <cstdint>
 #include <cstdlib>
@@ -18,9 +18,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::memcpy(&disk_size, data, 8);
   disk_size %= uint64_t{1} << 40;  // up to 1 TiB: the extent list stays small
   const std::string text(reinterpret_cast<const char*>(data + 8), size - 8);
-  auto bitmap = cbt::backup::DecodeBase64(text);
+  auto bitmap = cbt::DecodeBase64(text);
   if (!bitmap.ok()) return 0;
-  auto extents = cbt::nbd::ExtentsFromBitmap(*bitmap, disk_size);
+  auto extents = cbt::xapi::ExtentsFromBitmap(*bitmap, disk_size);
   constexpr uint64_t kBlock = 65536;
   uint64_t covered = 0, prev_end = 0;
   for (const auto& e : extents) {

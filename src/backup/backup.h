@@ -62,10 +62,6 @@ struct Report {
 // if it fails).
 Result<Report> Run(xapi::Session& session, const repo::Repository& repo, const Options& options);
 
-// Decodes standard base64 (RFC 4648, padding required).  Corruption on a
-// malformed string.
-Result<std::string> DecodeBase64(const std::string& text);
-
 }  // namespace cbt::backup
 
 #endif  // CBT_BACKUP_BACKUP_H_

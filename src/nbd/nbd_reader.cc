@@ -159,24 +159,6 @@ std::string HostOfAddress(const std::string& address) {
   return host;
 }
 
-std::vector<Extent> ExtentsFromBitmap(const std::string& bitmap, uint64_t disk_size) {
-  constexpr uint64_t kBlock = 64 * 1024;
-  std::vector<Extent> out;
-  const uint64_t nblocks = (disk_size + kBlock - 1) / kBlock;
-  for (uint64_t b = 0; b < nblocks && b / 8 < bitmap.size(); ++b) {
-    bool set = (static_cast<unsigned char>(bitmap[b / 8]) & (0x80 >> (b % 8))) != 0;
-    if (!set) continue;
-    uint64_t off = b * kBlock;
-    uint64_t len = std::min(kBlock, disk_size - off);
-    if (!out.empty() && out.back().offset + out.back().length == off) {
-      out.back().length += len;
-    } else {
-      out.push_back({off, len});
-    }
-  }
-  return out;
-}
-
 Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
   Status last = Status::IoError("no NBD endpoint");
   for (size_t i = 0; i < endpoints_.size(); ++i) {
@@ -341,17 +323,18 @@ Status Reader::Read(const std::vector<Extent>& extents,
     }
     std::vector<std::pair<Extent, int>> retry;  // pieces to read again, with attempts
     std::string last_error;
+    // Whether a request is still queued on the connection.
+    auto pending = [&slots] {
+      for (auto& sl : slots) {
+        if (sl.state == Slot::kInFlight) return true;
+      }
+      return false;
+    };
     // Requests still queued when the worker stops (another worker or the
     // sink failed) would be answered into `slots` after they are freed, when
     // the connection is shut down: wait for them, or drop the connection
     // while the buffers still exist.
     auto drain = [&] {
-      auto pending = [&slots] {
-        for (auto& sl : slots) {
-          if (sl.state == Slot::kInFlight) return true;
-        }
-        return false;
-      };
       if (!pending() || !conns_[ci]) return;
       const auto deadline = std::chrono::steady_clock::now() + request_limit;
       while (pending() && !Interrupted() && std::chrono::steady_clock::now() < deadline &&
@@ -417,6 +400,11 @@ Status Reader::Read(const std::vector<Extent>& extents,
         last_answer = std::chrono::steady_clock::now();
       } else if (std::chrono::steady_clock::now() - last_answer > request_limit) {
         stalled = true;
+        // libnbd still holds the unanswered requests and completes them
+        // into `slots` when the handle closes: close it while they exist.
+        // The completions' ESHUTDOWN is not the cause, so it is dropped.
+        conns_[ci].reset();
+        for (auto& sl : slots) sl.error = 0;
         last_error = "no answer within " + std::to_string(options_.timeout_seconds) +
                      " s (--nbd-timeout sets the limit)";
         last_answer = std::chrono::steady_clock::now();
@@ -447,12 +435,6 @@ Status Reader::Read(const std::vector<Extent>& extents,
       if (any_failed || dead) {
         // Wait for what is still in flight, then reconnect with back-off.
         if (conns_[ci] && !dead) {
-          auto pending = [&slots] {
-            for (auto& sl : slots) {
-              if (sl.state == Slot::kInFlight) return true;
-            }
-            return false;
-          };
           const auto deadline = std::chrono::steady_clock::now() + request_limit;
           while (pending() && !Interrupted() && std::chrono::steady_clock::now() < deadline &&
                  g_nbd.poll(conns_[ci]->h, 1000) != -1) {
@@ -470,6 +452,10 @@ Status Reader::Read(const std::vector<Extent>& extents,
         for (const auto& r : retry) worst = std::max(worst, r.second);
         size_t ep = conns_[ci] ? conns_[ci]->endpoint : ci;
         conns_[ci].reset();
+        for (auto& sl : slots) {
+          sl.state = Slot::kFree;
+          sl.error = 0;
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(200 << (2 * std::max(0, worst - 1))));
         auto c = Open(ep);
         if (c.ok()) {

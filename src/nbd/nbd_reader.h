@@ -97,10 +97,6 @@ class Reader {
 // connect to.
 std::string HostOfAddress(const std::string& address);
 
-// Splits the blocks set in a CBT bitmap (MSB first, 64 KiB per bit) into
-// extents of consecutive blocks, clipped to `disk_size`.
-std::vector<Extent> ExtentsFromBitmap(const std::string& bitmap, uint64_t disk_size);
-
 }  // namespace cbt::nbd
 
 #endif  // CBT_NBD_NBD_READER_H_

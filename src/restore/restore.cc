@@ -16,31 +16,30 @@
 //                       not attached, else a fresh snapshot of it).
 #include "restore/restore.h"
 
-#include "restore/vhd_stream.h"
-#include "restore/vm_metadata.h"
-
-#include "backup/backup.h"
 #include "image/composed_image.h"
 #include "repo/disk_file.h"
 #include "repo/layout.h"
+#include "restore/vm_metadata.h"
+#include "stream/vhd_stream.h"
+#include "util/clock.h"
 #include "util/file.h"
 #include "util/md5.h"
 #include "util/text.h"
+#include "xapi/cbt_bitmap.h"
 
-#include <chrono>
 #include <cstring>
 #include <memory>
 
 namespace cbt::restore {
 
+using stream::DiskSource;
 using xapi::Session;
 using xapi::Value;
 
-namespace {
+// A bit of the server's changed-block bitmap is one block of the point.
+static_assert(xapi::kCbtBlockSize == repo::kBlockSize);
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+namespace {
 
 // Destroys what this restore created unless it is released.
 struct Created {
@@ -68,7 +67,38 @@ Result<std::string> Md5Of(const DiskSource& src, uint64_t total) {
 
 // How long to wait for a task that an HTTP handler may never have been
 // given (the request failed before it reached one).
-constexpr double kOrphanTaskSeconds = 30;
+// Short: after a broken transfer xapi fails the task within moments, and a
+// handler that never got the request never will.
+constexpr double kOrphanTaskSeconds = 5;
+
+// The client for uploads to `sr_ref`: nullptr for the pool master when it
+// sees the SR, else a client for a host that does, trusting that host's own
+// certificate.  xapi would redirect (302) an upload the master cannot take
+// (import_raw_vdi.ml, import; importexport.ml, find_host_for_sr), but it
+// answers before reading the body and closes, so a client that is sending
+// a large body sees a broken pipe, not the redirect: asking first avoids it.
+Result<std::unique_ptr<xapi::HttpClient>> UploadClientForSr(Session& s, const std::string& sr_ref) {
+  auto pools = s.Call("pool.get_all");
+  std::string master;
+  if (pools.ok() && !pools->items().empty()) {
+    auto m = s.Call("pool.get_master", {pools->items()[0]});
+    if (m.ok()) master = m->str();
+  }
+  CBT_ASSIGN_OR_RETURN(Value pbds, s.Call("SR.get_PBDs", {Value(sr_ref)}));
+  std::string host;
+  for (const auto& pbd : pbds.items()) {
+    auto rec = s.Call("PBD.get_record", {pbd});
+    if (!rec.ok()) continue;
+    auto attached = rec->GetBool("currently_attached");
+    if (!(attached.ok() && *attached)) continue;
+    if (rec->GetString("host") == master) return std::unique_ptr<xapi::HttpClient>();
+    if (host.empty()) host = rec->GetString("host");
+  }
+  if (host.empty() || master.empty()) return std::unique_ptr<xapi::HttpClient>();
+  CBT_ASSIGN_OR_RETURN(Value address, s.Call("host.get_address", {Value(host)}));
+  CBT_ASSIGN_OR_RETURN(std::string pem, s.HostCertificate(host));
+  return s.http().ForHost(address.str(), pem);
+}
 
 // The client for the host a redirect names: the pool hands out each host's
 // own certificate (host.get_server_certificate), which a user's --ca-cert
@@ -114,17 +144,17 @@ Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std:
                      "&task_id=" + xapi::UrlEncode(task.str());
   xapi::HttpClient* target = &http;
   std::unique_ptr<xapi::HttpClient> redirected;
-  const double t0 = Now();
+  const double t0 = MonotonicSeconds();
   for (int hop = 0;; ++hop) {
-    std::unique_ptr<VhdStream> vhd;
-    std::unique_ptr<ChunkedRawStream> chunked;
+    std::unique_ptr<stream::VhdStream> vhd;
+    std::unique_ptr<stream::ChunkedRawStream> chunked;
     uint64_t length = src.size();
     if (format == "vhd") {
-      CBT_ASSIGN_OR_RETURN(vhd, VhdStream::Create(src, carry));
+      CBT_ASSIGN_OR_RETURN(vhd, stream::VhdStream::Create(src, carry));
       length = vhd->length();
       r->blocks_sent = vhd->carried_blocks();
     } else if (format == "raw-chunked") {
-      chunked = ChunkedRawStream::Create(src, carry);
+      chunked = stream::ChunkedRawStream::Create(src, carry);
       length = chunked->length();
       r->blocks_sent = chunked->carried_blocks();
     } else {
@@ -181,7 +211,7 @@ Status Upload(Session& s, xapi::HttpClient& http, const Options& opt, const std:
     }
     // Whatever the transport said, the task has the verdict (and the reason).
     auto result = s.WaitTask(task.str());
-    r->upload_seconds = Now() - t0;
+    r->upload_seconds = MonotonicSeconds() - t0;
     if (!result.ok()) return result.status().WithContext("import of " + label);
     if (sent != length) return Status::IoError("upload of " + label + " ended early");
     return Status::Ok();
@@ -232,23 +262,18 @@ Result<std::vector<bool>> ChangedSincePoint(Session& s, const repo::DiskRecord& 
               bitmap.status().message() + ")";
     return std::vector<bool>();
   }
-  CBT_ASSIGN_OR_RETURN(std::string bits, backup::DecodeBase64(bitmap->str()));
-  const uint64_t nblocks = repo::BlockCount(size);
-  if (bits.size() != (nblocks + 7) / 8) {
+  CBT_ASSIGN_OR_RETURN(std::string bits, xapi::DecodeCbtBitmap(bitmap->str()));
+  if (bits.size() != xapi::CbtBitmapBytes(size)) {
     *reason = "the changed-block bitmap has the wrong length";
     return std::vector<bool>();
   }
-  std::vector<bool> carry(nblocks);
-  for (uint64_t b = 0; b < nblocks; ++b) {
-    carry[b] = (static_cast<unsigned char>(bits[b / 8]) & (0x80 >> (b % 8))) != 0;
-  }
-  return carry;
+  return xapi::BlocksFromBitmap(bits, size);
 }
 
 }  // namespace
 
 Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt) {
-  const double t0 = Now();
+  const double t0 = MonotonicSeconds();
   auto log = [&](const std::string& line) {
     if (opt.log) opt.log(line);
   };
@@ -300,16 +325,16 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
   Created created{s, {}, "", false};
   std::vector<std::pair<std::string, std::string>> vdi_map;  // original -> new uuid
   for (const auto& d : disks) {
-    const double td = Now();
+    const double td = MonotonicSeconds();
     DiskResult r;
     r.vdi_uuid = d.vdi_uuid;
     std::shared_ptr<const image::ComposedImage> img;
     std::unique_ptr<DiskSource> src;
     if (opt.from_file.empty()) {
       CBT_ASSIGN_OR_RETURN(img, image::ComposedImage::Open(repo, opt.vm, opt.point, d.vdi_uuid));
-      src = SourceFromImage(img);
+      src = stream::SourceFromImage(img);
     } else {
-      CBT_ASSIGN_OR_RETURN(src, SourceFromFile(opt.from_file));
+      CBT_ASSIGN_OR_RETURN(src, stream::SourceFromFile(opt.from_file));
       if (src->size() != d.virtual_size) {
         return Status::InvalidArgument(opt.from_file + " has " + std::to_string(src->size()) +
                                        " bytes, the disk " + std::to_string(d.virtual_size));
@@ -371,8 +396,13 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
         r.mode == "changed-blocks" ? (opt.format == "raw" ? "raw-chunked" : "vhd") : opt.format;
     log("restoring disk " + d.vdi_uuid + " into VDI " + r.target_uuid + " (" + r.mode + ", " +
         format + ")");
-    CBT_RETURN_IF_ERROR(Upload(s, upload_http ? *upload_http : s.http(), opt, target_ref, *src,
-                               carry, format, d.vdi_uuid, &r));
+    // Without --host, the disk goes to a host that sees the target's SR.
+    std::unique_ptr<xapi::HttpClient> sr_http;
+    if (!upload_http) {
+      CBT_ASSIGN_OR_RETURN(sr_http, UploadClientForSr(s, target.GetString("SR")));
+    }
+    xapi::HttpClient& to = upload_http ? *upload_http : sr_http ? *sr_http : s.http();
+    CBT_RETURN_IF_ERROR(Upload(s, to, opt, target_ref, *src, carry, format, d.vdi_uuid, &r));
 
     if (opt.verify) {
       if (!new_vdi && static_cast<uint64_t>(target_size) != size) {
@@ -389,7 +419,7 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
       }
     }
     vdi_map.emplace_back(d.vdi_uuid, r.target_uuid);
-    r.seconds = Now() - td;
+    r.seconds = MonotonicSeconds() - td;
     report.disks.push_back(r);
   }
 
@@ -431,7 +461,7 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
     report.new_vm_uuid = uuid.str();
   }
   created.keep = true;
-  report.seconds = Now() - t0;
+  report.seconds = MonotonicSeconds() - t0;
   return report;
 }
 

@@ -170,9 +170,15 @@ Result<std::unique_ptr<HttpClient>> HttpClient::Create(const std::string& base_u
   return c;
 }
 
-Result<std::unique_ptr<HttpClient>> HttpClient::ForHost(const std::string& host) const {
+Result<std::unique_ptr<HttpClient>> HttpClient::ForHost(const std::string& host,
+                                                        const std::string& ca_pem) const {
   std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  return Create(scheme_ + "://" + h + (port_.empty() ? "" : ":" + port_), options_);
+  HttpOptions o = options_;
+  if (!ca_pem.empty()) {
+    o.ca_pem = ca_pem;
+    o.ca_cert.clear();
+  }
+  return Create(scheme_ + "://" + h + (port_.empty() ? "" : ":" + port_), o);
 }
 
 Result<std::unique_ptr<HttpClient>> HttpClient::ForUrl(const std::string& url,

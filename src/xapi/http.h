@@ -53,8 +53,11 @@ class HttpClient {
   const std::string& base_url() const { return base_url_; }
   const std::string& host() const { return host_; }
   const HttpOptions& options() const { return options_; }
-  // A client for the same scheme and port on another host (HOST_IS_SLAVE).
-  Result<std::unique_ptr<HttpClient>> ForHost(const std::string& host) const;
+  // A client for the same scheme and port on another host (HOST_IS_SLAVE,
+  // or a pool member), trusting `ca_pem` if not empty (that host's own
+  // certificate), else what this client trusts.
+  Result<std::unique_ptr<HttpClient>> ForHost(const std::string& host,
+                                              const std::string& ca_pem = "") const;
   // A client for the scheme, host and port of `url` (an absolute URL such as
   // a redirect's Location), trusting `ca_pem` if not empty, else what this
   // client trusts.

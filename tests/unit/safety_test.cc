@@ -3,13 +3,13 @@
 // Pieces that keep the backup host safe and real pools working: escaping of
 // untrusted names, the repository id, symlinks in a repository, the
 // suspended-VM metadata rewrite, get_nbd_info addresses.
-#include "restore/vm_metadata.h"
 #include "testutil.h"
 
 #include "nbd/nbd_reader.h"
 #include "repo/layout.h"
 #include "repo/manifest.h"
 #include "repo/repository.h"
+#include "restore/vm_metadata.h"
 #include "util/file.h"
 #include "util/text.h"
 

@@ -4,7 +4,7 @@
 // dynamic VHD (footer, header, BAT, sector bitmaps, data) and xapi's raw
 // chunked framing.  Each stream is drained in odd-sized pieces, so block,
 // bitmap and frame boundaries fall inside a call.
-#include "restore/vhd_stream.h"
+#include "stream/vhd_stream.h"
 
 #include "testutil.h"
 
@@ -146,7 +146,7 @@ TEST_CASE("VHD stream: every carried block arrives, nothing else is written") {
   auto m = MakeImage();
   const std::string want = Expected(*m->img);
   const uint64_t nblocks = BlockCount(kSize);
-  auto src = restore::SourceFromImage(m->img);
+  auto src = stream::SourceFromImage(m->img);
 
   // A full restore carries the data blocks; a changed-blocks restore any
   // set, holes and zero blocks included (they must become zeros there).
@@ -156,7 +156,7 @@ TEST_CASE("VHD stream: every carried block arrives, nothing else is written") {
 
   for (const auto& carry : {data, changed}) {
     for (size_t piece : {size_t{1000}, size_t{4} << 20}) {
-      auto s = restore::VhdStream::Create(*src, carry);
+      auto s = stream::VhdStream::Create(*src, carry);
       REQUIRE(s.ok());
       const std::string vhd = Drain(**s, piece);
       CHECK(vhd.size() == (*s)->length());
@@ -188,12 +188,12 @@ TEST_CASE("chunked raw stream: frames carry exactly the chosen blocks") {
   auto m = MakeImage();
   const std::string want = Expected(*m->img);
   const uint64_t nblocks = BlockCount(kSize);
-  auto src = restore::SourceFromImage(m->img);
+  auto src = stream::SourceFromImage(m->img);
   std::vector<bool> carry(nblocks);
   // Adjacent blocks (merged into one frame), a lone hole, the partial last.
   for (uint64_t b : {0, 1, 2, 3, 5, 20, 66, 67}) carry[b] = true;
 
-  auto s = restore::ChunkedRawStream::Create(*src, carry);
+  auto s = stream::ChunkedRawStream::Create(*src, carry);
   const std::string body = Drain(*s, 777);
   CHECK(body.size() == s->length());
   CHECK(s->carried_blocks() == 8);

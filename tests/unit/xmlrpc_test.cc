@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "xapi/xmlrpc.h"
 
-#include "backup/backup.h"
-#include "nbd/nbd_reader.h"
+#include "util/base64.h"
+#include "xapi/cbt_bitmap.h"
 #include "xapi/session.h"
 
 #include <catch2/catch.hpp>
@@ -87,18 +87,18 @@ TEST_CASE("XmlRpc: task results are parsed as XML-RPC values", "[xapi]") {
 
 TEST_CASE("Backup: base64 bitmaps decode and map MSB-first to extents", "[backup]") {
   // 1 MiB disk, blocks 0 and 9 written: bytes 80 40.
-  auto bm = backup::DecodeBase64("gEA=");
+  auto bm = DecodeBase64("gEA=");
   REQUIRE(bm.ok());
   REQUIRE(bm->size() == 2);
-  auto ex = nbd::ExtentsFromBitmap(*bm, 1 << 20);
+  auto ex = xapi::ExtentsFromBitmap(*bm, 1 << 20);
   REQUIRE(ex.size() == 2);
   CHECK(ex[0].offset == 0);
   CHECK(ex[0].length == 65536);
   CHECK(ex[1].offset == 9 * 65536);
   // Consecutive blocks merge; the last block is clipped to the disk size.
-  auto all = nbd::ExtentsFromBitmap(std::string("\xff\xc0", 2), 10 * 65536 - 512);
+  auto all = xapi::ExtentsFromBitmap(std::string("\xff\xc0", 2), 10 * 65536 - 512);
   REQUIRE(all.size() == 1);
   CHECK(all[0].length == 10 * 65536 - 512);
-  CHECK_FALSE(backup::DecodeBase64("gEA").ok());
-  CHECK_FALSE(backup::DecodeBase64("g*A=").ok());
+  CHECK_FALSE(DecodeBase64("gEA").ok());
+  CHECK_FALSE(DecodeBase64("g*A=").ok());
 }

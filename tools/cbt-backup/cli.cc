@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include "repo/layout.h"
+#include "util/clock.h"
 #include "util/file.h"
 
 #include <sys/prctl.h>
@@ -61,10 +62,6 @@ std::string HumanBytes(uint64_t bytes) {
 namespace cbt::cli {
 
 namespace {
-
-double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 Result<std::string> ReadPassword(const Globals& g) {
   if (!g.password_file.empty()) {
@@ -136,7 +133,7 @@ ProgressBar::ProgressBar(const Globals& g)
 void ProgressBar::Update(const std::string& label, uint64_t done, uint64_t total) {
   if (!enabled_) return;
   std::lock_guard<std::mutex> lock(mu_);
-  double now = NowSeconds();
+  double now = MonotonicSeconds();
   if (label != label_) {
     if (drawn_) std::fprintf(stderr, "\n");
     label_ = label;

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
-#include "restore/vhd_stream.h"
 
 #include "image/composed_image.h"
 #include "repo/disk_file.h"
+#include "stream/vhd_stream.h"
 #include "util/file.h"
 
 #include <nlohmann/json.hpp>
@@ -103,10 +103,10 @@ int Run(const Globals& g, const po::variables_map& vm) {
     }
     written = (*img)->size();
   } else {
-    auto src = restore::SourceFromImage(*img);
+    auto src = stream::SourceFromImage(*img);
     std::vector<bool> carry(repo::BlockCount((*img)->size()));
     for (uint64_t b = 0; b < carry.size(); ++b) carry[b] = (*img)->IsDataBlock(b);
-    auto vhd = restore::VhdStream::Create(*src, std::move(carry));
+    auto vhd = stream::VhdStream::Create(*src, std::move(carry));
     if (!vhd.ok()) {
       s = vhd.status();
     } else {

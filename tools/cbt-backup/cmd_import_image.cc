@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
-#include "local/import_image.h"
 
 #include "image/image_import.h"
+#include "local/import_image.h"
 #include "repo/layout.h"
 #include "util/file.h"
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
+
 #include "local/import_legacy.h"
 
 #include <nlohmann/json.hpp>

@@ -5,8 +5,8 @@
 // points are destroyed afterwards, since no later backup starts from them.
 #include "cli.h"
 
+#include "backup/server_prune.h"
 #include "repo/prune.h"
-#include "xapi/xmlrpc.h"
 
 #include <nlohmann/json.hpp>
 
@@ -17,38 +17,16 @@ namespace cbt::cli {
 
 namespace {
 
-// Destroys the server-side CBT metadata of deleted points.  Only VDIs of
-// type cbt_metadata are touched: anything else under that UUID is not ours
-// to destroy.  Returns notes for the user.
+// With a server, destroys the CBT metadata of deleted points there
+// (backup/server_prune.h).  Returns notes for the user.
 std::vector<std::string> ReleaseSnapshots(const Globals& g, const std::vector<std::string>& uuids) {
-  std::vector<std::string> notes;
-  if (g.server.empty() || uuids.empty()) return notes;
+  if (g.server.empty() || uuids.empty()) return {};
   auto session = Login(g);
   if (!session.ok()) {
-    notes.push_back("could not log in to destroy CBT metadata on the server: " +
-                    session.status().message());
-    return notes;
+    return {"could not log in to destroy CBT metadata on the server: " +
+            session.status().message()};
   }
-  xapi::Session& s = **session;
-  int destroyed = 0;
-  for (const auto& uuid : uuids) {
-    auto ref = s.Call("VDI.get_by_uuid", {xapi::Value(uuid)});
-    if (!ref.ok()) continue;  // already gone
-    auto type = s.Call("VDI.get_type", {*ref});
-    if (!type.ok() || type->str() != "cbt_metadata") {
-      notes.push_back("kept VDI " + uuid + " on the server: it is not CBT metadata");
-      continue;
-    }
-    auto r = s.Call("VDI.destroy", {*ref});
-    if (!r.ok()) {
-      notes.push_back("destroying CBT metadata VDI " + uuid + " failed: " + r.status().message());
-      continue;
-    }
-    ++destroyed;
-  }
-  notes.push_back("destroyed " + std::to_string(destroyed) +
-                  " CBT metadata VDI(s) on the server that no later backup needs");
-  return notes;
+  return backup::DestroyCbtMetadata(**session, uuids);
 }
 
 nlohmann::json StatsJson(const repo::DeleteStats& st) {

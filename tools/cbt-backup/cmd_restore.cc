@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
+
 #include "restore/restore.h"
 
 #include <nlohmann/json.hpp>

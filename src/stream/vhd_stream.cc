@@ -1,28 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "restore/vhd_stream.h"
+//
+// Building the VHD and chunked upload bodies: the VHD footer, header and
+// BAT computed up front (so the length is known), then each present 2 MiB
+// block as its sector bitmap followed by data read from the source straight
+// into the caller's buffer; the chunked body as frames of runs of carried
+// blocks.
+#include "stream/vhd_stream.h"
 
 #include "repo/disk_file.h"
-#include "util/file.h"
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <ctime>
-#include <deque>
-#include <mutex>
 #include <random>
 
-namespace cbt::restore {
+namespace cbt::stream {
 
 namespace {
 
-constexpr uint64_t kCbtBlock = 64 * 1024;
+// One carry flag per repository block; as uint64_t for the arithmetic.
+constexpr uint64_t kBlock = repo::kBlockSize;
 constexpr uint64_t kVhdBlock = 2 * 1024 * 1024;
-constexpr uint64_t kPerVhdBlock = kVhdBlock / kCbtBlock;   // 32
-constexpr uint64_t kSectorsPerCbtBlock = kCbtBlock / 512;  // 128
+constexpr uint64_t kPerVhdBlock = kVhdBlock / kBlock;  // 32
+constexpr uint64_t kSectorsPerBlock = kBlock / 512;    // 128
 constexpr uint64_t kTableOffset = 1536;
 constexpr uint64_t kMaxVhdSize = 2040ull << 30;
 constexpr uint32_t kVhdEpoch = 946684800;  // 2000-01-01 in UNIX time
@@ -95,120 +95,7 @@ std::string Footer(uint64_t size) {
   return f;
 }
 
-// Reads a repository point.  A stream reads it in increasing block order; a
-// window of the blocks it will read next is asked of the kernel ahead of it,
-// or each block's read from the repository would wait on the disk while the
-// upload stalls.  Only blocks the reader will read are asked for: a
-// changed-blocks restore reads 1% of a point, scattered.
-class ImageSource : public DiskSource {
- public:
-  explicit ImageSource(std::shared_ptr<const image::ComposedImage> img) : img_(std::move(img)) {}
-  uint64_t size() const override { return img_->size(); }
-  Result<size_t> Read(void* buf, size_t len, uint64_t off) const override {
-    Ahead(off / repo::kBlockSize);
-    return img_->Read(buf, len, off);
-  }
-  bool MayHoldData(uint64_t block) const override { return img_->IsDataBlock(block); }
-  void ExpectReads(std::vector<bool> blocks) const override {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      wanted_ = std::move(blocks);
-      advised_.clear();
-      next_ = 0;
-    }
-    // The first window now: its reads then overlap the upload's connection
-    // and TLS handshake.
-    Ahead(0);
-  }
-
- private:
-  static constexpr size_t kWindow = (128u << 20) / repo::kBlockSize;
-
-  // The reader is at `block`: forget what it passed, and when less than half
-  // the window lies ahead, advise the next wanted data blocks up to a full
-  // window.  Every block is scanned once over the whole stream.
-  void Ahead(uint64_t block) const {
-    std::lock_guard<std::mutex> g(mu_);
-    while (!advised_.empty() && advised_.front() < block) advised_.pop_front();
-    if (advised_.size() >= kWindow / 2) return;
-    next_ = std::max(next_, block);
-    const uint64_t blocks = repo::BlockCount(img_->size());
-    uint64_t run_start = 0, run_end = 0;
-    auto flush = [&] {
-      if (run_end > run_start) {
-        img_->Prefetch(run_start * repo::kBlockSize, (run_end - run_start) * repo::kBlockSize);
-      }
-      run_start = run_end = 0;
-    };
-    for (; next_ < blocks && advised_.size() < kWindow; ++next_) {
-      if (!img_->IsDataBlock(next_)) continue;
-      if (!wanted_.empty() && (next_ >= wanted_.size() || !wanted_[next_])) continue;
-      advised_.push_back(next_);
-      if (run_end != next_) {
-        flush();
-        run_start = next_;
-      }
-      run_end = next_ + 1;
-    }
-    flush();
-  }
-
-  std::shared_ptr<const image::ComposedImage> img_;
-  mutable std::mutex mu_;
-  mutable std::vector<bool> wanted_;      // empty: every block
-  mutable std::deque<uint64_t> advised_;  // advised blocks the reader has not passed
-  mutable uint64_t next_ = 0;             // first block not yet considered
-};
-
-class FileSource : public DiskSource {
- public:
-  FileSource(std::string path, UniqueFd fd, uint64_t size, std::vector<bool> data)
-      : path_(std::move(path)), fd_(std::move(fd)), size_(size), data_(std::move(data)) {}
-  uint64_t size() const override { return size_; }
-  Result<size_t> Read(void* buf, size_t len, uint64_t off) const override {
-    if (off >= size_) return size_t{0};
-    len = std::min<uint64_t>(len, size_ - off);
-    CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), buf, len, off, path_));
-    return len;
-  }
-  bool MayHoldData(uint64_t block) const override { return data_[block]; }
-
- private:
-  std::string path_;
-  UniqueFd fd_;
-  uint64_t size_;
-  std::vector<bool> data_;
-};
-
 }  // namespace
-
-std::unique_ptr<DiskSource> SourceFromImage(std::shared_ptr<const image::ComposedImage> image) {
-  return std::make_unique<ImageSource>(std::move(image));
-}
-
-Result<std::unique_ptr<DiskSource>> SourceFromFile(const std::string& path) {
-  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenUserFile(path));
-  CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
-  if (size == 0) return Status::InvalidArgument(path + " is empty");
-  std::vector<bool> data(repo::BlockCount(size), false);
-  // Data extents from SEEK_DATA/SEEK_HOLE; without support, all is data.
-  uint64_t off = 0;
-  while (off < size) {
-    off_t d = ::lseek(fd.get(), static_cast<off_t>(off), SEEK_DATA);
-    if (d < 0) {
-      if (errno == ENXIO) break;
-      std::fill(data.begin(), data.end(), true);
-      break;
-    }
-    off_t h = ::lseek(fd.get(), d, SEEK_HOLE);
-    uint64_t end = h < 0 ? size : static_cast<uint64_t>(h);
-    for (uint64_t b = static_cast<uint64_t>(d) / kCbtBlock; b * kCbtBlock < end; ++b)
-      data[b] = true;
-    off = end;
-  }
-  return std::unique_ptr<DiskSource>(
-      std::make_unique<FileSource>(path, std::move(fd), size, std::move(data)));
-}
 
 Result<std::unique_ptr<VhdStream>> VhdStream::Create(const DiskSource& source,
                                                      std::vector<bool> carry) {
@@ -262,8 +149,8 @@ void VhdStream::StartBlock(uint32_t vb) {
     const uint64_t b = vb * kPerVhdBlock + i;
     if (b >= carry_.size() || !carry_[b]) continue;
     // Bits for the sectors of this 64 KiB block that lie inside the disk.
-    const uint64_t n = std::min(kCbtBlock, size - b * kCbtBlock);
-    const uint64_t first = i * kSectorsPerCbtBlock;
+    const uint64_t n = std::min(kBlock, size - b * kBlock);
+    const uint64_t first = i * kSectorsPerBlock;
     for (uint64_t sct = first; sct < first + (n + 511) / 512; ++sct) {
       bitmap_[sct / 8] = static_cast<char>(bitmap_[sct / 8] | (0x80 >> (sct % 8)));
     }
@@ -277,12 +164,12 @@ void VhdStream::StartBlock(uint32_t vb) {
 Status VhdStream::BlockData(char* buf, uint64_t pos, size_t n) {
   const uint64_t size = source_.size();
   while (n > 0) {
-    const uint64_t i = pos / kCbtBlock, in = pos % kCbtBlock;
-    const size_t len = static_cast<size_t>(std::min<uint64_t>(n, kCbtBlock - in));
+    const uint64_t i = pos / kBlock, in = pos % kBlock;
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(n, kBlock - in));
     const uint64_t b = block_ * kPerVhdBlock + i;
-    const uint64_t off = b * kCbtBlock;
+    const uint64_t off = b * kBlock;
     // Bytes of this 64 KiB block inside the disk; the rest reads as zeros.
-    const uint64_t valid = off < size ? std::min(kCbtBlock, size - off) : 0;
+    const uint64_t valid = off < size ? std::min(kBlock, size - off) : 0;
     size_t got = 0;
     if (b < carry_.size() && carry_[b] && in < valid && source_.MayHoldData(b)) {
       const size_t want = static_cast<size_t>(std::min<uint64_t>(len, valid - in));
@@ -342,11 +229,11 @@ std::unique_ptr<ChunkedRawStream> ChunkedRawStream::Create(const DiskSource& sou
   source.ExpectReads(carry);
   constexpr uint64_t kMaxFrame = 4 << 20;
   const uint64_t size = source.size();
-  for (uint64_t b = 0; b < carry.size() && b * kCbtBlock < size; ++b) {
+  for (uint64_t b = 0; b < carry.size() && b * kBlock < size; ++b) {
     if (!carry[b]) continue;
     ++s->carried_;
-    const uint64_t off = b * kCbtBlock;
-    const uint32_t len = static_cast<uint32_t>(std::min(kCbtBlock, size - off));
+    const uint64_t off = b * kBlock;
+    const uint32_t len = static_cast<uint32_t>(std::min(kBlock, size - off));
     if (!s->frames_.empty() && s->frames_.back().offset + s->frames_.back().length == off &&
         s->frames_.back().length + len <= kMaxFrame) {
       s->frames_.back().length += len;
@@ -376,9 +263,9 @@ Result<size_t> ChunkedRawStream::Next(char* buf, size_t max) {
       const uint64_t off = f.offset + done;
       // At most up to the end of this 64 KiB block, so holes are per block.
       size_t n = static_cast<size_t>(
-          std::min<uint64_t>({max - out, f.length - done, kCbtBlock - off % kCbtBlock}));
+          std::min<uint64_t>({max - out, f.length - done, kBlock - off % kBlock}));
       if (n > 0) {
-        const uint64_t block = off / kCbtBlock;
+        const uint64_t block = off / kBlock;
         if (source_.MayHoldData(block)) {
           CBT_ASSIGN_OR_RETURN(size_t got, source_.Read(buf + out, n, off));
           if (got != n) return Status::IoError("short read at offset " + std::to_string(off));
@@ -397,4 +284,4 @@ Result<size_t> ChunkedRawStream::Next(char* buf, size_t max) {
   return out;
 }
 
-}  // namespace cbt::restore
+}  // namespace cbt::stream

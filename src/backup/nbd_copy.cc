@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The NBD endpoints of a snapshot disk and the sink that turns the pieces
+// NBD delivers into data runs and zero blocks of a disk file.
+#include "backup/nbd_copy.h"
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+
+namespace cbt::backup {
+
+using xapi::Value;
+
+Status CopyOverNbd(xapi::Session& s, const Options& options, const std::string& snapshot_ref,
+                   const std::string& vdi_uuid, uint64_t virtual_size,
+                   const std::vector<nbd::Extent>& extents, bool overlay, repo::DiskFileWriter* w,
+                   uint64_t* bytes_read) {
+  CBT_ASSIGN_OR_RETURN(Value infos, s.Call("VDI.get_nbd_info", {Value(snapshot_ref)}));
+  if (infos.items().empty()) {
+    return Status::NotSupported(
+        "the server offers no NBD access: no network has the 'nbd' purpose (on the pool master "
+        "run: xe network-param-add param-name=purpose param-key=nbd uuid=<network>)");
+  }
+  std::vector<nbd::Endpoint> eps;
+  for (const auto& info : infos.items()) {
+    nbd::Endpoint ep;
+    ep.address = info.GetString("address");
+    auto port = info.GetInt("port");
+    ep.port = port.ok() ? static_cast<int>(*port) : 10809;
+    ep.exportname = info.GetString("exportname");
+    ep.cert = info.GetString("cert");
+    ep.subject = info.GetString("subject");
+    eps.push_back(std::move(ep));
+  }
+  nbd::ReaderOptions ro;
+  ro.connections = options.connections;
+  ro.require_tls = options.require_tls;
+  ro.timeout_seconds = options.nbd_timeout;
+  CBT_ASSIGN_OR_RETURN(auto reader, nbd::Reader::Connect(eps, ro));
+  if (reader->size() < virtual_size) {
+    return Status::Corruption("NBD export of " + vdi_uuid + " is " +
+                              std::to_string(reader->size()) + " bytes, the VDI " +
+                              std::to_string(virtual_size));
+  }
+  std::mutex mu;
+  uint64_t total = 0;
+  for (const auto& e : extents) total += e.length;
+  std::atomic<uint64_t> done{0};
+  Status st = reader->Read(extents, [&](uint64_t off, const char* data, size_t len) -> Status {
+    // Pieces start on block boundaries; only the disk's last block is
+    // short.  Zero detection and checksums run here, on the reader threads;
+    // only the writes are serialised, one per run of non-zero blocks.
+    const uint64_t first = off / repo::kBlockSize;
+    const uint64_t nblocks = (len + repo::kBlockSize - 1) / repo::kBlockSize;
+    const uint64_t whole = len / repo::kBlockSize;  // blocks without padding
+    std::vector<uint64_t> sums(nblocks);
+    std::vector<char> zero(nblocks);
+    std::vector<char> pad;
+    for (uint64_t i = 0; i < nblocks; ++i) {
+      const char* blk = data + i * repo::kBlockSize;
+      if (i >= whole) {  // the short last block, padded with zeros
+        pad.assign(repo::kBlockSize, 0);
+        std::memcpy(pad.data(), blk, len - i * repo::kBlockSize);
+        blk = pad.data();
+      }
+      zero[i] = repo::IsAllZero(blk, repo::kBlockSize);
+      if (!zero[i]) sums[i] = repo::Checksum(blk, repo::kBlockSize);
+    }
+    std::lock_guard<std::mutex> g(mu);
+    for (uint64_t i = 0; i < nblocks;) {
+      if (zero[i]) {
+        if (overlay) CBT_RETURN_IF_ERROR(w->AddZero(first + i));
+        ++i;
+        continue;
+      }
+      uint64_t j = i;
+      while (j < nblocks && !zero[j] && j < whole) ++j;
+      if (j == i) {  // the padded last block
+        CBT_RETURN_IF_ERROR(w->AddDataRun(first + i, pad.data(), 1, &sums[i]));
+        ++i;
+        continue;
+      }
+      CBT_RETURN_IF_ERROR(w->AddDataRun(first + i, data + i * repo::kBlockSize, j - i, &sums[i]));
+      i = j;
+    }
+    uint64_t now = done += len;
+    if (options.progress) options.progress(vdi_uuid, now, total);
+    return Status::Ok();
+  });
+  *bytes_read = reader->bytes_read();
+  return st.WithContext("disk " + vdi_uuid);
+}
+
+}  // namespace cbt::backup
