@@ -10,6 +10,7 @@
 // (docs/FORMAT.md, section 7.1) to match the mutated bytes, and the index
 // and entry checks are explored too.
 #include "repo/disk_file.h"
+#include "util/endian.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -19,28 +20,15 @@
 #include <string>
 #include <vector>
 
-namespace {
-
-uint64_t Le64(const std::string& b, size_t off) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(b[off + i]);
-  return v;
-}
-
-void PutLe64(std::string& b, size_t off, uint64_t v) {
-  for (int i = 0; i < 8; ++i) b[off + i] = static_cast<char>(v >> (8 * i));
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
   std::string bytes(reinterpret_cast<const char*>(raw), size);
   if (bytes.size() >= 4096 && (bytes[88] & 1)) {
-    const uint64_t entries = Le64(bytes, 48), index = Le64(bytes, 64);
+    const uint64_t entries = cbt::LoadLe64(bytes.data() + 48),
+                   index = cbt::LoadLe64(bytes.data() + 64);
     if (index <= bytes.size() && entries <= (bytes.size() - index) / 32) {
-      PutLe64(bytes, 72, cbt::repo::Checksum(bytes.data() + index, entries * 32));
+      cbt::StoreLe64(bytes.data() + 72, cbt::repo::Checksum(bytes.data() + index, entries * 32));
     }
-    PutLe64(bytes, 80, cbt::repo::Checksum(bytes.data(), 80));
+    cbt::StoreLe64(bytes.data() + 80, cbt::repo::Checksum(bytes.data(), 80));
   }
   const uint8_t* data = reinterpret_cast<const uint8_t*>(bytes.data());
   int fd = ::memfd_create("cbd", MFD_CLOEXEC);

@@ -10,6 +10,7 @@
 #ifndef CBT_IMAGE_READ_AT_H_
 #define CBT_IMAGE_READ_AT_H_
 
+#include "util/endian.h"
 #include "util/status.h"
 
 #include <cstddef>
@@ -32,13 +33,8 @@ inline bool ReadInside(const ReadAt& read, uint64_t size, uint64_t off, void* bu
 }
 
 // Little-endian loads from bytes the caller has checked are there.
-inline uint32_t LoadLe32(const unsigned char* p) {
-  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
-         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
-}
-inline uint64_t LoadLe64(const unsigned char* p) {
-  return static_cast<uint64_t>(LoadLe32(p)) | static_cast<uint64_t>(LoadLe32(p + 4)) << 32;
-}
+using cbt::LoadLe32;
+using cbt::LoadLe64;
 
 }  // namespace cbt::image
 

@@ -14,6 +14,7 @@
 // server resetting the connection must be an error, not a SIGPIPE.
 #include "nbd/tls_tunnel.h"
 
+#include "util/endian.h"
 #include "util/file.h"
 
 #include <arpa/inet.h>
@@ -65,28 +66,6 @@ constexpr size_t kDownBuffer = 256 * 1024;
 constexpr size_t kUpBuffer = 64 * 1024;
 
 using Clock = std::chrono::steady_clock;
-
-void Put16(unsigned char* p, uint16_t v) {
-  p[0] = static_cast<unsigned char>(v >> 8);
-  p[1] = static_cast<unsigned char>(v);
-}
-void Put32(unsigned char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (24 - 8 * i));
-}
-void Put64(unsigned char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (56 - 8 * i));
-}
-uint16_t Get16(const unsigned char* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-uint32_t Get32(const unsigned char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = v << 8 | p[i];
-  return v;
-}
-uint64_t Get64(const unsigned char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = v << 8 | p[i];
-  return v;
-}
 
 std::string HostPort(const std::string& address, int port) {
   const bool v6 = address.find(':') != std::string::npos;
@@ -207,12 +186,12 @@ std::string ReplyErrorName(uint32_t type) {
 Status StartTls(int fd, Clock::time_point deadline, const std::string& where) {
   unsigned char greeting[18];
   CBT_RETURN_IF_ERROR(ReadExact(fd, greeting, sizeof greeting, deadline, where));
-  if (Get64(greeting) != kNbdMagic) return Status::IoError(where + " is not an NBD server");
-  if (Get64(greeting + 8) == kOldstyleMagic) {
+  if (LoadBe64(greeting) != kNbdMagic) return Status::IoError(where + " is not an NBD server");
+  if (LoadBe64(greeting + 8) == kOldstyleMagic) {
     return Status::NotSupported(where + " speaks old-style NBD, which has no TLS");
   }
-  if (Get64(greeting + 8) != kOptMagic) return Status::IoError(where + " is not an NBD server");
-  const uint16_t flags = Get16(greeting + 16);
+  if (LoadBe64(greeting + 8) != kOptMagic) return Status::IoError(where + " is not an NBD server");
+  const uint16_t flags = LoadBe16(greeting + 16);
   if ((flags & kFlagFixedNewstyle) == 0) {
     return Status::NotSupported(where + " does not speak fixed-newstyle NBD, which TLS needs");
   }
@@ -220,17 +199,17 @@ Status StartTls(int fd, Clock::time_point deadline, const std::string& where) {
   // with this server believing it chose the flags itself, and it will be
   // offered FIXED_NEWSTYLE only (see Open).
   unsigned char request[4 + 16];
-  Put32(request, kClientFixedNewstyle);
-  Put64(request + 4, kOptMagic);
-  Put32(request + 12, kOptStartTls);
-  Put32(request + 16, 0);
+  StoreBe32(request, kClientFixedNewstyle);
+  StoreBe64(request + 4, kOptMagic);
+  StoreBe32(request + 12, kOptStartTls);
+  StoreBe32(request + 16, 0);
   CBT_RETURN_IF_ERROR(WriteExact(fd, request, sizeof request, deadline, where));
 
   unsigned char reply[20];
   CBT_RETURN_IF_ERROR(ReadExact(fd, reply, sizeof reply, deadline, where));
-  const uint32_t type = Get32(reply + 12);
-  const uint32_t length = Get32(reply + 16);
-  if (Get64(reply) != kReplyMagic || Get32(reply + 8) != kOptStartTls ||
+  const uint32_t type = LoadBe32(reply + 12);
+  const uint32_t length = LoadBe32(reply + 16);
+  if (LoadBe64(reply) != kReplyMagic || LoadBe32(reply + 8) != kOptStartTls ||
       length > kMaxReplyPayload) {
     return Status::IoError(where + ": malformed reply to NBD_OPT_STARTTLS");
   }
@@ -497,9 +476,9 @@ Result<std::unique_ptr<TlsTunnel>> TlsTunnel::Open(const std::string& address, i
   // only, so it answers with the client flags the real server already got.
   // 18 bytes into an empty socket pair cannot block.
   unsigned char greeting[18];
-  Put64(greeting, kNbdMagic);
-  Put64(greeting + 8, kOptMagic);
-  Put16(greeting + 16, kFlagFixedNewstyle);
+  StoreBe64(greeting, kNbdMagic);
+  StoreBe64(greeting + 8, kOptMagic);
+  StoreBe16(greeting + 16, kFlagFixedNewstyle);
   CBT_RETURN_IF_ERROR(WriteExact(t->relay_fd_, greeting, sizeof greeting, deadline, where));
 
   t->relay_ = std::thread(&TlsTunnel::Relay, t.get());
@@ -586,7 +565,7 @@ void TlsTunnel::Relay() {
             }
             // Anything but FIXED_NEWSTYLE would mean libnbd expects a
             // negotiation the server was not told about.
-            if (flags_missing == 0 && Get32(client_flags) != kClientFixedNewstyle) failed = true;
+            if (flags_missing == 0 && LoadBe32(client_flags) != kClientFixedNewstyle) failed = true;
           }
           progress = true;
         } else if (n == 0) {

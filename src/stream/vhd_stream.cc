@@ -8,6 +8,7 @@
 #include "stream/vhd_stream.h"
 
 #include "repo/disk_file.h"
+#include "util/endian.h"
 
 #include <algorithm>
 #include <cstring>
@@ -27,12 +28,6 @@ constexpr uint64_t kTableOffset = 1536;
 constexpr uint64_t kMaxVhdSize = 2040ull << 30;
 constexpr uint32_t kVhdEpoch = 946684800;  // 2000-01-01 in UNIX time
 
-void Be32(char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (24 - 8 * i));
-}
-void Be64(char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (56 - 8 * i));
-}
 uint32_t OnesComplementSum(const char* p, size_t n) {
   uint32_t sum = 0;
   for (size_t i = 0; i < n; ++i) sum += static_cast<unsigned char>(p[i]);
@@ -71,16 +66,16 @@ std::string Footer(uint64_t size) {
   std::string f(512, '\0');
   char* p = f.data();
   std::memcpy(p, "conectix", 8);
-  Be32(p + 8, 2);
-  Be32(p + 12, 0x00010000);
-  Be64(p + 16, 512);
-  Be32(p + 24, static_cast<uint32_t>(std::time(nullptr) - kVhdEpoch));
+  StoreBe32(p + 8, 2);
+  StoreBe32(p + 12, 0x00010000);
+  StoreBe64(p + 16, 512);
+  StoreBe32(p + 24, static_cast<uint32_t>(std::time(nullptr) - kVhdEpoch));
   // "tap\0": blktap's creator; makes every qemu version use current_size.
   std::memcpy(p + 28, "tap\0", 4);
-  Be32(p + 32, 0x00010000);
-  Be32(p + 36, 0);
-  Be64(p + 40, size);
-  Be64(p + 48, size);
+  StoreBe32(p + 32, 0x00010000);
+  StoreBe32(p + 36, 0);
+  StoreBe64(p + 40, size);
+  StoreBe64(p + 48, size);
   uint16_t cyl;
   uint8_t heads, spt;
   Geometry(size, &cyl, &heads, &spt);
@@ -88,10 +83,10 @@ std::string Footer(uint64_t size) {
   p[57] = static_cast<char>(cyl & 0xff);
   p[58] = static_cast<char>(heads);
   p[59] = static_cast<char>(spt);
-  Be32(p + 60, 3);  // dynamic
+  StoreBe32(p + 60, 3);  // dynamic
   std::random_device rd;
   for (int i = 0; i < 16; ++i) p[68 + i] = static_cast<char>(rd());
-  Be32(p + 64, OnesComplementSum(p, 512));
+  StoreBe32(p + 64, OnesComplementSum(p, 512));
   return f;
 }
 
@@ -124,16 +119,16 @@ Result<std::unique_ptr<VhdStream>> VhdStream::Create(const DiskSource& source,
   std::string header(1024, '\0');
   char* h = header.data();
   std::memcpy(h, "cxsparse", 8);
-  Be64(h + 8, ~uint64_t{0});
-  Be64(h + 16, kTableOffset);
-  Be32(h + 24, 0x00010000);
-  Be32(h + 28, static_cast<uint32_t>(entries));
-  Be32(h + 32, static_cast<uint32_t>(kVhdBlock));
-  Be32(h + 36, OnesComplementSum(h, 1024));
+  StoreBe64(h + 8, ~uint64_t{0});
+  StoreBe64(h + 16, kTableOffset);
+  StoreBe32(h + 24, 0x00010000);
+  StoreBe32(h + 28, static_cast<uint32_t>(entries));
+  StoreBe32(h + 32, static_cast<uint32_t>(kVhdBlock));
+  StoreBe32(h + 36, OnesComplementSum(h, 1024));
   std::string bat(bat_bytes, '\xff');
   for (size_t i = 0; i < s->present_.size(); ++i) {
     uint64_t sector = (first_block + i * (512 + kVhdBlock)) / 512;
-    Be32(bat.data() + 4 * s->present_[i], static_cast<uint32_t>(sector));
+    StoreBe32(bat.data() + 4 * s->present_[i], static_cast<uint32_t>(sector));
   }
   s->prefix_ = s->footer_ + header + bat;
   s->length_ = first_block + s->present_.size() * (512 + kVhdBlock) + 512;
@@ -252,8 +247,8 @@ Result<size_t> ChunkedRawStream::Next(char* buf, size_t max) {
     const Frame& f = frames_[frame_];
     if (in_frame_ < 12) {
       char header[12];
-      for (int i = 0; i < 8; ++i) header[i] = static_cast<char>(f.offset >> (8 * i));
-      for (int i = 0; i < 4; ++i) header[8 + i] = static_cast<char>(f.length >> (8 * i));
+      StoreLe64(header, f.offset);
+      StoreLe32(header + 8, static_cast<uint32_t>(f.length));
       size_t n = std::min<size_t>(max - out, 12 - in_frame_);
       std::memcpy(buf + out, header + in_frame_, n);
       out += n;

@@ -18,6 +18,17 @@
 
 namespace cbt::cli {
 
+bool MissingOption(const std::string& command, const po::variables_map& vm,
+                   std::initializer_list<Required> required) {
+  for (const Required& r : required) {
+    if (!vm.count(r.name)) {
+      std::fprintf(stderr, "cbt-backup %s: %s is required\n", command.c_str(), r.shown);
+      return true;
+    }
+  }
+  return false;
+}
+
 int Fail(const Status& status) {
   std::fprintf(stderr, "cbt-backup: %s\n", status.message().c_str());
   return status.code() == Status::Code::kBusy ? kExitBusy : kExitFailure;

@@ -13,6 +13,7 @@
 #include <boost/program_options.hpp>
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -62,6 +63,17 @@ Command UmountCommand();
 Command PruneCommand();
 Command RestoreCommand();
 Command VerifyCommand();
+
+// What a required option is called in the message when it is missing:
+// {"vm", "--vm UUID"} prints "--vm UUID is required".
+struct Required {
+  const char* name;
+  const char* shown;
+};
+// True (after printing "cbt-backup COMMAND: <shown> is required" on stderr)
+// if any of `required` is missing from `vm`; the caller returns kExitUsage.
+bool MissingOption(const std::string& command, const po::variables_map& vm,
+                   std::initializer_list<Required> required);
 
 // Prints "cbt-backup: <message>" on stderr and returns kExitBusy for a
 // locked VM, else kExitFailure.

@@ -19,10 +19,7 @@ namespace cbt::cli {
 namespace {
 
 int Run(const Globals& g, const po::variables_map& vm) {
-  if (!vm.count("vm")) {
-    std::fprintf(stderr, "cbt-backup backup: --vm UUID|NAME is required\n");
-    return kExitUsage;
-  }
+  if (MissingOption("backup", vm, {{"vm", "--vm UUID|NAME"}})) return kExitUsage;
   auto repo = OpenRepo(g, /*create=*/true);
   if (!repo.ok()) return Fail(repo.status());
   auto session = Login(g);

@@ -58,11 +58,10 @@ Status WriteRaw(const image::ComposedImage& img, int fd, bool sparse, const std:
 }
 
 int Run(const Globals& g, const po::variables_map& vm) {
-  for (const char* required : {"vm", "point", "disk", "output"}) {
-    if (!vm.count(required)) {
-      std::fprintf(stderr, "cbt-backup export: --%s is required\n", required);
-      return kExitUsage;
-    }
+  if (MissingOption(
+          "export", vm,
+          {{"vm", "--vm"}, {"point", "--point"}, {"disk", "--disk"}, {"output", "--output"}})) {
+    return kExitUsage;
   }
   const std::string format = vm["format"].as<std::string>();
   if (format != "raw" && format != "vhd") {

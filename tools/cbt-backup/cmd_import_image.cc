@@ -16,11 +16,8 @@ namespace cbt::cli {
 namespace {
 
 int Run(const Globals& g, const po::variables_map& vm) {
-  for (const char* required : {"vm", "disk", "image"}) {
-    if (!vm.count(required)) {
-      std::fprintf(stderr, "cbt-backup import-image: --%s is required\n", required);
-      return kExitUsage;
-    }
+  if (MissingOption("import-image", vm, {{"vm", "--vm"}, {"disk", "--disk"}, {"image", "IMAGE"}})) {
+    return kExitUsage;
   }
   local::ImageImportRequest req;
   req.vm = vm["vm"].as<std::string>();

@@ -12,10 +12,7 @@ namespace cbt::cli {
 namespace {
 
 int Run(const Globals& g, const po::variables_map& vm) {
-  if (!vm.count("source")) {
-    std::fprintf(stderr, "cbt-backup import-legacy: SOURCE is required\n");
-    return kExitUsage;
-  }
+  if (MissingOption("import-legacy", vm, {{"source", "SOURCE"}})) return kExitUsage;
   auto repo = OpenRepo(g, /*create=*/true);
   if (!repo.ok()) return Fail(repo.status());
   local::ImportOptions opts;

@@ -155,8 +155,7 @@ int RunUmount(const Globals& g, const po::variables_map& vm) {
 }
 
 int RunMount(const Globals& g, const po::variables_map& vm) {
-  if (!vm.count("vm") || !vm.count("point")) {
-    std::fprintf(stderr, "cbt-backup mount: --vm UUID and --point TIMESTAMP are required\n");
+  if (MissingOption("mount", vm, {{"vm", "--vm UUID"}, {"point", "--point TIMESTAMP|latest"}})) {
     return kExitUsage;
   }
   const std::string v = vm["vm"].as<std::string>();

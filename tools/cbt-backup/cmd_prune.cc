@@ -129,8 +129,7 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
 }
 
 int RunDelete(const Globals& g, const po::variables_map& vm) {
-  if (!vm.count("vm") || !vm.count("point")) {
-    std::fprintf(stderr, "cbt-backup delete: --vm UUID and --point TIMESTAMP are required\n");
+  if (MissingOption("delete", vm, {{"vm", "--vm UUID"}, {"point", "--point TIMESTAMP"}})) {
     return kExitUsage;
   }
   const std::string v = vm["vm"].as<std::string>();

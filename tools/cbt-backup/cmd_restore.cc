@@ -13,12 +13,7 @@ namespace cbt::cli {
 namespace {
 
 int Run(const Globals& g, const po::variables_map& vm) {
-  for (const char* required : {"vm", "point"}) {
-    if (!vm.count(required)) {
-      std::fprintf(stderr, "cbt-backup restore: --%s is required\n", required);
-      return kExitUsage;
-    }
-  }
+  if (MissingOption("restore", vm, {{"vm", "--vm"}, {"point", "--point"}})) return kExitUsage;
   restore::Options opt;
   opt.vm = vm["vm"].as<std::string>();
   opt.point = vm["point"].as<std::string>();
