@@ -35,6 +35,18 @@ size_t ManifestBytes(const cbt::repo::Manifest& m) {
   return bytes;
 }
 
+// The cache key of a point (or of one disk of it, if `vdi` is not empty):
+// its names and the inode of its manifest, which a rewrite changes.
+Result<std::string> CacheKey(const cbt::repo::Repository& repo, const std::string& vm,
+                             const std::string& point, const std::string& vdi = "") {
+  struct stat st;
+  const std::string file = cbt::JoinPath(repo.PointPath(vm, point), cbt::repo::kManifestFile);
+  if (::stat(file.c_str(), &st) != 0) return Status::FromErrno(errno, file);
+  std::string key = vm + "/" + point;
+  if (!vdi.empty()) key += "/" + vdi;
+  return key + "@" + std::to_string(st.st_ino);
+}
+
 }  // namespace
 
 Filesystem::Filesystem(cbt::repo::Repository repo)
@@ -126,27 +138,22 @@ std::string Filesystem::Newest(const std::string& vm) const {
 
 std::shared_ptr<const cbt::repo::Manifest> Filesystem::Manifest(const std::string& vm,
                                                                 const std::string& point) const {
-  struct stat st;
-  const std::string file = cbt::JoinPath(repo_.PointPath(vm, point), cbt::repo::kManifestFile);
-  if (::stat(file.c_str(), &st) != 0) return nullptr;
-  const std::string key = vm + "/" + point + "@" + std::to_string(st.st_ino);
+  auto key = CacheKey(repo_, vm, point);
+  if (!key.ok()) return nullptr;
   {
     std::lock_guard<std::mutex> g(mu_);
-    if (auto hit = manifests_.Get(key)) return *hit;
+    if (auto hit = manifests_.Get(*key)) return *hit;
   }
   auto m = repo_.ReadManifest(vm, point);
   if (!m.ok()) return nullptr;
   auto shared = std::make_shared<const cbt::repo::Manifest>(std::move(*m));
   std::lock_guard<std::mutex> g(mu_);
-  manifests_.Put(key, shared, ManifestBytes(*shared));
+  manifests_.Put(*key, shared, ManifestBytes(*shared));
   return shared;
 }
 
 Result<std::shared_ptr<const ComposedImage>> Filesystem::Image(const Node& n) const {
-  struct stat st;
-  const std::string file = cbt::JoinPath(repo_.PointPath(n.vm, n.point), cbt::repo::kManifestFile);
-  if (::stat(file.c_str(), &st) != 0) return Status::FromErrno(errno, file);
-  std::string key = n.vm + "/" + n.point + "/" + n.vdi + "@" + std::to_string(st.st_ino);
+  CBT_ASSIGN_OR_RETURN(const std::string key, CacheKey(repo_, n.vm, n.point, n.vdi));
   {
     std::lock_guard<std::mutex> g(mu_);
     if (auto hit = images_.Get(key)) return *hit;
@@ -159,11 +166,10 @@ Result<std::shared_ptr<const ComposedImage>> Filesystem::Image(const Node& n) co
 }
 
 std::shared_ptr<const ComposedImage> Filesystem::CachedImage(const Node& n) const {
-  struct stat st;
-  const std::string file = cbt::JoinPath(repo_.PointPath(n.vm, n.point), cbt::repo::kManifestFile);
-  if (::stat(file.c_str(), &st) != 0) return nullptr;
+  auto key = CacheKey(repo_, n.vm, n.point, n.vdi);
+  if (!key.ok()) return nullptr;
   std::lock_guard<std::mutex> g(mu_);
-  auto hit = images_.Get(n.vm + "/" + n.point + "/" + n.vdi + "@" + std::to_string(st.st_ino));
+  auto hit = images_.Get(*key);
   return hit ? *hit : nullptr;
 }
 
@@ -185,13 +191,11 @@ uint64_t Filesystem::EstimatedDataBlocks(const std::string& vm, const std::strin
 
 std::shared_ptr<const PointView> Filesystem::Volumes(const std::string& vm,
                                                      const std::string& point) const {
-  struct stat st;
-  const std::string file = cbt::JoinPath(repo_.PointPath(vm, point), cbt::repo::kManifestFile);
-  if (::stat(file.c_str(), &st) != 0) return nullptr;
-  const std::string key = vm + "/" + point + "@" + std::to_string(st.st_ino);
+  auto key = CacheKey(repo_, vm, point);
+  if (!key.ok()) return nullptr;
   {
     std::lock_guard<std::mutex> g(mu_);
-    if (auto hit = views_.Get(key)) return *hit;
+    if (auto hit = views_.Get(*key)) return *hit;
   }
   auto m = Manifest(vm, point);
   if (!m) return nullptr;
@@ -216,7 +220,7 @@ std::shared_ptr<const PointView> Filesystem::Volumes(const std::string& vm,
   for (const auto& [vdi, img] : view->disks) bytes += img->MemoryBytes();
   for (const auto& v : view->found.volumes) bytes += v.path.size() + v.description.size() + 256;
   std::lock_guard<std::mutex> g(mu_);
-  views_.Put(key, view, bytes);
+  views_.Put(*key, view, bytes);
   return view;
 }
 

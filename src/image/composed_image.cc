@@ -176,40 +176,48 @@ Status ComposedImage::VerifyRun(const char* data, uint64_t block, uint64_t count
   return Status::Ok();
 }
 
-Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
-  if (off >= size_) return size_t{0};
-  const uint64_t end = std::min<uint64_t>(off + len, size_);
-  auto* out = static_cast<char*>(buf);
-  thread_local std::unique_ptr<char[]> scratch;
-
-  uint64_t pos = off;
+template <typename ReadFn>
+Status ComposedImage::ReadPieces(char* out, uint64_t pos, uint64_t end, ReadFn&& read) const {
   while (pos < end) {
     const uint64_t block = pos / kBlockSize;
     const uint64_t in_block = pos % kBlockSize;
     const uint64_t n = std::min<uint64_t>(kBlockSize - in_block, end - pos);
     const Slot slot = map_[block];
+    uint64_t filled = n;
     if (slot.file == kNoFile) {
       std::memset(out, 0, n);
-    } else if (in_block == 0 && n == kBlockSize) {
-      const DiskFile& f = *chain_[slot.file];
-      const uint64_t run = RunLength(block, (end - pos) / kBlockSize);
+    } else {
+      CBT_ASSIGN_OR_RETURN(filled, read(slot, block, in_block, n, out));
+    }
+    out += filled;
+    pos += filled;
+  }
+  return Status::Ok();
+}
+
+Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
+  if (off >= size_) return size_t{0};
+  const uint64_t end = std::min<uint64_t>(off + len, size_);
+  thread_local std::unique_ptr<char[]> scratch;
+
+  auto read_piece = [&](Slot slot, uint64_t block, uint64_t in_block, uint64_t n,
+                        char* out) -> Result<uint64_t> {
+    const DiskFile& f = *chain_[slot.file];
+    if (in_block == 0 && n == kBlockSize) {
+      const uint64_t run = RunLength(block, end / kBlockSize - block);
       CBT_RETURN_IF_ERROR(
           PreadAll(f.fd(), out, run * kBlockSize, f.entries()[slot.entry].offset, f.path()));
       CBT_RETURN_IF_ERROR(VerifyRun(out, block, run));
-      out += run * kBlockSize;
-      pos += run * kBlockSize;
-      continue;
-    } else {
-      if (!scratch) scratch.reset(new char[kBlockSize]);
-      const DiskFile& f = *chain_[slot.file];
-      Status s = f.ReadBlock(f.entries()[slot.entry], scratch.get());
-      if (s.IsCorruption()) return CorruptionAt(block, slot.file);
-      CBT_RETURN_IF_ERROR(s);
-      std::memcpy(out, scratch.get() + in_block, n);
+      return run * kBlockSize;
     }
-    out += n;
-    pos += n;
-  }
+    if (!scratch) scratch.reset(new char[kBlockSize]);
+    Status s = f.ReadBlock(f.entries()[slot.entry], scratch.get());
+    if (s.IsCorruption()) return CorruptionAt(block, slot.file);
+    CBT_RETURN_IF_ERROR(s);
+    std::memcpy(out, scratch.get() + in_block, n);
+    return n;
+  };
+  CBT_RETURN_IF_ERROR(ReadPieces(static_cast<char*>(buf), off, end, read_piece));
   return static_cast<size_t>(end - off);
 }
 
@@ -241,31 +249,21 @@ Result<size_t> ComposedImage::ReadDirect(char* buf, size_t len, uint64_t off) co
   // Whole blocks start at out = buf + (block start - off), aligned when
   // `off` is, since `buf` is and blocks are multiples of kDirectAlign.
   const bool aligned = off % kDirectAlign == 0;
-  uint64_t pos = off;
-  char* out = buf;
-  while (pos < end) {
-    const uint64_t block = pos / kBlockSize;
-    const uint64_t in_block = pos % kBlockSize;
-    const uint64_t n = std::min<uint64_t>(kBlockSize - in_block, end - pos);
-    const Slot slot = map_[block];
-    if (slot.file == kNoFile) {
-      std::memset(out, 0, n);
-    } else if (in_block == 0 && n == kBlockSize && aligned && chain_[slot.file]->direct_fd() >= 0) {
-      const DiskFile& f = *chain_[slot.file];
-      const uint64_t run = RunLength(block, (end - pos) / kBlockSize);
+  auto read_piece = [&](Slot slot, uint64_t block, uint64_t in_block, uint64_t n,
+                        char* out) -> Result<uint64_t> {
+    const DiskFile& f = *chain_[slot.file];
+    if (in_block == 0 && n == kBlockSize && aligned && f.direct_fd() >= 0) {
+      const uint64_t run = RunLength(block, end / kBlockSize - block);
       runs.push_back(Run{slot.file, block, run});
       reads.push_back(
           LinuxAio::Read{f.direct_fd(), out, run * kBlockSize, f.entries()[slot.entry].offset});
-      out += run * kBlockSize;
-      pos += run * kBlockSize;
-      continue;
-    } else {
-      // A block the request covers in part: the buffered path reads it whole.
-      CBT_RETURN_IF_ERROR(Read(out, n, pos).status());
+      return run * kBlockSize;
     }
-    out += n;
-    pos += n;
-  }
+    // A block the request covers in part: the buffered path reads it whole.
+    CBT_RETURN_IF_ERROR(Read(out, n, block * kBlockSize + in_block).status());
+    return n;
+  };
+  CBT_RETURN_IF_ERROR(ReadPieces(buf, off, end, read_piece));
 
   (*aio)->Run(reads.data(), reads.size());
   for (size_t i = 0; i < runs.size(); ++i) {

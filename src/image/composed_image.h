@@ -138,6 +138,12 @@ class ComposedImage {
   uint64_t RunLength(uint64_t block, uint64_t max) const;
   // Checks the `count` blocks of a run from `block`, read into `data`.
   Status VerifyRun(const char* data, uint64_t block, uint64_t count) const;
+  // Fills `out` with the bytes [pos, end) of the disk, block by block:
+  // zeros for a hole, and for a piece of a data block (all of it or from
+  // `in_block`, `n` bytes) what `read(slot, block, in_block, n, out)`
+  // returns, the bytes it filled (`n`, or more for a run of whole blocks).
+  template <typename ReadFn>
+  Status ReadPieces(char* out, uint64_t pos, uint64_t end, ReadFn&& read) const;
 
   Label label_;
   uint64_t size_ = 0;
