@@ -512,11 +512,7 @@ def _create_vm_from_metadata(sim, old, disks, restore, suspend=NULL):
                        attached, vbd.get("mode", "RW"), bool(vbd.get("bootable", False)))
         b["other_config"] = dict(vbd.get("other_config", {}))
         b["empty"] = target == NULL
-        ref = new_ref()
-        sim.db["VBD"][ref] = b
-        rec["VBDs"].append(ref)
-        if target != NULL:
-            sim.db["VDI"][target]["VBDs"].append(ref)
+        sim._add_vbd(b)
     return vm_ref
 
 

@@ -70,6 +70,22 @@ class Sim:
         self.url = self.ready["url"]
         self.x = xmlrpc.client.ServerProxy(self.url, allow_none=False)
 
+    # A Sim used in a with statement is stopped at its end.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def stop(self):
+        """SIGTERM, then SIGKILL if the simulator has not exited in 20 s."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
     def ctl(self, method, path, body=None):
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + "/sim/" + path, data=data, method=method)
@@ -891,16 +907,8 @@ def test_iso_suspend(tmp):
     with open(img, "wb") as f:
         f.write(b"\x5a" * MiB)
         f.truncate(2 * MiB)
-    sim = Sim(root, "--vm", "boot-vm=" + img)
-    try:
+    with Sim(root, "--vm", "boot-vm=" + img) as sim:
         _test_iso_suspend(sim, img)
-    finally:
-        sim.proc.send_signal(signal.SIGTERM)
-        try:
-            sim.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            sim.proc.kill()
-            sim.proc.wait()
 
 
 def _test_iso_suspend(sim, img):
@@ -1138,17 +1146,9 @@ def test_pool_defaults(sim):
 def test_pool(tmp):
     """A three-host pool with a dedicated NBD network."""
     root = os.path.join(tmp, "pool3")
-    sim = Sim(root, "--hosts", "3", "--nbd-network", "dedicated", "--session-cap", "3",
-              "--anon-session-cap", "2")
-    try:
+    with Sim(root, "--hosts", "3", "--nbd-network", "dedicated", "--session-cap", "3",
+             "--anon-session-cap", "2") as sim:
         _test_pool(sim, root)
-    finally:
-        sim.proc.send_signal(signal.SIGTERM)
-        try:
-            sim.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            sim.proc.kill()
-            sim.proc.wait()
 
 
 def _test_pool(sim, tmp):
@@ -1411,8 +1411,7 @@ def _test_pool(sim, tmp):
 def test_pool_ipv6(tmp):
     """--nbd-network ipv6: addresses in CIDR form, nbdkit on ::1."""
     root = os.path.join(tmp, "pool6")
-    sim = Sim(root, "--hosts", "2", "--nbd-network", "ipv6")
-    try:
+    with Sim(root, "--hosts", "2", "--nbd-network", "ipv6") as sim:
         x = sim.x
         s = ok(x.session.login_with_password("root", "xenroot", "1.0", "selftest-ipv6"))
         sr = ok(x.SR.get_by_uuid(s, sim.ready["sr_shared"]))
@@ -1428,13 +1427,6 @@ def test_pool_ipv6(tmp):
             c.close()
         check(good, "nbdkit serves on ::1")
         ok(x.session.logout(s))
-    finally:
-        sim.proc.send_signal(signal.SIGTERM)
-        try:
-            sim.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            sim.proc.kill()
-            sim.proc.wait()
 
 
 def main():

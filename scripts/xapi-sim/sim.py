@@ -233,6 +233,14 @@ class Sim:
         self.db["host"][host]["PBDs"].append(pbd)
         return pbd
 
+    def _add_vbd(self, rec):
+        """Adds VBD `rec`, listed on its VM and, unless empty, on its VDI."""
+        vbd = self._add("VBD", rec)
+        self.db["VM"][rec["VM"]]["VBDs"].append(vbd)
+        if rec["VDI"] != NULL:
+            self.db["VDI"][rec["VDI"]]["VBDs"].append(vbd)
+        return vbd
+
     def _add_pif(self, host, network, device, address, management=False):
         """A PIF with `address` as IPv4, or as IPv6 when it has a colon (kept in
         the address/prefix form xapi stores)."""
@@ -951,11 +959,8 @@ class Sim:
                 size = (size + 511) // 512 * 512
                 vdi = self._new_vdi(d.get("name") or "%s disk %d" % (name, i), sr, size,
                                     image=image)
-                vbd = self._add("VBD", R.vbd_record(vref, vdi, i, "Disk", attached,
-                                                    bootable=(i == 0)))
-                vm["VBDs"].append(vbd)
+                self._add_vbd(R.vbd_record(vref, vdi, i, "Disk", attached, bootable=(i == 0)))
                 vrec = self.db["VDI"][vdi]
-                vrec["VBDs"].append(vbd)
                 # xapi_vdi.ml check_operation_error: no snapshot of a sharable VDI,
                 # neither snapshot nor copy of an on_boot=reset one.
                 if d.get("sharable"):
@@ -972,10 +977,7 @@ class Sim:
                 # userdevice 3 is the usual CD slot; move it past the disks if needed.
                 ud = max(3, len(disks))
                 iso = self.iso_vdi if cd != "empty" and self.iso_vdi in self.db["VDI"] else NULL
-                vbd = self._add("VBD", R.vbd_record(vref, iso, ud, "CD", attached, mode="RO"))
-                vm["VBDs"].append(vbd)
-                if iso != NULL:
-                    self.db["VDI"][iso]["VBDs"].append(vbd)
+                self._add_vbd(R.vbd_record(vref, iso, ud, "CD", attached, mode="RO"))
             if power_state == "Suspended":
                 self._make_suspend_image(vref, disks)
             return vref
@@ -1060,11 +1062,8 @@ class Sim:
                     new_vdi = b["VDI"]
                 else:
                     new_vdi = self._snapshot_vdi(b["VDI"], now)
-                nb = self._add("VBD", R.vbd_record(sref, new_vdi, b["userdevice"], b["type"],
-                                                   False, b["mode"], b["bootable"]))
-                snap["VBDs"].append(nb)
-                if new_vdi != NULL:
-                    self.db["VDI"][new_vdi]["VBDs"].append(nb)
+                self._add_vbd(R.vbd_record(sref, new_vdi, b["userdevice"], b["type"], False,
+                                           b["mode"], b["bootable"]))
             vm["snapshots"].append(sref)
             return sref
 
@@ -1184,11 +1183,7 @@ class Sim:
                                bool(args["bootable"]))
             rec["empty"] = bool(args["empty"])
             rec["other_config"] = dict(args["other_config"])
-            ref = self._add("VBD", rec)
-            vm["VBDs"].append(ref)
-            if vdi != NULL:
-                self.db["VDI"][vdi]["VBDs"].append(ref)
-            return ref
+            return self._add_vbd(rec)
 
     def vbd_destroy(self, s, ref):
         with self.lock:
