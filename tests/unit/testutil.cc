@@ -18,6 +18,12 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() { (void)RemoveTree(path_); }
 
+TempRepository::TempRepository(const std::string& name) {
+  auto r = repo::Repository::Open(dir.Sub(name), true);
+  if (!r.ok()) throw std::runtime_error(r.status().message());
+  repo = std::make_unique<repo::Repository>(*r);
+}
+
 std::vector<char> Block(uint32_t seed) {
   std::vector<char> b(repo::kBlockSize);
   uint32_t x = seed * 2654435761u + 1;
@@ -42,6 +48,20 @@ std::shared_ptr<const repo::DiskFile> WriteDiskFile(
   auto f = repo::DiskFile::Open(path);
   if (!f.ok()) throw std::runtime_error(f.status().message());
   return *f;
+}
+
+void TempChain::Add(const std::string& name, repo::FileKind kind, uint64_t size,
+                    const std::function<void(repo::DiskFileWriter&)>& fill) {
+  paths.push_back(dir.Sub(name));
+  files.push_back(WriteDiskFile(paths.back(), kind, size, fill));
+}
+
+void TempChain::Compose() {
+  std::vector<std::string> points;
+  for (size_t i = 0; i < files.size(); ++i) points.push_back("p" + std::to_string(i));
+  auto composed = image::ComposedImage::FromChain(files, points, {"vm", points.back(), "vdi"});
+  if (!composed.ok()) throw std::runtime_error(composed.status().message());
+  img = *composed;
 }
 
 }  // namespace cbt::testing

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Helpers for unit tests: a private temporary directory per test and
-// deterministic block contents.
+// Helpers for unit tests: a private temporary directory (or repository) per
+// test and deterministic block contents.
 #ifndef CBT_TESTS_UNIT_TESTUTIL_H_
 #define CBT_TESTS_UNIT_TESTUTIL_H_
 
+#include "image/composed_image.h"
 #include "repo/disk_file.h"
+#include "repo/repository.h"
 
 #include <cstdint>
 #include <functional>
@@ -29,6 +31,18 @@ class TempDir {
   std::string path_;
 };
 
+// The VM and disk that repository tests store their points under.
+inline const std::string kVm = "11111111-2222-4333-8444-555555555555";
+inline const std::string kVdi = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+
+// A repository created as `name` in a fresh temporary directory.  Throws
+// std::runtime_error if it cannot be created (the test then fails).
+struct TempRepository {
+  explicit TempRepository(const std::string& name = "r");
+  TempDir dir;
+  std::unique_ptr<repo::Repository> repo;
+};
+
 // 64 KiB whose content depends on `seed` (never all zero).
 std::vector<char> Block(uint32_t seed);
 
@@ -38,6 +52,22 @@ std::vector<char> Block(uint32_t seed);
 std::shared_ptr<const repo::DiskFile> WriteDiskFile(
     const std::string& path, repo::FileKind kind, uint64_t size,
     const std::function<void(repo::DiskFileWriter&)>& fill);
+
+// A chain of disk files in a temporary directory, base first, and the
+// image composed of them.
+struct TempChain {
+  TempDir dir;
+  std::vector<std::string> paths;
+  std::vector<std::shared_ptr<const repo::DiskFile>> files;
+  std::shared_ptr<const image::ComposedImage> img;
+
+  // Writes the next file of the chain, `name` in `dir`, as WriteDiskFile.
+  void Add(const std::string& name, repo::FileKind kind, uint64_t size,
+           const std::function<void(repo::DiskFileWriter&)>& fill);
+  // Composes `img` of the files added, as disk "vdi" of VM "vm" at points
+  // "p0", "p1", ... (one a file).  Throws std::runtime_error if that fails.
+  void Compose();
+};
 
 }  // namespace cbt::testing
 

@@ -15,13 +15,9 @@
 
 using namespace cbt;
 using namespace cbt::repo;
-using cbt::testing::Block;
-using cbt::testing::TempDir;
+using namespace cbt::testing;
 
 namespace {
-
-const std::string kVm = "11111111-2222-4333-8444-555555555555";
-const std::string kVdi = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
 
 Manifest OneDisk(const std::string& point, bool base, const std::string& parent) {
   Manifest m;
@@ -51,10 +47,8 @@ void WritePoint(const Repository& repo, const VmLock& lock, const std::string& p
 
 }  // namespace
 
-TEST_CASE("Repository: a committed point is listed with its manifest and chain", "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository,
+                 "Repository: a committed point is listed with its manifest and chain", "[repo]") {
   auto lock = VmLock::Acquire(*repo, kVm, "test");
   REQUIRE(lock.ok());
   WritePoint(*repo, *lock, "20260101T000000Z", true, "");
@@ -70,11 +64,9 @@ TEST_CASE("Repository: a committed point is listed with its manifest and chain",
   CHECK((st.st_mode & 0777) == 0700);
 }
 
-TEST_CASE("Repository: an uncommitted point is invisible and cleaned up by the next lock",
-          "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository,
+                 "Repository: an uncommitted point is invisible and cleaned up by the next lock",
+                 "[repo]") {
   std::string temp;
   // A child process starts a point and dies without committing (as kill -9).
   pid_t pid = ::fork();
@@ -100,10 +92,7 @@ TEST_CASE("Repository: an uncommitted point is invisible and cleaned up by the n
   CHECK(*names == std::vector<std::string>{kLockFile});
 }
 
-TEST_CASE("VmLock: a live holder excludes others and is named", "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository, "VmLock: a live holder excludes others and is named", "[repo]") {
   auto first = VmLock::Acquire(*repo, kVm, "backup");
   REQUIRE(first.ok());
   auto second = VmLock::Acquire(*repo, kVm, "prune");
@@ -113,10 +102,7 @@ TEST_CASE("VmLock: a live holder excludes others and is named", "[repo]") {
   CHECK(second.status().message().find(std::to_string(::getpid())) != std::string::npos);
 }
 
-TEST_CASE("VmLock: released on destruction", "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository, "VmLock: released on destruction", "[repo]") {
   {
     auto l = VmLock::Acquire(*repo, kVm, "a");
     REQUIRE(l.ok());
@@ -133,10 +119,7 @@ TEST_CASE("Repository: unknown format version is refused", "[repo]") {
   CHECK(repo.status().code() == Status::Code::kNotSupported);
 }
 
-TEST_CASE("Repository: a point cannot be committed twice", "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository, "Repository: a point cannot be committed twice", "[repo]") {
   auto lock = VmLock::Acquire(*repo, kVm, "test");
   REQUIRE(lock.ok());
   WritePoint(*repo, *lock, "20260101T000000Z", true, "");
@@ -155,10 +138,8 @@ TEST_CASE("Manifest: malformed manifests are corruption, not crashes", "[repo]")
   CHECK(back->disks.at(0).parent_point == "20260101T000000Z");
 }
 
-TEST_CASE("VmLock: a holder killed with SIGKILL leaves no lock behind", "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository, "VmLock: a holder killed with SIGKILL leaves no lock behind",
+                 "[repo]") {
   int ready[2];
   REQUIRE(::pipe(ready) == 0);
   pid_t pid = ::fork();
@@ -183,10 +164,8 @@ TEST_CASE("VmLock: a holder killed with SIGKILL leaves no lock behind", "[repo]"
   ::close(ready[1]);
 }
 
-TEST_CASE("PointWriter: a manifest readers would refuse is never committed", "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository, "PointWriter: a manifest readers would refuse is never committed",
+                 "[repo]") {
   auto lock = VmLock::Acquire(*repo, kVm, "test");
   REQUIRE(lock.ok());
   auto w = PointWriter::Begin(*repo, *lock, kVm, "20260102T000000Z");
@@ -250,11 +229,9 @@ void WriteBases(const Repository& repo, const VmLock& lock, const std::string& p
 
 }  // namespace
 
-TEST_CASE("Repository: the parent point of a disk is the newest earlier point holding it",
-          "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository,
+                 "Repository: the parent point of a disk is the newest earlier point holding it",
+                 "[repo]") {
   auto lock = VmLock::Acquire(*repo, kVm, "test");
   REQUIRE(lock.ok());
   const auto kFail = UnreadableManifest::kFail;
@@ -304,10 +281,8 @@ TEST_CASE("Repository: the parent point of a disk is the newest earlier point ho
             .code() == Status::Code::kInvalidArgument);
 }
 
-TEST_CASE("Manifest: records are assembled from the finished disk file", "[repo]") {
-  TempDir dir;
-  auto repo = Repository::Open(dir.Sub("r"), true);
-  REQUIRE(repo.ok());
+TEST_CASE_METHOD(TempRepository, "Manifest: records are assembled from the finished disk file",
+                 "[repo]") {
   auto lock = VmLock::Acquire(*repo, kVm, "test");
   REQUIRE(lock.ok());
   WritePoint(*repo, *lock, "20260101T000000Z", true, "");

@@ -19,13 +19,10 @@ using namespace cbt;
 using namespace cbt::repo;
 using cbt::image::VerifyProblem;
 using cbt::image::VerifyReport;
-using cbt::testing::Block;
-using cbt::testing::TempDir;
+using namespace cbt::testing;
 
 namespace {
 
-const std::string kVm = "11111111-2222-4333-8444-555555555555";
-const std::string kVdi = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
 const std::string kBase = "20260101T000000Z";
 const std::string kOverlay = "20260102T000000Z";
 constexpr uint64_t kSize = 4 * kBlockSize;
@@ -33,14 +30,8 @@ constexpr uint64_t kSize = 4 * kBlockSize;
 // A repository with two points of one disk: a base holding blocks 0 and 2
 // (written in that order, so block 2's data is the file's second slot) and
 // an overlay on it holding block 1 and a zero block 2.
-struct Fixture {
-  TempDir dir;
-  std::unique_ptr<Repository> repo;
-
+struct Fixture : TempRepository {
   Fixture() {
-    auto r = Repository::Open(dir.Sub("r"), true);
-    REQUIRE(r.ok());
-    repo = std::make_unique<Repository>(*r);
     auto lock = VmLock::Acquire(*repo, kVm, "test");
     REQUIRE(lock.ok());
     Write(*lock, kBase, "", [](DiskFileWriter& w) {
@@ -87,6 +78,15 @@ bool Contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
+// Checks that `p` is about disk kVdi of kVm at `point`, at disk offset
+// `offset` (-1 where no one block is at fault).
+void CheckWhere(const VerifyProblem& p, const std::string& point, int64_t offset) {
+  CHECK(p.vm == kVm);
+  CHECK(p.point == point);
+  CHECK(p.disk == kVdi);
+  CHECK(p.offset == offset);
+}
+
 }  // namespace
 
 TEST_CASE("verify: a clean repository has no damage", "[verify]") {
@@ -127,10 +127,7 @@ TEST_CASE("verify: a flipped byte in a data block names VM, point, disk and offs
   VerifyReport r = f.Verify();
   REQUIRE(r.problems.size() == 1);
   const VerifyProblem& p = r.problems[0];
-  CHECK(p.vm == kVm);
-  CHECK(p.point == kBase);
-  CHECK(p.disk == kVdi);
-  CHECK(p.offset == static_cast<int64_t>(2 * kBlockSize));
+  CheckWhere(p, kBase, static_cast<int64_t>(2 * kBlockSize));
   CHECK(Contains(p.message, "checksum mismatch"));
   CHECK(Contains(p.message, f.DiskPath(kBase)));
   // The other blocks were still read.
@@ -149,10 +146,7 @@ TEST_CASE("verify: a truncated disk file is reported for its point and disk", "[
   VerifyReport r = f.Verify();
   REQUIRE(r.problems.size() == 1);
   const VerifyProblem& p = r.problems[0];
-  CHECK(p.vm == kVm);
-  CHECK(p.point == kOverlay);
-  CHECK(p.disk == kVdi);
-  CHECK(p.offset == -1);
+  CheckWhere(p, kOverlay, -1);
   CHECK(Contains(p.message, "truncated"));
   // The base is intact and was checked in full.
   CHECK(r.blocks_checked == 2);
@@ -165,10 +159,7 @@ TEST_CASE("verify: a missing parent point is reported for the point that needs i
   VerifyReport r = f.Verify();
   REQUIRE(r.problems.size() == 1);
   const VerifyProblem& p = r.problems[0];
-  CHECK(p.vm == kVm);
-  CHECK(p.point == kOverlay);
-  CHECK(p.disk == kVdi);
-  CHECK(p.offset == -1);
+  CheckWhere(p, kOverlay, -1);
   CHECK(Contains(p.message, "parent point " + kBase));
   CHECK(Contains(p.message, "missing"));
   // The overlay's own block is still checked.

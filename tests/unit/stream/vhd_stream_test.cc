@@ -20,8 +20,7 @@
 using namespace cbt;
 using namespace cbt::repo;
 using cbt::image::ComposedImage;
-using cbt::testing::Block;
-using cbt::testing::TempDir;
+using namespace cbt::testing;
 
 namespace {
 
@@ -30,32 +29,21 @@ constexpr uint64_t kVhdBlock = 2 << 20;
 // bytes.
 constexpr uint64_t kSize = 4 * (1 << 20) + 3 * kBlockSize + 5 * 512;
 
-struct Image {
-  TempDir dir;
-  std::shared_ptr<const ComposedImage> img;
-};
-
 // base: data in blocks 0, 1, 5, 31, 32, 40, 64, 67; overlay: block 1 new,
 // block 5 zero, block 66 new.  Every other block is a hole.
-std::unique_ptr<Image> MakeImage() {
-  auto m = std::make_unique<Image>();
-  std::vector<std::shared_ptr<const DiskFile>> files;
-  auto add = [&](const std::string& name, FileKind kind, auto fill) {
-    files.push_back(cbt::testing::WriteDiskFile(m->dir.Sub(name), kind, kSize, fill));
-  };
-  add("base", FileKind::kBase, [](DiskFileWriter& w) {
+std::unique_ptr<TempChain> MakeImage() {
+  auto m = std::make_unique<TempChain>();
+  m->Add("base", FileKind::kBase, kSize, [](DiskFileWriter& w) {
     for (uint64_t b : {0, 1, 5, 31, 32, 40, 64, 67}) {
       REQUIRE(w.AddData(b, Block(static_cast<uint32_t>(b)).data()).ok());
     }
   });
-  add("o1", FileKind::kOverlay, [](DiskFileWriter& w) {
+  m->Add("o1", FileKind::kOverlay, kSize, [](DiskFileWriter& w) {
     REQUIRE(w.AddData(1, Block(101).data()).ok());
     REQUIRE(w.AddZero(5).ok());
     REQUIRE(w.AddData(66, Block(166).data()).ok());
   });
-  auto img = ComposedImage::FromChain(files, {"p0", "p1"}, {"vm", "p1", "vdi"});
-  REQUIRE(img.ok());
-  m->img = *img;
+  m->Compose();
   return m;
 }
 

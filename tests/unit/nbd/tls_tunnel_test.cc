@@ -7,6 +7,7 @@
 
 #include "testutil.h"
 
+#include "nbd/nbdkit_server.h"
 #include "util/file.h"
 
 #include <catch2/catch.hpp>
@@ -27,77 +28,9 @@
 
 using namespace cbt;
 using cbt::nbd::TlsTunnel;
+using namespace cbt::testing;
 
 namespace {
-
-bool HaveNbdkit() { return std::system("command -v nbdkit >/dev/null 2>&1") == 0; }
-
-// A self-signed certificate (and key) in `dir`, laid out as nbdkit wants
-// it.  Its names, like a XenServer host's, do not include 127.0.0.1.
-std::string MakeCert(const std::string& dir) {
-  REQUIRE(MakeDir(dir).ok());
-  const std::string cmd =
-      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2"
-      " -subj /CN=xapi-host.example"
-      " -addext subjectAltName=DNS:xapi-host.example,IP:192.0.2.1"
-      " -keyout " +
-      dir + "/server-key.pem -out " + dir + "/server-cert.pem >/dev/null 2>&1 && cp " + dir +
-      "/server-cert.pem " + dir + "/ca-cert.pem";
-  REQUIRE(std::system(cmd.c_str()) == 0);
-  auto pem = ReadFile(dir + "/server-cert.pem");
-  REQUIRE(pem.ok());
-  return *pem;
-}
-
-// A listening TCP socket on 127.0.0.1 and a free port.
-int Listen(int* port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  struct sockaddr_in sa = {};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) == 0);
-  REQUIRE(::listen(fd, 16) == 0);
-  socklen_t len = sizeof sa;
-  REQUIRE(::getsockname(fd, reinterpret_cast<struct sockaddr*>(&sa), &len) == 0);
-  *port = ntohs(sa.sin_port);
-  return fd;
-}
-
-// nbdkit serving `plugin_args` with TLS from `cert_dir`, handed a socket
-// already listening (systemd socket activation), so there is no port race
-// and no wait for it to start.
-class Nbdkit {
- public:
-  Nbdkit(const std::string& tls_args, const std::string& plugin_args, const std::string& log) {
-    int lfd = Listen(&port_);
-    const std::string cmd = "LISTEN_PID=$$ LISTEN_FDS=1 exec nbdkit -f --exit-with-parent " +
-                            tls_args + " " + plugin_args + " 2>" + log;
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      // Only async-signal-safe calls between fork and exec.
-      if (lfd == 3) {
-        ::fcntl(3, F_SETFD, 0);
-      } else {
-        ::dup2(lfd, 3);
-      }
-      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(lfd);
-  }
-  ~Nbdkit() {
-    ::kill(pid_, SIGTERM);
-    int status;
-    ::waitpid(pid_, &status, 0);
-  }
-  int port() const { return port_; }
-
- private:
-  int port_ = 0;
-  pid_t pid_ = -1;
-};
 
 // What nbdkit's pattern plugin serves: each 8-byte word holds its own
 // offset, big-endian.
@@ -127,10 +60,7 @@ struct nbd_handle* ConnectThrough(TlsTunnel& tunnel) {
 
 TEST_CASE("TlsTunnel: pins a certificate that does not name the address, libnbd reads through it",
           "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   const std::string pem = MakeCert(dir.Sub("tls"));
   // The premise: libnbd's name check against the address would fail.
@@ -141,8 +71,8 @@ TEST_CASE("TlsTunnel: pins a certificate that does not name the address, libnbd 
   CHECK_FALSE(nbd::CertificateNames("not a certificate", "192.0.2.1"));
 
   constexpr uint64_t kSize = 8 * 1024 * 1024;
-  Nbdkit server("--tls=require --tls-certificates=" + dir.Sub("tls"),
-                "pattern " + std::to_string(kSize), dir.Sub("nbdkit.log"));
+  Nbdkit server(RequireTls(dir.Sub("tls")), "pattern " + std::to_string(kSize),
+                dir.Sub("nbdkit.log"));
   auto tunnel = TlsTunnel::Open("127.0.0.1", server.port(), pem, 10);
   INFO(tunnel.status().message());
   REQUIRE(tunnel.ok());
@@ -165,14 +95,10 @@ TEST_CASE("TlsTunnel: pins a certificate that does not name the address, libnbd 
 }
 
 TEST_CASE("TlsTunnel: writes and many requests in flight pass both ways", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   const std::string pem = MakeCert(dir.Sub("tls"));
-  Nbdkit server("--tls=require --tls-certificates=" + dir.Sub("tls"), "memory 4M",
-                dir.Sub("nbdkit.log"));
+  Nbdkit server(RequireTls(dir.Sub("tls")), "memory 4M", dir.Sub("nbdkit.log"));
   auto tunnel = TlsTunnel::Open("127.0.0.1", server.port(), pem, 10);
   INFO(tunnel.status().message());
   REQUIRE(tunnel.ok());
@@ -211,14 +137,10 @@ TEST_CASE("TlsTunnel: writes and many requests in flight pass both ways", "[nbd]
 
 TEST_CASE("TlsTunnel: closing the tunnel first fails libnbd's requests, does not hang them",
           "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   const std::string pem = MakeCert(dir.Sub("tls"));
-  Nbdkit server("--tls=require --tls-certificates=" + dir.Sub("tls"), "pattern 1M",
-                dir.Sub("nbdkit.log"));
+  Nbdkit server(RequireTls(dir.Sub("tls")), "pattern 1M", dir.Sub("nbdkit.log"));
   auto tunnel = TlsTunnel::Open("127.0.0.1", server.port(), pem, 10);
   REQUIRE(tunnel.ok());
   struct nbd_handle* h = ConnectThrough(**tunnel);
@@ -229,15 +151,11 @@ TEST_CASE("TlsTunnel: closing the tunnel first fails libnbd's requests, does not
 }
 
 TEST_CASE("TlsTunnel: another certificate, even with the same names, is refused", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   MakeCert(dir.Sub("tls"));
   const std::string other = MakeCert(dir.Sub("other"));  // same names, another key
-  Nbdkit server("--tls=require --tls-certificates=" + dir.Sub("tls"), "pattern 1M",
-                dir.Sub("nbdkit.log"));
+  Nbdkit server(RequireTls(dir.Sub("tls")), "pattern 1M", dir.Sub("nbdkit.log"));
   auto tunnel = TlsTunnel::Open("127.0.0.1", server.port(), other, 10);
   REQUIRE_FALSE(tunnel.ok());
   INFO(tunnel.status().message());
@@ -246,10 +164,7 @@ TEST_CASE("TlsTunnel: another certificate, even with the same names, is refused"
 }
 
 TEST_CASE("TlsTunnel: a server without TLS is refused clearly", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   const std::string pem = MakeCert(dir.Sub("tls"));
   Nbdkit server("--tls=off", "pattern 1M", dir.Sub("nbdkit.log"));

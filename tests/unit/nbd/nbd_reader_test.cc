@@ -13,6 +13,7 @@
 
 #include "testutil.h"
 
+#include "nbd/nbdkit_server.h"
 #include "util/file.h"
 
 #include <catch2/catch.hpp>
@@ -40,106 +41,11 @@ using cbt::nbd::Endpoint;
 using cbt::nbd::Extent;
 using cbt::nbd::Reader;
 using cbt::nbd::ReaderOptions;
+using namespace cbt::testing;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-bool HaveNbdkit() { return std::system("command -v nbdkit >/dev/null 2>&1") == 0; }
-
-// A self-signed certificate (and key) in `dir`, laid out as nbdkit wants
-// it, naming `san` (an openssl subjectAltName list).
-std::string MakeCert(const std::string& dir, const std::string& san) {
-  REQUIRE(MakeDir(dir).ok());
-  const std::string cmd =
-      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2"
-      " -subj /CN=xapi-host.example -addext subjectAltName=" +
-      san + " -keyout " + dir + "/server-key.pem -out " + dir +
-      "/server-cert.pem >/dev/null 2>&1 && cp " + dir + "/server-cert.pem " + dir + "/ca-cert.pem";
-  REQUIRE(std::system(cmd.c_str()) == 0);
-  auto pem = ReadFile(dir + "/server-cert.pem");
-  REQUIRE(pem.ok());
-  return *pem;
-}
-
-// A listening TCP socket on 127.0.0.1 and its port.
-int Listen(int* port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  struct sockaddr_in sa = {};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) == 0);
-  REQUIRE(::listen(fd, 16) == 0);
-  socklen_t len = sizeof sa;
-  REQUIRE(::getsockname(fd, reinterpret_cast<struct sockaddr*>(&sa), &len) == 0);
-  *port = ntohs(sa.sin_port);
-  return fd;
-}
-
-// A port on 127.0.0.1 that nobody listens on: connecting is refused.
-int ClosedPort() {
-  int port = 0;
-  ::close(Listen(&port));
-  return port;
-}
-
-// nbdkit serving `args` (TLS options, filters, plugin and its parameters),
-// handed a socket already listening (systemd socket activation), so there
-// is no port race.
-class Nbdkit {
- public:
-  Nbdkit(const std::string& args, const std::string& log) {
-    int lfd = Listen(&port_);
-    const std::string cmd =
-        "LISTEN_PID=$$ LISTEN_FDS=1 exec nbdkit -f --exit-with-parent " + args + " 2>" + log;
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      // Only async-signal-safe calls between fork and exec.
-      if (lfd == 3) {
-        ::fcntl(3, F_SETFD, 0);
-      } else {
-        ::dup2(lfd, 3);
-      }
-      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(lfd);
-    WaitReady(log);
-  }
-  ~Nbdkit() {
-    ::kill(pid_, SIGTERM);
-    int status;
-    ::waitpid(pid_, &status, 0);
-  }
-  int port() const { return port_; }
-
- private:
-  // Waits for the greeting on a throw-away connection, so that the short
-  // connect timeouts of the tests do not count nbdkit's start-up.
-  void WaitReady(const std::string& log) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    struct timeval tv = {10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sa.sin_port = htons(static_cast<uint16_t>(port_));
-    REQUIRE(::connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) == 0);
-    char magic[8];
-    const ssize_t n = ::recv(fd, magic, sizeof magic, MSG_WAITALL);
-    ::close(fd);
-    if (n != static_cast<ssize_t>(sizeof magic)) {
-      auto text = ReadFile(log);
-      FAIL("nbdkit did not start: " << (text.ok() ? *text : text.status().message()));
-    }
-  }
-
-  int port_ = 0;
-  pid_t pid_ = -1;
-};
 
 // The byte nbdkit's pattern plugin serves at `offset`.
 char PatternByte(uint64_t offset) {
@@ -209,10 +115,7 @@ const std::vector<Extent> kExtents = {{7 * 1024 * 1024, 65536},
 }  // namespace
 
 TEST_CASE("NbdReader: extents arrive right and once, over several connections", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   Nbdkit server("pattern " + std::to_string(kSize), dir.Sub("nbdkit.log"));
   ReaderOptions o = Plain();
@@ -228,20 +131,15 @@ TEST_CASE("NbdReader: extents arrive right and once, over several connections", 
 }
 
 TEST_CASE("NbdReader: TLS with the certificate handed out, named or not by the address", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   // libnbd checks a certificate that names the address; the tunnel pins
   // one that does not (a dedicated NBD network).
-  const std::string san = GENERATE(std::string("DNS:xapi-host.example,IP:127.0.0.1"),
-                                   std::string("DNS:xapi-host.example,IP:192.0.2.1"));
+  const std::string san = GENERATE(testing::kSanNamingLocal, testing::kSanNotNamingLocal);
   INFO(san);
   const std::string pem = MakeCert(dir.Sub("tls"), san);
-  Nbdkit server(
-      "--tls=require --tls-certificates=" + dir.Sub("tls") + " pattern " + std::to_string(kSize),
-      dir.Sub("nbdkit.log"));
+  Nbdkit server(RequireTls(dir.Sub("tls")) + " pattern " + std::to_string(kSize),
+                dir.Sub("nbdkit.log"));
   ReaderOptions o;
   o.connections = 2;
   auto reader = Reader::Connect({Local(server.port(), pem)}, o);
@@ -252,10 +150,7 @@ TEST_CASE("NbdReader: TLS with the certificate handed out, named or not by the a
 }
 
 TEST_CASE("NbdReader: an endpoint that refuses is skipped for the next", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   Nbdkit server("pattern " + std::to_string(kSize), dir.Sub("nbdkit.log"));
   ReaderOptions o = Plain();
@@ -282,20 +177,15 @@ TEST_CASE("NbdReader: no endpoint answering is an IoError naming the last one tr
 }
 
 TEST_CASE("NbdReader: another certificate than the one handed out is NotSupported", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   // The same names with another key: on libnbd's path (the certificate
   // names 127.0.0.1) and on the tunnel's (it does not).
-  const std::string san = GENERATE(std::string("DNS:xapi-host.example,IP:127.0.0.1"),
-                                   std::string("DNS:xapi-host.example,IP:192.0.2.1"));
+  const std::string san = GENERATE(testing::kSanNamingLocal, testing::kSanNotNamingLocal);
   INFO(san);
   MakeCert(dir.Sub("tls"), san);
   const std::string other = MakeCert(dir.Sub("other"), san);
-  Nbdkit server("--tls=require --tls-certificates=" + dir.Sub("tls") + " pattern 1M",
-                dir.Sub("nbdkit.log"));
+  Nbdkit server(RequireTls(dir.Sub("tls")) + " pattern 1M", dir.Sub("nbdkit.log"));
   ReaderOptions o;
   o.timeout_seconds = 10;
   auto reader = Reader::Connect({Local(server.port(), other)}, o);
@@ -306,10 +196,7 @@ TEST_CASE("NbdReader: another certificate than the one handed out is NotSupporte
 }
 
 TEST_CASE("NbdReader: a server that stops answering fails the read in bounded time", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   Nbdkit server("--filter=delay pattern 1M delay-read=3", dir.Sub("nbdkit.log"));
   ReaderOptions o = Plain();
@@ -333,10 +220,7 @@ TEST_CASE("NbdReader: a server that stops answering fails the read in bounded ti
 
 TEST_CASE("NbdReader: a request that stalls is read again on a new connection, delivered once",
           "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   constexpr uint64_t kDisk = 1024 * 1024;
   std::string content;
@@ -380,10 +264,7 @@ TEST_CASE("NbdReader: a request that stalls is read again on a new connection, d
 }
 
 TEST_CASE("NbdReader: the sink's error stops the read and is returned", "[nbd]") {
-  if (!HaveNbdkit()) {
-    SUCCEED("nbdkit is not installed: skipped");
-    return;
-  }
+  CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
   Nbdkit server("pattern " + std::to_string(kSize), dir.Sub("nbdkit.log"));
   ReaderOptions o = Plain();

@@ -17,13 +17,11 @@
 
 using namespace cbt;
 using namespace cbt::repo;
-using cbt::testing::Block;
-using cbt::testing::TempDir;
+using namespace cbt::testing;
 
 namespace {
 
-const std::string kVm = "11111111-2222-4333-8444-555555555555";
-const std::string kVdiA = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+const std::string kVdiA = cbt::testing::kVdi;
 const std::string kVdiB = "bbbbbbbb-bbbb-4ccc-8ddd-eeeeeeeeeeee";
 constexpr uint64_t kBlocks = 24;
 
@@ -40,15 +38,10 @@ std::vector<std::string> Names(std::initializer_list<const char*> l) {
 // A repository with `n` points of disk A (a base, then overlays that each
 // change a few blocks, some to zero) and, from point 2 on, of disk B.
 // Returns every point's composed bytes per disk.
-struct Fixture {
-  TempDir dir;
-  std::unique_ptr<Repository> repo;
+struct Fixture : TempRepository {
   std::map<std::string, std::string> expected;  // "<point>/<vdi>" -> bytes
 
-  explicit Fixture(int n, uint32_t seed = 1) {
-    auto r = Repository::Open(dir.Sub("repo"), true);
-    REQUIRE(r.ok());
-    repo = std::make_unique<Repository>(*r);
+  explicit Fixture(int n, uint32_t seed = 1) : TempRepository("repo") {
     auto lock = VmLock::Acquire(*repo, kVm, "test");
     REQUIRE(lock.ok());
     std::mt19937 rng(seed);

@@ -18,47 +18,32 @@
 using namespace cbt;
 using namespace cbt::repo;
 using cbt::image::ComposedImage;
-using cbt::testing::Block;
-using cbt::testing::TempDir;
+using namespace cbt::testing;
 
 namespace {
 
 constexpr uint64_t kSize = 6 * kBlockSize - 512;  // last block partial
 
-struct Chain {
-  TempDir dir;
-  std::shared_ptr<const ComposedImage> img;
-  std::vector<std::string> paths;
-};
-
 // base: blocks 0,1,2,5 = Block(0..); overlay 1: block 1 new, block 2 zero;
 // overlay 2: block 0 new.
-std::unique_ptr<Chain> MakeChain() {
-  auto c = std::make_unique<Chain>();
-  std::vector<std::shared_ptr<const DiskFile>> files;
-  auto add = [&](const std::string& name, FileKind kind, auto fill) {
-    std::string path = c->dir.Sub(name);
-    files.push_back(cbt::testing::WriteDiskFile(path, kind, kSize, fill));
-    c->paths.push_back(path);
-  };
-  add("base", FileKind::kBase, [](DiskFileWriter& w) {
+std::unique_ptr<TempChain> MakeChain() {
+  auto c = std::make_unique<TempChain>();
+  c->Add("base", FileKind::kBase, kSize, [](DiskFileWriter& w) {
     for (uint64_t b : {0, 1, 2, 5})
       REQUIRE(w.AddData(b, Block(static_cast<uint32_t>(b)).data()).ok());
   });
-  add("o1", FileKind::kOverlay, [](DiskFileWriter& w) {
+  c->Add("o1", FileKind::kOverlay, kSize, [](DiskFileWriter& w) {
     REQUIRE(w.AddData(1, Block(101).data()).ok());
     REQUIRE(w.AddZero(2).ok());
   });
-  add("o2", FileKind::kOverlay,
-      [](DiskFileWriter& w) { REQUIRE(w.AddData(0, Block(200).data()).ok()); });
-  auto img = ComposedImage::FromChain(files, {"p0", "p1", "p2"}, {"vm", "p2", "vdi"});
-  REQUIRE(img.ok());
-  c->img = *img;
+  c->Add("o2", FileKind::kOverlay, kSize,
+         [](DiskFileWriter& w) { REQUIRE(w.AddData(0, Block(200).data()).ok()); });
+  c->Compose();
   return c;
 }
 
 // Damages block 1's data in overlay 1 (its only data block, at 4096).
-void CorruptBlock1(const Chain& c) {
+void CorruptBlock1(const TempChain& c) {
   int fd = ::open(c.paths[1].c_str(), O_WRONLY);
   REQUIRE(fd >= 0);
   char x = 0x7f;
