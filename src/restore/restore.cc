@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Design notes.  Each disk goes through the same path: pick the source
-// (the point's composed image, or a raw file), decide which 64 KiB blocks to
-// carry, build the body (VHD stream or raw bytes) whose exact length is known
-// up front, PUT it to /import_raw_vdi inside a task we created, then wait
-// for that task: xapi answers 200 before reading the body, so only the task
-// says whether the import worked.
+// Design notes.  Each disk goes through the same path (RestoreDisk): pick
+// the source (the point's composed image, or a raw file), decide which
+// 64 KiB blocks to carry, build the body (VHD stream or raw bytes) whose
+// exact length is known up front, PUT it to /import_raw_vdi inside a task we
+// created, then wait for that task: xapi answers 200 before reading the
+// body, so only the task says whether the import worked.
 //
 // Which blocks travel:
 //   new VDI, vhd        every block that may hold data (a new VDI reads zero
@@ -270,17 +270,16 @@ Result<std::vector<bool>> ChangedSincePoint(Session& s, const repo::DiskRecord& 
   return xapi::BlocksFromBitmap(bits, size);
 }
 
-}  // namespace
+void Log(const Options& opt, const std::string& line) {
+  if (opt.log) opt.log(line);
+}
 
-Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt) {
-  const double t0 = MonotonicSeconds();
-  auto log = [&](const std::string& line) {
-    if (opt.log) opt.log(line);
-  };
+// Checks the options, then picks the disks of the point to restore.
+Result<std::vector<repo::DiskRecord>> ChooseDisks(const repo::Repository& repo,
+                                                  const Options& opt) {
   if (opt.format != "vhd" && opt.format != "raw") {
     return Status::InvalidArgument("--format must be vhd or raw");
   }
-  const bool whole_vm = opt.disk.empty() && opt.onto_vdi.empty();
   if (!opt.from_file.empty() && opt.disk.empty()) {
     return Status::InvalidArgument("--from-file restores one disk: give --disk VDI-UUID too");
   }
@@ -303,162 +302,235 @@ Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt)
     disks = m.disks;
   }
   if (disks.empty()) return Status::InvalidArgument("the point holds no disks");
+  return disks;
+}
 
-  std::string sr_ref;
+// Where new VDIs go and where disk uploads are sent.
+struct Destination {
+  std::string sr_ref;  // --sr, empty without it
+  // The --host to stream the disks to; without it, null and each disk goes
+  // to a host that sees its target's SR.
+  std::unique_ptr<xapi::HttpClient> upload_http;
+};
+
+Result<Destination> FindDestination(Session& s, const Options& opt) {
+  Destination dest;
   if (!opt.sr.empty()) {
     auto sr = s.Call("SR.get_by_uuid", {Value(opt.sr)});
     if (!sr.ok()) return Status::NotFound("the server has no SR " + opt.sr);
-    sr_ref = sr->str();
+    dest.sr_ref = sr->str();
   }
-
   // Disk uploads go to the chosen host (one that sees the SR), else to the
   // pool master; the session is valid on every host of the pool.
-  std::unique_ptr<xapi::HttpClient> upload_http;
   if (!opt.host.empty()) {
     auto host = s.Call("host.get_by_uuid", {Value(opt.host)});
     if (!host.ok()) return Status::NotFound("the server has no host " + opt.host);
     CBT_ASSIGN_OR_RETURN(Value address, s.Call("host.get_address", {*host}));
-    CBT_ASSIGN_OR_RETURN(upload_http, s.http().ForHost(address.str()));
+    CBT_ASSIGN_OR_RETURN(dest.upload_http, s.http().ForHost(address.str()));
   }
+  return dest;
+}
+
+// The bytes of disk `d`: the point's composed image (which the source
+// keeps open), or --from-file, which must have the disk's size.
+Result<std::unique_ptr<DiskSource>> OpenSource(const repo::Repository& repo, const Options& opt,
+                                               const repo::DiskRecord& d) {
+  if (opt.from_file.empty()) {
+    CBT_ASSIGN_OR_RETURN(auto img, image::ComposedImage::Open(repo, opt.vm, opt.point, d.vdi_uuid));
+    return stream::SourceFromImage(img);
+  }
+  CBT_ASSIGN_OR_RETURN(auto src, stream::SourceFromFile(opt.from_file));
+  if (src->size() != d.virtual_size) {
+    return Status::InvalidArgument(opt.from_file + " has " + std::to_string(src->size()) +
+                                   " bytes, the disk " + std::to_string(d.virtual_size));
+  }
+  return src;
+}
+
+// The VDI a disk is written to.
+struct Target {
+  std::string ref;
+  Value record;      // VDI.get_record
+  int64_t size = 0;  // its virtual_size, at least the disk's
+  bool is_new = false;
+};
+
+// Creates a VDI of `size` bytes on --sr (recorded in `created` at once), or
+// finds --onto-vdi; either must hold at least `size` bytes.
+Result<Target> CreateOrFindTarget(Session& s, const Options& opt, const repo::DiskRecord& d,
+                                  const std::string& sr_ref, uint64_t size, Created& created,
+                                  DiskResult* r) {
+  Target t;
+  t.is_new = opt.onto_vdi.empty();
+  if (t.is_new) {
+    Value rec = Value::Struct(
+        {{"SR", Value(sr_ref)},
+         {"virtual_size", Value::Int(static_cast<int64_t>(size))},
+         {"type", Value("user")},
+         {"sharable", Value::Bool(false)},
+         {"read_only", Value::Bool(false)},
+         {"other_config", Value::Struct()},
+         {"name_label", Value(d.name.empty() ? "restored disk" : d.name)},
+         {"name_description", Value("restored by cbt-backup from point " + opt.point)}});
+    CBT_ASSIGN_OR_RETURN(Value ref, s.Call("VDI.create", {rec}));
+    t.ref = ref.str();
+    created.vdis.push_back(t.ref);
+  } else {
+    CBT_ASSIGN_OR_RETURN(Value ref, VdiByUuid(s, opt.onto_vdi, "--onto-vdi"));
+    t.ref = ref.str();
+  }
+  CBT_ASSIGN_OR_RETURN(t.record, s.Call("VDI.get_record", {Value(t.ref)}));
+  r->target_uuid = t.record.GetString("uuid");
+  CBT_ASSIGN_OR_RETURN(t.size, t.record.GetInt("virtual_size"));
+  // The server may round a new VDI up (2 MiB on VHD SRs); smaller is fatal.
+  if (static_cast<uint64_t>(t.size) < size) {
+    return Status::InvalidArgument("VDI " + r->target_uuid + " has " + std::to_string(t.size) +
+                                   " bytes, the disk needs " + std::to_string(size));
+  }
+  return t;
+}
+
+// The blocks to carry (see the design notes), with the mode in `r` and,
+// when changed blocks cannot be used, the reason.
+Result<std::vector<bool>> ChooseBlocks(Session& s, const Options& opt, const repo::DiskRecord& d,
+                                       const DiskSource& src, const Target& t, DiskResult* r) {
+  const uint64_t size = src.size();
+  const uint64_t nblocks = repo::BlockCount(size);
+  std::vector<bool> carry(nblocks, true);
+  r->mode = "full";
+  if (t.is_new) {
+    for (uint64_t b = 0; b < nblocks; ++b) carry[b] = src.MayHoldData(b);
+  } else if (opt.onto_vdi == d.vdi_uuid) {
+    std::string reason;
+    CBT_ASSIGN_OR_RETURN(auto changed, ChangedSincePoint(s, d, t.ref, size, &reason));
+    if (reason.empty()) {
+      carry = std::move(changed);
+      r->mode = "changed-blocks";
+    } else {
+      r->reason = reason;
+      Log(opt, "disk " + d.vdi_uuid + ": full write: " + reason);
+    }
+  } else {
+    r->reason = "the target is not the VDI the point was taken from";
+  }
+  return carry;
+}
+
+// --verify: the server's MD5 of the written VDI against the source's.
+Status VerifyDisk(Session& s, const repo::DiskRecord& d, const DiskSource& src, const Target& t,
+                  DiskResult* r) {
+  if (!t.is_new && static_cast<uint64_t>(t.size) != src.size()) {
+    r->verify = "skipped: the target VDI is larger than the disk";
+    return Status::Ok();
+  }
+  auto remote = s.CallAsync("VDI.checksum", {Value(t.ref)});
+  if (!remote.ok()) return remote.status().WithContext("verify");
+  CBT_ASSIGN_OR_RETURN(std::string local, Md5Of(src, static_cast<uint64_t>(t.size)));
+  if (local != remote->str()) {
+    return Status::Corruption("verify failed for disk " + d.vdi_uuid + ": server MD5 " +
+                              remote->str() + ", point MD5 " + local);
+  }
+  r->verify = "ok";
+  return Status::Ok();
+}
+
+// One disk of the point, from its source into its target VDI.
+Result<DiskResult> RestoreDisk(Session& s, const repo::Repository& repo, const Options& opt,
+                               const repo::DiskRecord& d, const Destination& dest,
+                               Created& created) {
+  const double td = MonotonicSeconds();
+  DiskResult r;
+  r.vdi_uuid = d.vdi_uuid;
+  CBT_ASSIGN_OR_RETURN(std::unique_ptr<DiskSource> src, OpenSource(repo, opt, d));
+  CBT_ASSIGN_OR_RETURN(Target target,
+                       CreateOrFindTarget(s, opt, d, dest.sr_ref, src->size(), created, &r));
+  CBT_ASSIGN_OR_RETURN(std::vector<bool> carry, ChooseBlocks(s, opt, d, *src, target, &r));
+  // Changed blocks travel as a VHD (whole 2 MiB blocks, only the changed
+  // sectors' bits set), or with --format raw in xapi's chunked framing
+  // (exactly the changed 64 KiB blocks).
+  const std::string format =
+      r.mode == "changed-blocks" ? (opt.format == "raw" ? "raw-chunked" : "vhd") : opt.format;
+  Log(opt, "restoring disk " + d.vdi_uuid + " into VDI " + r.target_uuid + " (" + r.mode + ", " +
+               format + ")");
+  // Without --host, the disk goes to a host that sees the target's SR.
+  std::unique_ptr<xapi::HttpClient> sr_http;
+  if (!dest.upload_http) {
+    CBT_ASSIGN_OR_RETURN(sr_http, UploadClientForSr(s, target.record.GetString("SR")));
+  }
+  xapi::HttpClient& to = dest.upload_http ? *dest.upload_http : sr_http ? *sr_http : s.http();
+  CBT_RETURN_IF_ERROR(Upload(s, to, opt, target.ref, *src, carry, format, d.vdi_uuid, &r));
+  if (opt.verify) {
+    CBT_RETURN_IF_ERROR(VerifyDisk(s, d, *src, target, &r));
+  }
+  r.seconds = MonotonicSeconds() - td;
+  return r;
+}
+
+// The point's VM metadata as it is imported: a point taken while the VM was
+// suspended is rewritten to a halted VM (vm_metadata.h), with a note.
+Result<std::string> MetadataToImport(const repo::Repository& repo, const Options& opt,
+                                     Report* report) {
+  CBT_ASSIGN_OR_RETURN(std::string stored,
+                       ReadFile(JoinPath(repo.PointPath(opt.vm, opt.point), repo::kMetadataFile)));
+  if (stored.empty()) {
+    return Status::InvalidArgument("point " + opt.point +
+                                   " holds no VM metadata; restore its disks with --disk");
+  }
+  CBT_ASSIGN_OR_RETURN(HaltedMetadata halted, MakeHalted(stored));
+  if (halted.was_suspended) {
+    report->notes.push_back(
+        "the point was taken while the VM was suspended: it is restored "
+        "halted (a point holds no memory image), and boots from its disks");
+    Log(opt, report->notes.back());
+  }
+  return std::move(halted.archive);
+}
+
+// Recreates the VM with PUT /import_metadata, its disks mapped to the VDIs
+// of report->disks; the new VM is recorded in `created`.
+Status ImportVm(Session& s, const repo::Repository& repo, const Options& opt, Created& created,
+                Report* report) {
+  CBT_ASSIGN_OR_RETURN(const std::string metadata, MetadataToImport(repo, opt, report));
+  CBT_ASSIGN_OR_RETURN(Value task, s.Call("task.create", {Value("cbt-backup restore"),
+                                                          Value("import of VM metadata")}));
+  std::string path = "/import_metadata?session_id=" + xapi::UrlEncode(s.ref()) +
+                     "&task_id=" + xapi::UrlEncode(task.str());
+  for (const auto& r : report->disks) path += "&vdi:" + r.vdi_uuid + "=" + r.target_uuid;
+  size_t pos = 0;
+  auto resp = s.http().Put(path, metadata.size(), [&](char* buf, size_t max) -> int64_t {
+    size_t n = std::min(max, metadata.size() - pos);
+    std::memcpy(buf, metadata.data() + pos, n);
+    pos += n;
+    return static_cast<int64_t>(n);
+  });
+  auto result = resp.ok() && resp->status == 200 ? s.WaitTask(task.str())
+                                                 : s.WaitTaskFor(task.str(), kOrphanTaskSeconds);
+  (void)s.Call("task.destroy", {Value(task.str())});
+  if (!resp.ok()) return resp.status().WithContext("import_metadata");
+  if (!result.ok()) return result.status().WithContext("import_metadata");
+  if (result->items().empty()) return Status::Remote("import_metadata created no VM");
+  created.vm = result->items()[0].str();
+  CBT_ASSIGN_OR_RETURN(Value uuid, s.Call("VM.get_uuid", {Value(created.vm)}));
+  report->new_vm_uuid = uuid.str();
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<Report> Run(Session& s, const repo::Repository& repo, const Options& opt) {
+  const double t0 = MonotonicSeconds();
+  const bool whole_vm = opt.disk.empty() && opt.onto_vdi.empty();
+  CBT_ASSIGN_OR_RETURN(std::vector<repo::DiskRecord> disks, ChooseDisks(repo, opt));
+  CBT_ASSIGN_OR_RETURN(Destination dest, FindDestination(s, opt));
 
   Report report;
   Created created{s, {}, "", false};
-  std::vector<std::pair<std::string, std::string>> vdi_map;  // original -> new uuid
   for (const auto& d : disks) {
-    const double td = MonotonicSeconds();
-    DiskResult r;
-    r.vdi_uuid = d.vdi_uuid;
-    std::shared_ptr<const image::ComposedImage> img;
-    std::unique_ptr<DiskSource> src;
-    if (opt.from_file.empty()) {
-      CBT_ASSIGN_OR_RETURN(img, image::ComposedImage::Open(repo, opt.vm, opt.point, d.vdi_uuid));
-      src = stream::SourceFromImage(img);
-    } else {
-      CBT_ASSIGN_OR_RETURN(src, stream::SourceFromFile(opt.from_file));
-      if (src->size() != d.virtual_size) {
-        return Status::InvalidArgument(opt.from_file + " has " + std::to_string(src->size()) +
-                                       " bytes, the disk " + std::to_string(d.virtual_size));
-      }
-    }
-    const uint64_t size = src->size();
-    const uint64_t nblocks = repo::BlockCount(size);
-
-    std::string target_ref;
-    bool new_vdi = opt.onto_vdi.empty();
-    if (new_vdi) {
-      Value rec = Value::Struct(
-          {{"SR", Value(sr_ref)},
-           {"virtual_size", Value::Int(static_cast<int64_t>(size))},
-           {"type", Value("user")},
-           {"sharable", Value::Bool(false)},
-           {"read_only", Value::Bool(false)},
-           {"other_config", Value::Struct()},
-           {"name_label", Value(d.name.empty() ? "restored disk" : d.name)},
-           {"name_description", Value("restored by cbt-backup from point " + opt.point)}});
-      CBT_ASSIGN_OR_RETURN(Value ref, s.Call("VDI.create", {rec}));
-      target_ref = ref.str();
-      created.vdis.push_back(target_ref);
-    } else {
-      CBT_ASSIGN_OR_RETURN(Value ref, VdiByUuid(s, opt.onto_vdi, "--onto-vdi"));
-      target_ref = ref.str();
-    }
-    CBT_ASSIGN_OR_RETURN(Value target, s.Call("VDI.get_record", {Value(target_ref)}));
-    r.target_uuid = target.GetString("uuid");
-    CBT_ASSIGN_OR_RETURN(int64_t target_size, target.GetInt("virtual_size"));
-    // The server may round a new VDI up (2 MiB on VHD SRs); smaller is fatal.
-    if (static_cast<uint64_t>(target_size) < size) {
-      return Status::InvalidArgument("VDI " + r.target_uuid + " has " +
-                                     std::to_string(target_size) + " bytes, the disk needs " +
-                                     std::to_string(size));
-    }
-
-    std::vector<bool> carry(nblocks, true);
-    r.mode = "full";
-    if (new_vdi) {
-      for (uint64_t b = 0; b < nblocks; ++b) carry[b] = src->MayHoldData(b);
-    } else if (opt.onto_vdi == d.vdi_uuid) {
-      std::string reason;
-      CBT_ASSIGN_OR_RETURN(auto changed, ChangedSincePoint(s, d, target_ref, size, &reason));
-      if (reason.empty()) {
-        carry = std::move(changed);
-        r.mode = "changed-blocks";
-      } else {
-        r.reason = reason;
-        log("disk " + d.vdi_uuid + ": full write: " + reason);
-      }
-    } else {
-      r.reason = "the target is not the VDI the point was taken from";
-    }
-    // Changed blocks travel as a VHD (whole 2 MiB blocks, only the changed
-    // sectors' bits set), or with --format raw in xapi's chunked framing
-    // (exactly the changed 64 KiB blocks).
-    const std::string format =
-        r.mode == "changed-blocks" ? (opt.format == "raw" ? "raw-chunked" : "vhd") : opt.format;
-    log("restoring disk " + d.vdi_uuid + " into VDI " + r.target_uuid + " (" + r.mode + ", " +
-        format + ")");
-    // Without --host, the disk goes to a host that sees the target's SR.
-    std::unique_ptr<xapi::HttpClient> sr_http;
-    if (!upload_http) {
-      CBT_ASSIGN_OR_RETURN(sr_http, UploadClientForSr(s, target.GetString("SR")));
-    }
-    xapi::HttpClient& to = upload_http ? *upload_http : sr_http ? *sr_http : s.http();
-    CBT_RETURN_IF_ERROR(Upload(s, to, opt, target_ref, *src, carry, format, d.vdi_uuid, &r));
-
-    if (opt.verify) {
-      if (!new_vdi && static_cast<uint64_t>(target_size) != size) {
-        r.verify = "skipped: the target VDI is larger than the disk";
-      } else {
-        auto remote = s.CallAsync("VDI.checksum", {Value(target_ref)});
-        if (!remote.ok()) return remote.status().WithContext("verify");
-        CBT_ASSIGN_OR_RETURN(std::string local, Md5Of(*src, static_cast<uint64_t>(target_size)));
-        if (local != remote->str()) {
-          return Status::Corruption("verify failed for disk " + d.vdi_uuid + ": server MD5 " +
-                                    remote->str() + ", point MD5 " + local);
-        }
-        r.verify = "ok";
-      }
-    }
-    vdi_map.emplace_back(d.vdi_uuid, r.target_uuid);
-    r.seconds = MonotonicSeconds() - td;
-    report.disks.push_back(r);
+    CBT_ASSIGN_OR_RETURN(DiskResult r, RestoreDisk(s, repo, opt, d, dest, created));
+    report.disks.push_back(std::move(r));
   }
-
   if (whole_vm) {
-    CBT_ASSIGN_OR_RETURN(std::string stored, ReadFile(JoinPath(repo.PointPath(opt.vm, opt.point),
-                                                               repo::kMetadataFile)));
-    if (stored.empty()) {
-      return Status::InvalidArgument("point " + opt.point +
-                                     " holds no VM metadata; restore its disks with --disk");
-    }
-    CBT_ASSIGN_OR_RETURN(HaltedMetadata halted, MakeHalted(stored));
-    if (halted.was_suspended) {
-      report.notes.push_back(
-          "the point was taken while the VM was suspended: it is restored "
-          "halted (a point holds no memory image), and boots from its disks");
-      log(report.notes.back());
-    }
-    const std::string& metadata = halted.archive;
-    CBT_ASSIGN_OR_RETURN(Value task, s.Call("task.create", {Value("cbt-backup restore"),
-                                                            Value("import of VM metadata")}));
-    std::string path = "/import_metadata?session_id=" + xapi::UrlEncode(s.ref()) +
-                       "&task_id=" + xapi::UrlEncode(task.str());
-    for (const auto& [orig, fresh] : vdi_map) path += "&vdi:" + orig + "=" + fresh;
-    size_t pos = 0;
-    auto resp = s.http().Put(path, metadata.size(), [&](char* buf, size_t max) -> int64_t {
-      size_t n = std::min(max, metadata.size() - pos);
-      std::memcpy(buf, metadata.data() + pos, n);
-      pos += n;
-      return static_cast<int64_t>(n);
-    });
-    auto result = resp.ok() && resp->status == 200 ? s.WaitTask(task.str())
-                                                   : s.WaitTaskFor(task.str(), kOrphanTaskSeconds);
-    (void)s.Call("task.destroy", {Value(task.str())});
-    if (!resp.ok()) return resp.status().WithContext("import_metadata");
-    if (!result.ok()) return result.status().WithContext("import_metadata");
-    if (result->items().empty()) return Status::Remote("import_metadata created no VM");
-    created.vm = result->items()[0].str();
-    CBT_ASSIGN_OR_RETURN(Value uuid, s.Call("VM.get_uuid", {Value(created.vm)}));
-    report.new_vm_uuid = uuid.str();
+    CBT_RETURN_IF_ERROR(ImportVm(s, repo, opt, created, &report));
   }
   created.keep = true;
   report.seconds = MonotonicSeconds() - t0;
