@@ -145,10 +145,73 @@ for k in sys.argv[2].split("."):
 print(v)' "$1" "$2"
 }
 
-# cbt ARGS...: cbt-backup against the simulator and $WORK/repo.
-cbt() {
+# cbt_in REPO ARGS...: cbt-backup against the simulator and REPO.
+cbt_in() {
+  local repo=$1
+  shift
   "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
-    --repo "$WORK/repo" "$@"
+    --repo "$repo" "$@"
+}
+
+# cbt ARGS...: cbt-backup against the simulator and $WORK/repo.
+cbt() { cbt_in "$WORK/repo" "$@"; }
+
+# cbt_bg REPO OUT ARGS...: starts cbt-backup against the simulator and REPO
+# in the background, stdout to OUT and stderr to $WORK/bg.err; sets BG to its
+# pid.  BG is cbt-backup itself, not a subshell, so signals sent to it (kill
+# -9 included) reach the program.
+cbt_bg() {
+  local repo=$1 out=$2
+  shift 2
+  "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
+    --repo "$repo" "$@" >"$out" 2>"$WORK/bg.err" &
+  BG=$!
+}
+
+# wait_nbd_active PID: waits (at most 20 s) until the simulator has an NBD
+# connection open, as the command PID reads a disk; fails if PID ends first.
+wait_nbd_active() {
+  local _
+  for _ in $(seq 200); do
+    [ "$("$SIMCTL" nbd-stats | json_get - active_connections)" != 0 ] && return 0
+    kill -0 "$1" 2>/dev/null ||
+      fail "the command ended before it read over NBD: $(cat "$WORK/bg.err" 2>/dev/null)"
+    sleep 0.1
+  done
+  fail "no NBD connection opened"
+}
+
+# with_fault FAULT CMD...: runs CMD with the simulator's fault FAULT on, and
+# turns FAULT off again once CMD succeeded.
+with_fault() {
+  local fault=$1
+  shift
+  "$SIMCTL" fault "$fault" on >/dev/null
+  "$@"
+  "$SIMCTL" fault "$fault" off >/dev/null
+}
+
+# expect_error PATTERN CMD...: CMD fails with exactly one error line of
+# cbt-backup, and that line matches PATTERN (case-insensitive).
+expect_error() {
+  local pat=$1
+  shift
+  local msg
+  msg=$(expect_fail "$@" | grep '^cbt-backup' || true)
+  [ "$(echo "$msg" | grep -c .)" = 1 ] || fail "not one error line: $msg"
+  echo "$msg" | grep -qi -- "$pat" || fail "expected '$pat', got: $msg"
+  echo "  ok: $msg"
+}
+
+# create_vm NAME [create-vm options...]: creates a VM on the simulator, its
+# record in $WORK/vm.json, and sets VM to its uuid and V1 and V2 to those of
+# its first two disks (empty when it has fewer).
+create_vm() {
+  "$SIMCTL" create-vm "$@" >"$WORK/vm.json"
+  read -r VM V1 V2 < <(python3 -c '
+import json, sys
+vm = json.load(open(sys.argv[1]))
+print(vm["uuid"], *[d["uuid"] for d in vm["vdis"][:2]])' "$WORK/vm.json")
 }
 
 # create_demo_vm: a VM "demo" on the simulator with two disks and an empty CD
@@ -158,8 +221,67 @@ create_demo_vm() {
   truncate -s 64M "$WORK/d1.img"
   mkfs.ext4 -q -F "$WORK/d1.img"
   head -c $((3 * 65536 + 1024)) /dev/urandom >"$WORK/d2.img"
-  "$SIMCTL" create-vm demo --disk "$WORK/d1.img" --disk "$WORK/d2.img" --cd >"$WORK/vm.json"
-  VM=$(json_get "$WORK/vm.json" uuid)
-  V1=$(json_get "$WORK/vm.json" vdis.0.uuid)
-  V2=$(json_get "$WORK/vm.json" vdis.1.uuid)
+  create_vm demo --disk "$WORK/d1.img" --disk "$WORK/d2.img" --cd
+}
+
+# points: how many points of $VM are committed in $WORK/repo.
+points() { ls "$WORK/repo/$VM" 2>/dev/null | grep -c '^2' || true; }
+
+# no_leftovers WHEN: nothing of a failed or interrupted command is left: no
+# temporary point of $VM in $WORK/repo, no snapshot VM on the simulator, and
+# no snapshot VDI there that is more than CBT metadata.
+no_leftovers() {
+  ls -a "$WORK/repo/$VM" 2>/dev/null | grep -q '^\.tmp-' && fail "temporary point left: $1"
+  "$SIMCTL" vms | python3 -c '
+import json, sys
+snaps = [v["uuid"] for v in json.load(sys.stdin) if v.get("is_a_snapshot")]
+assert not snaps, (sys.argv[1], "snapshot VMs left", snaps)' "$1"
+  "$SIMCTL" vdis | python3 -c '
+import json, sys
+full = [v["uuid"] for v in json.load(sys.stdin) if v.get("is_a_snapshot") and v["type"] != "cbt_metadata"]
+assert not full, (sys.argv[1], "snapshot VDIs with data left", full)' "$1"
+}
+
+# no_valid_sessions WHEN: cbt-backup opened sessions on the simulator and
+# logged every one of them out.
+no_valid_sessions() {
+  "$SIMCTL" sessions | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+ours = [x for x in s if x["originator"] == "cbt-backup"]
+assert ours, "no session with originator cbt-backup: %r" % s
+left = [x["ref"] for x in ours if x["valid"]]
+assert not left, (sys.argv[1], "sessions of cbt-backup still valid", left)' "$1"
+}
+
+# xapi_py CODE [ARG...]: runs the python CODE against the simulator's XenAPI
+# (https, checked with its CA) in a session of root with the password in
+# $WORK/pw, logged out afterwards.  In CODE, call(METHOD, *PARAMS) calls
+# METHOD with that session and returns its value (a XenAPI error ends the
+# script with status 1), and `args` is the list of ARGs.  With
+# XAPI_ORIGINATOR set, the login names that originator (API version 1.0);
+# without it, the session is anonymous.
+xapi_py() {
+  [ -f "$WORK/xapi.py" ] || cat >"$WORK/xapi.py" <<'PY'
+import json, os, ssl, sys, xmlrpc.client
+ready = json.load(open(os.environ["XAPISIM_READY"]))
+ctx = ssl.create_default_context(cafile=ready["ca_cert"])
+px = xmlrpc.client.ServerProxy(ready["https_url"], context=ctx)
+def unwrap(r):
+    if r["Status"] != "Success":
+        sys.exit("XenAPI error: %r" % (r["ErrorDescription"],))
+    return r["Value"]
+login = ["root", open(sys.argv[1]).read().strip()]
+if os.environ.get("XAPI_ORIGINATOR"):
+    login += ["1.0", os.environ["XAPI_ORIGINATOR"]]
+session = unwrap(px.session.login_with_password(*login))
+def call(method, *a):
+    return unwrap(getattr(px, method)(session, *a))
+args = sys.argv[3:]
+try:
+    exec(sys.argv[2])
+finally:
+    px.session.logout(session)
+PY
+  XAPI_ORIGINATOR=${XAPI_ORIGINATOR:-} python3 "$WORK/xapi.py" "$WORK/pw" "$@"
 }

@@ -6,32 +6,7 @@ requires_fuse
 start_sim
 
 head -c 8M /dev/urandom >"$WORK/d1.img"
-"$SIMCTL" create-vm demo --disk "$WORK/d1.img" --cd >"$WORK/vm.json"
-VM=$(json_get "$WORK/vm.json" uuid)
-V1=$(json_get "$WORK/vm.json" vdis.0.uuid)
-
-points() { ls "$WORK/repo/$VM" 2>/dev/null | grep -c '^2' || true; }
-no_leftovers() {
-  ls -a "$WORK/repo/$VM" 2>/dev/null | grep -q '^\.tmp-' && fail "temporary point left: $1"
-  "$SIMCTL" vms | python3 -c '
-import json, sys
-snaps = [v for v in json.load(sys.stdin) if v.get("is_a_snapshot")]
-assert not snaps, (sys.argv[1], snaps)' "$1"
-  "$SIMCTL" vdis | python3 -c '
-import json, sys
-full = [v["uuid"] for v in json.load(sys.stdin) if v.get("is_a_snapshot") and v["type"] != "cbt_metadata"]
-assert not full, (sys.argv[1], full)' "$1"
-}
-# expect_error PATTERN CMD...: fails with one line matching PATTERN.
-expect_error() {
-  local pat=$1
-  shift
-  local msg
-  msg=$(expect_fail "$@" | grep '^cbt-backup' || true)
-  [ "$(echo "$msg" | grep -c .)" = 1 ] || fail "not one error line: $msg"
-  echo "$msg" | grep -qi -- "$pat" || fail "expected '$pat', got: $msg"
-  echo "  ok: $msg"
-}
+create_vm demo --disk "$WORK/d1.img" --cd
 
 echo "wrong password"
 echo wrong >"$WORK/badpw"
@@ -50,16 +25,12 @@ echo "unknown VM"
 expect_error "no VM" cbt backup --vm 00000000-0000-4000-8000-000000000000
 expect_error "no VM named" cbt backup --vm no-such-vm
 echo "no NBD network"
-"$SIMCTL" fault no_nbd on >/dev/null
-expect_error "nbd" cbt backup --vm "$VM"
-"$SIMCTL" fault no_nbd off >/dev/null
+with_fault no_nbd expect_error "nbd" cbt backup --vm "$VM"
 no_leftovers "no NBD network"
 [ "$(points)" = 0 ] || fail "a point was committed by a failed backup"
 
 echo "NBD server presenting another certificate than get_nbd_info hands out"
-"$SIMCTL" fault nbd_wrong_cert on >/dev/null
-expect_error "certificate" cbt backup --vm "$VM"
-"$SIMCTL" fault nbd_wrong_cert off >/dev/null
+with_fault nbd_wrong_cert expect_error "certificate" cbt backup --vm "$VM"
 no_leftovers "wrong NBD certificate"
 [ "$(points)" = 0 ] || fail "a point was committed by a failed backup"
 
@@ -78,11 +49,9 @@ sleep 1
 
 echo "NBD read errors: retried, then a clean failure"
 "$SIMCTL" write-pattern "$V1" 65536 65536 10 >/dev/null
-"$SIMCTL" fault nbd_read_errors on >/dev/null
 before=$(points)
 sleep 1
-expect_error "NBD read" cbt backup --vm "$VM"
-"$SIMCTL" fault nbd_read_errors off >/dev/null
+with_fault nbd_read_errors expect_error "NBD read" cbt backup --vm "$VM"
 [ "$(points)" = "$before" ] || fail "a failed backup committed a point"
 no_leftovers "NBD read errors"
 
@@ -123,13 +92,9 @@ echo "kill -9 in the middle of a backup"
 "$SIMCTL" fault nbd_delay_ms 3000 >/dev/null
 "$SIMCTL" write-pattern "$V1" 0 $((4 << 20)) 13 >/dev/null
 sleep 1
-"$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
-  --repo "$WORK/repo" -q backup --vm "$VM" &
-pid=$!
-for i in $(seq 100); do
-  "$SIMCTL" nbd-stats | json_get - active_connections | grep -qv '^0$' && break
-  sleep 0.1
-done
+cbt_bg "$WORK/repo" /dev/null -q backup --vm "$VM"
+pid=$BG
+wait_nbd_active $pid
 kill -0 $pid 2>/dev/null || fail "the backup ended before it could be killed"
 "$SIMCTL" vms | grep -q '"is_a_snapshot": true' || fail "no snapshot to leave behind"
 kill -9 $pid

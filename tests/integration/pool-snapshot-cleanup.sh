@@ -12,56 +12,12 @@ ISO=$(json_get "$XAPISIM_READY" iso_vdi)
 ISO_FILE=$("$SIMCTL" vdi "$ISO" | json_get - path)
 ISO_SUM=$(md5sum <"$ISO_FILE")
 
-# cbt_in REPO ARGS...: cbt-backup against the simulator and REPO.
-cbt_in() {
-  local repo=$1
-  shift
-  "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
-    --repo "$repo" "$@"
-}
-
-# bg_backup REPO OUT ARGS...: starts cbt-backup itself (not a subshell, so
-# that kill -9 hits it) in the background, stdout to OUT; sets BG_PID.
-bg_backup() {
-  local repo=$1 out=$2
-  shift 2
-  "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
-    --repo "$repo" "$@" >"$out" 2>"$WORK/bg.err" &
-  BG_PID=$!
-}
-
 # kill_hard PID: kill -9 a background backup and wait until it is gone
 # (disowned first, so the shell does not report the kill).
 kill_hard() {
   disown "$1"
   kill -9 "$1"
   while kill -0 "$1" 2>/dev/null; do sleep 0.05; done
-}
-
-# A small XenAPI client: `python3 $WORK/xapi.py CODE ARGS...` runs CODE with
-# call(method, *args) bound to a logged-in session and the ARGS in `args`.
-cat >"$WORK/xapi.py" <<'PY'
-import json, os, ssl, sys, xmlrpc.client
-ready = json.load(open(os.environ["XAPISIM_READY"]))
-ctx = ssl.create_default_context(cafile=ready["ca_cert"])
-px = xmlrpc.client.ServerProxy(ready["https_url"], context=ctx)
-def unwrap(r):
-    if r["Status"] != "Success":
-        sys.exit("XenAPI error: %r" % (r["ErrorDescription"],))
-    return r["Value"]
-session = unwrap(px.session.login_with_password("root", open(sys.argv[2]).read().strip()))
-def call(method, *a):
-    return unwrap(getattr(px, method)(session, *a))
-args = sys.argv[3:]
-try:
-    exec(sys.argv[1])
-finally:
-    px.session.logout(session)
-PY
-xapi_py() {
-  local code=$1
-  shift
-  python3 "$WORK/xapi.py" "$code" "$WORK/pw" "$@"
 }
 
 # iso_intact VM WHEN: the ISO VDI and its file are there, unchanged, and the
@@ -115,17 +71,6 @@ wait_nbd_idle() {
   fail "NBD connections of an earlier run did not close"
 }
 
-# wait_nbd_active PID: until the backup PID reads over NBD.
-wait_nbd_active() {
-  local _
-  for _ in $(seq 200); do
-    [ "$("$SIMCTL" nbd-stats | json_get - active_connections)" != 0 ] && return 0
-    kill -0 "$1" 2>/dev/null || fail "the backup ended before it read over NBD: $(cat "$WORK/bg.err")"
-    sleep 0.1
-  done
-  fail "the backup never read over NBD"
-}
-
 head -c 6M /dev/urandom >"$WORK/d1.img"
 head -c 2M /dev/urandom >"$WORK/d2.img"
 
@@ -153,8 +98,8 @@ echo "orphaned snapshot disks of a killed run"
 wait_nbd_idle
 "$SIMCTL" fault nbd_delay_ms 3000 >/dev/null
 "$SIMCTL" write-pattern "$R1" 0 $((4 << 20)) 31 >/dev/null
-bg_backup "$WORK/repo" /dev/null -q backup --vm "$RVM"
-pid=$BG_PID
+cbt_bg "$WORK/repo" /dev/null -q backup --vm "$RVM"
+pid=$BG
 wait_nbd_active $pid
 kill_hard $pid
 REPO_ID=$(cat "$WORK/repo/id")
@@ -219,8 +164,8 @@ B="$WORK/repoB"
 "$SIMCTL" copy-disk "$T1" "$WORK/t0.img" >/dev/null
 wait_nbd_idle
 "$SIMCTL" fault nbd_delay_ms 4000 >/dev/null
-bg_backup "$A" "$WORK/a1.json" backup --vm "$TVM" --json
-apid=$BG_PID
+cbt_bg "$A" "$WORK/a1.json" backup --vm "$TVM" --json
+apid=$BG
 wait_nbd_active $apid
 mapfile -t asnap < <(snapshot_vms "$TVM")
 [ ${#asnap[@]} = 1 ] || fail "expected A's snapshot VM, got ${asnap[*]}"
@@ -257,8 +202,8 @@ echo "a snapshot left by a killed run into A: kept by B, removed by A"
 wait_nbd_idle
 "$SIMCTL" fault nbd_delay_ms 4000 >/dev/null
 sleep 1
-bg_backup "$A" /dev/null -q backup --vm "$TVM"
-apid=$BG_PID
+cbt_bg "$A" /dev/null -q backup --vm "$TVM"
+apid=$BG
 wait_nbd_active $apid
 kill_hard $apid
 "$SIMCTL" fault nbd_delay_ms 0 >/dev/null

@@ -10,59 +10,27 @@ start_sim
 SR=$(json_get "$XAPISIM_READY" sr_cbt)
 
 head -c $((16 << 20)) /dev/urandom >"$WORK/d1.img"
-"$SIMCTL" create-vm slow --disk "$WORK/d1.img" >"$WORK/vm.json"
-VM=$(json_get "$WORK/vm.json" uuid)
-V1=$(json_get "$WORK/vm.json" vdis.0.uuid)
+create_vm slow --disk "$WORK/d1.img"
 
-points() { ls "$WORK/repo/$VM" 2>/dev/null | grep -c '^2' || true; }
 count_vdis() { "$SIMCTL" vdis | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 count_vms() { "$SIMCTL" vms | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-# A small XenAPI client for what the control interface does not show (tasks).
-cat >"$WORK/xapi.py" <<'PY'
-import json, os, ssl, sys, xmlrpc.client
-ready = json.load(open(os.environ["XAPISIM_READY"]))
-ctx = ssl.create_default_context(cafile=ready["ca_cert"])
-px = xmlrpc.client.ServerProxy(ready["https_url"], context=ctx)
-def unwrap(r):
-    if r["Status"] != "Success":
-        sys.exit("XenAPI error: %r" % (r["ErrorDescription"],))
-    return r["Value"]
-session = unwrap(px.session.login_with_password(
-    "root", open(sys.argv[2]).read().strip(), "1.0", "pool-timeouts test"))
-def call(method, *a):
-    return unwrap(getattr(px, method)(session, *a))
-try:
-    exec(sys.argv[1])
-finally:
-    px.session.logout(session)
-PY
-
-# no_leftovers WHEN: nothing of a failed or interrupted command is left.
-no_leftovers() {
-  ls -a "$WORK/repo/$VM" 2>/dev/null | grep -q '^\.tmp-' && fail "temporary point left: $1"
-  "$SIMCTL" vms | python3 -c '
-import json, sys
-snaps = [v["uuid"] for v in json.load(sys.stdin) if v.get("is_a_snapshot")]
-assert not snaps, (sys.argv[1], "snapshot VMs left", snaps)' "$1"
-  "$SIMCTL" vdis | python3 -c '
-import json, sys
-full = [v["uuid"] for v in json.load(sys.stdin) if v.get("is_a_snapshot") and v["type"] != "cbt_metadata"]
-assert not full, (sys.argv[1], "snapshot VDIs with data left", full)' "$1"
-  python3 "$WORK/xapi.py" '
+# Tasks are not shown by the control interface; xapi_py reads them, in
+# sessions named after this test.
+export XAPI_ORIGINATOR="pool-timeouts test"
+# no_pending_tasks WHEN: no task is pending or being cancelled.
+no_pending_tasks() {
+  xapi_py '
 busy = [(t["name_label"], t["status"]) for t in call("task.get_all_records").values()
         if t["status"] in ("pending", "cancelling")]
-assert not busy, (sys.argv[3], "tasks left running", busy)' "$WORK/pw" "$1"
+assert not busy, (args[0], "tasks left running", busy)' "$1"
 }
-# no_valid_sessions WHEN: every session cbt-backup opened is logged out.
-no_valid_sessions() {
-  "$SIMCTL" sessions | python3 -c '
-import json, sys
-ours = [x for x in json.load(sys.stdin) if x["originator"] == "cbt-backup"]
-assert ours, "no session with originator cbt-backup"
-left = [x["ref"] for x in ours if x["valid"]]
-assert not left, (sys.argv[1], "sessions of cbt-backup still valid", left)' "$1"
+# all_clean WHEN: no leftovers, no pending task and no valid session of ours.
+all_clean() {
+  no_leftovers "$1"
+  no_pending_tasks "$1"
+  no_valid_sessions "$1"
 }
 # timed_error PATTERN CMD...: CMD fails with one error line matching
 # PATTERN; TOOK is how long it took (ms).
@@ -91,50 +59,26 @@ echo "task_stuck: backup --verify with --task-timeout 3"
 "$SIMCTL" write-pattern "$V1" 0 65536 31 >/dev/null
 sleep 1
 before=$(points)
-"$SIMCTL" fault task_stuck on >/dev/null
-timed_error "task" cbt --task-timeout 3 backup --vm "$VM" --verify
-"$SIMCTL" fault task_stuck off >/dev/null
+with_fault task_stuck timed_error "task" cbt --task-timeout 3 backup --vm "$VM" --verify
 took_under 20 "backup --verify with a stuck task"
 [ "$(points)" = "$before" ] || fail "a backup whose verify timed out committed a point"
-no_leftovers "task_stuck backup"
-no_valid_sessions "task_stuck backup"
+all_clean "task_stuck backup"
 
 echo "task_stuck: restore --verify with --task-timeout 3"
 vdis=$(count_vdis)
-"$SIMCTL" fault task_stuck on >/dev/null
-timed_error "task" cbt --task-timeout 3 restore --vm "$VM" --point "$P" --disk "$V1" --sr "$SR" --verify
-"$SIMCTL" fault task_stuck off >/dev/null
+with_fault task_stuck timed_error "task" \
+  cbt --task-timeout 3 restore --vm "$VM" --point "$P" --disk "$V1" --sr "$SR" --verify
 took_under 20 "restore --verify with a stuck task"
 [ "$(count_vdis)" = "$vdis" ] || fail "a restore whose verify timed out left its VDI"
-no_leftovers "task_stuck restore"
-no_valid_sessions "task_stuck restore"
+all_clean "task_stuck restore"
 
 echo "nbd_stall: backup with --nbd-timeout 2"
 before=$(points)
-"$SIMCTL" fault nbd_stall on >/dev/null
-timed_error "nbd" cbt --nbd-timeout 2 backup --vm "$VM" --full
-"$SIMCTL" fault nbd_stall off >/dev/null
+with_fault nbd_stall timed_error "nbd" cbt --nbd-timeout 2 backup --vm "$VM" --full
 took_under 60 "backup with hanging NBD reads"
 [ "$(points)" = "$before" ] || fail "a backup with hanging NBD reads committed a point"
-no_leftovers "nbd_stall"
-no_valid_sessions "nbd_stall"
+all_clean "nbd_stall"
 
-# start_bg CMD...: runs cbt-backup in the background; sets BG.
-start_bg() {
-  "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
-    --repo "$WORK/repo" "$@" 2>"$WORK/bg.err" &
-  BG=$!
-}
-# wait_nbd_active: until the background backup has NBD connections open.
-wait_nbd_active() {
-  local i
-  for i in $(seq 150); do
-    "$SIMCTL" nbd-stats | json_get - active_connections | grep -qv '^0$' && return 0
-    kill -0 "$BG" 2>/dev/null || fail "the command ended before it could be interrupted: $(cat "$WORK/bg.err")"
-    sleep 0.1
-  done
-  fail "no NBD connection opened"
-}
 # expect_exit CODE WHAT: the background command exits CODE.
 expect_exit() {
   local rc=0
@@ -149,8 +93,8 @@ for sig in INT TERM; do
   "$SIMCTL" fault nbd_delay_ms 2000 >/dev/null
   sleep 1
   before=$(points)
-  start_bg backup --vm "$VM"
-  wait_nbd_active
+  cbt_bg "$WORK/repo" /dev/null backup --vm "$VM"
+  wait_nbd_active "$BG"
   "$SIMCTL" vms >"$WORK/vms.json"
   grep -q '"is_a_snapshot": true' "$WORK/vms.json" || fail "no snapshot taken yet"
   kill -"$sig" "$BG"
@@ -158,8 +102,7 @@ for sig in INT TERM; do
   expect_exit "$code" "backup interrupted by SIG$sig"
   "$SIMCTL" fault nbd_delay_ms 0 >/dev/null
   [ "$(points)" = "$before" ] || fail "an interrupted backup committed a point"
-  no_leftovers "SIG$sig backup"
-  no_valid_sessions "SIG$sig backup"
+  all_clean "SIG$sig backup"
 done
 
 for sig in TERM INT; do
@@ -167,7 +110,7 @@ for sig in TERM INT; do
   vdis=$(count_vdis)
   vms=$(count_vms)
   "$SIMCTL" fault http_stall on >/dev/null
-  start_bg restore --vm "$VM" --point "$P" --sr "$SR"
+  cbt_bg "$WORK/repo" /dev/null restore --vm "$VM" --point "$P" --sr "$SR"
   for _ in $(seq 100); do
     [ "$(count_vdis)" -gt "$vdis" ] && break
     kill -0 "$BG" 2>/dev/null || fail "the restore ended before it could be interrupted: $(cat "$WORK/bg.err")"
@@ -181,18 +124,15 @@ for sig in TERM INT; do
   "$SIMCTL" fault http_stall off >/dev/null
   [ "$(count_vdis)" = "$vdis" ] || fail "an interrupted restore left its VDI"
   [ "$(count_vms)" = "$vms" ] || fail "an interrupted restore left its VM"
-  no_leftovers "SIG$sig restore"
-  no_valid_sessions "SIG$sig restore"
+  all_clean "SIG$sig restore"
 done
 
 echo "http_stall: disk restore with --http-timeout 3"
 vdis=$(count_vdis)
-"$SIMCTL" fault http_stall on >/dev/null
-timed_error "timeout\|progress" cbt --http-timeout 3 restore --vm "$VM" --point "$P" --disk "$V1" --sr "$SR"
-"$SIMCTL" fault http_stall off >/dev/null
+with_fault http_stall timed_error "timeout\|progress" \
+  cbt --http-timeout 3 restore --vm "$VM" --point "$P" --disk "$V1" --sr "$SR"
 [ "$(count_vdis)" = "$vdis" ] || fail "a restore whose upload stalled left its VDI"
-no_leftovers "http_stall"
-no_valid_sessions "http_stall"
+all_clean "http_stall"
 took_under 20 "restore with a stalled upload and --http-timeout 3"
 
 echo "the repository reads back"
