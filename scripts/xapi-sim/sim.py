@@ -717,6 +717,21 @@ class Sim:
                 self.get(cls, ref)["other_config"].pop(key, None)
                 return ""
 
+        # Tags are a set in xapi: adding one twice keeps one.
+        def add_tags(s, ref, tag):
+            with self.lock:
+                tags = self.get(cls, ref)["tags"]
+                if tag not in tags:
+                    tags.append(tag)
+                return ""
+
+        def remove_tags(s, ref, tag):
+            with self.lock:
+                tags = self.get(cls, ref)["tags"]
+                if tag in tags:
+                    tags.remove(tag)
+                return ""
+
         m(cls + ".get_record", get_record, ["ref"], async_ok=False)
         m(cls + ".get_by_uuid", get_by_uuid, ["string"], async_ok=False)
         if cls != "session":
@@ -736,6 +751,10 @@ class Sim:
               async_ok=False)
             m(cls + ".remove_from_other_config", remove_from_other_config, ["ref", "string"],
               async_ok=False)
+        if "tags" in fields:
+            m(cls + ".set_tags", setter("tags"), ["ref", "set"], async_ok=False)
+            m(cls + ".add_tags", add_tags, ["ref", "string"], async_ok=False)
+            m(cls + ".remove_tags", remove_tags, ["ref", "string"], async_ok=False)
 
     # ---- session, task, host, network ---------------------------------------------------
 

@@ -20,13 +20,19 @@
 
 namespace cbt::backup {
 
+class ConnectionBudget;  // connection_budget.h
+
 struct Options {
   std::string vm;  // UUID or name label
   bool full = false;
   bool verify = false;
   bool require_tls = true;
   int connections = 4;
-  int nbd_timeout = 120;                        // seconds for one NBD connection or request
+  int nbd_timeout = 120;  // seconds for one NBD connection or request
+  // When set, each disk read takes its NBD connections from this budget
+  // (shared by backups running at once; not owned) and may get fewer than
+  // `connections`.
+  ConnectionBudget* budget = nullptr;
   std::function<void(const std::string&)> log;  // one line per event
   // Bytes read so far of the disk being read, and its total.
   std::function<void(const std::string& vdi, uint64_t done, uint64_t total)> progress;

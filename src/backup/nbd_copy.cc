@@ -4,9 +4,12 @@
 // NBD delivers into data runs and zero blocks of a disk file.
 #include "backup/nbd_copy.h"
 
+#include "backup/connection_budget.h"
+
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
 namespace cbt::backup {
 
@@ -37,6 +40,21 @@ Status CopyOverNbd(xapi::Session& s, const Options& options, const std::string& 
   ro.connections = options.connections;
   ro.require_tls = options.require_tls;
   ro.timeout_seconds = options.nbd_timeout;
+  // The reader spreads its connections round-robin over the endpoints
+  // (every host that sees the SR) and skips one it cannot reach for the
+  // next, so any one host may end up with all of them.  The lease is
+  // therefore charged in full to every host of the list: never more than
+  // the budget reaches any host, at the price of holding back some
+  // connections on hosts a read turns out not to use.  A reconnect after a
+  // failed request closes its connection first, so the count holds.
+  std::optional<BudgetLease> lease;  // released after the reader closes
+  if (options.budget != nullptr) {
+    std::vector<std::string> hosts;
+    for (const auto& ep : eps) hosts.push_back(nbd::HostOfAddress(ep.address));
+    CBT_ASSIGN_OR_RETURN(int granted, options.budget->Acquire(hosts, ro.connections));
+    ro.connections = granted;
+    lease.emplace(options.budget, std::move(hosts), granted);
+  }
   CBT_ASSIGN_OR_RETURN(auto reader, nbd::Reader::Connect(eps, ro));
   if (reader->size() < virtual_size) {
     return Status::Corruption("NBD export of " + vdi_uuid + " is " +

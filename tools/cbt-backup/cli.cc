@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
+#include <optional>
 
 namespace cbt::cli {
 
@@ -121,7 +123,19 @@ Result<std::unique_ptr<xapi::Session>> Login(const Globals& g) {
   // Before the password is in memory: no core dump, and no ptrace attach
   // by anyone but root, may read it.
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  CBT_ASSIGN_OR_RETURN(std::string password, ReadPassword(g));
+  // Asked once per process: a backup of many VMs logs in once per worker,
+  // and a person at the terminal types the password once.
+  static std::mutex mu;
+  static std::optional<std::string> asked;
+  std::string password;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!asked) {
+      CBT_ASSIGN_OR_RETURN(std::string pw, ReadPassword(g));
+      asked = std::move(pw);
+    }
+    password = *asked;
+  }
   xapi::ConnectOptions o;
   o.server = g.server;
   o.http.ca_cert = g.ca_cert;
@@ -132,7 +146,8 @@ Result<std::unique_ptr<xapi::Session>> Login(const Globals& g) {
   o.user = g.user;
   o.password = password;
   auto session = xapi::Session::Login(o);
-  // The copy in `o` and `password` go now; the session keeps none.
+  // These copies go now (the session keeps none); the one asked for stays
+  // while the process may log in again.
   std::fill(password.begin(), password.end(), '\0');
   std::fill(o.password.begin(), o.password.end(), '\0');
   return session;
