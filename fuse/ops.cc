@@ -144,7 +144,7 @@ int OpGetattr(const char* path, struct stat* st, struct fuse_file_info*) {
     case Node::Kind::kRaw: {
       // From the manifest: opening the image reads every index of its chain,
       // too much for an `ls -l` over many points of large disks.  Blocks are
-      // exact once the image is open, an upper bound before.
+      // exact once the image is open, an estimate before.
       int r = DirAttr(cbt::repo::PointDir(root, n.vm, n.point), st);
       auto m = fs->Manifest(n.vm, n.point);
       const cbt::repo::DiskRecord* d = m ? m->FindDisk(n.vdi) : nullptr;

@@ -149,9 +149,10 @@ class Filesystem {
   // The image of `n` if a cache holds it, without opening it.
   std::shared_ptr<const cbt::image::ComposedImage> CachedImage(const Node& n) const;
 
-  // An upper bound of the data blocks of disk `vdi` at `point` from the
-  // manifests of its chain alone (the blocks each file stores, at most the
-  // disk's block count): what getattr reports for an image it has not
+  // An estimate of the data blocks of disk `vdi` at `point` from the
+  // manifests of its chain alone: the blocks each point's own file stores
+  // (files taken over from deleted points are not counted), at most the
+  // disk's block count.  What getattr reports for an image it has not
   // opened, since opening one reads every index of the chain.
   uint64_t EstimatedDataBlocks(const std::string& vm, const std::string& point,
                                const std::string& vdi) const;

@@ -173,12 +173,7 @@ Result<std::unique_ptr<HttpClient>> HttpClient::Create(const std::string& base_u
 Result<std::unique_ptr<HttpClient>> HttpClient::ForHost(const std::string& host,
                                                         const std::string& ca_pem) const {
   std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  HttpOptions o = options_;
-  if (!ca_pem.empty()) {
-    o.ca_pem = ca_pem;
-    o.ca_cert.clear();
-  }
-  return Create(scheme_ + "://" + h + (port_.empty() ? "" : ":" + port_), o);
+  return ForUrl(scheme_ + "://" + h + (port_.empty() ? "" : ":" + port_), ca_pem);
 }
 
 Result<std::unique_ptr<HttpClient>> HttpClient::ForUrl(const std::string& url,
