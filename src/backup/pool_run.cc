@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <ctime>
 #include <map>
 #include <set>
 #include <system_error>
@@ -121,12 +122,14 @@ std::vector<VmResult> RunPool(const repo::Repository& repo, const std::vector<Vm
       if (i >= vms.size()) break;
       VmResult& r = results[i];
       r.started = true;
+      r.start_time = static_cast<double>(std::time(nullptr));
       const double t0 = MonotonicSeconds();
       if (!session) {
         auto s = options.login();
         if (!s.ok()) {
           r.status = s.status().WithContext("login");
           r.seconds = MonotonicSeconds() - t0;
+          if (options.on_done) options.on_done(r);
           continue;
         }
         session = std::move(*s);
@@ -148,6 +151,7 @@ std::vector<VmResult> RunPool(const repo::Repository& repo, const std::vector<Vm
       } else {
         r.status = report.status();
       }
+      if (options.on_done) options.on_done(r);
     }
     if (session) session->Logout();
   };

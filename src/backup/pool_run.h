@@ -10,7 +10,8 @@
 //
 // Thread-safety: SelectVms uses the caller's session on the caller's
 // thread.  RunPool runs its own threads and calls options.login and
-// options.backup.log from them concurrently: both must be thread-safe.
+// options.backup.log and options.on_done from them concurrently: all must
+// be thread-safe.
 #ifndef CBT_BACKUP_POOL_RUN_H_
 #define CBT_BACKUP_POOL_RUN_H_
 
@@ -46,19 +47,25 @@ struct VmInfo {
 // exist; InvalidArgument if a name is not unique or nothing is selected.
 Result<std::vector<VmInfo>> SelectVms(xapi::Session& s, const Selection& selection);
 
+struct VmResult;
+
 struct PoolOptions {
   int jobs = 1;               // VMs backed up at once
   int host_connections = 16;  // NBD connections per host over all running backups
   Options backup;             // for every VM (vm and budget are set per run)
   // A new session for a worker thread; the worker logs it out when done.
   std::function<Result<std::unique_ptr<xapi::Session>>()> login;
+  // Called on the worker's thread as each VM that was started ends (never
+  // for VMs not started); may be empty.  Must be thread-safe.
+  std::function<void(const VmResult&)> on_done;
 };
 
 struct VmResult {
   VmInfo vm;
-  bool started = false;  // false: interrupted before its turn, or no session
-  Status status;         // OK or why the backup failed
-  Report report;         // valid when status is OK
+  bool started = false;   // false: interrupted before its turn
+  double start_time = 0;  // UNIX time the VM's turn began (when started)
+  Status status;          // OK or why the backup failed
+  Report report;          // valid when status is OK
   double seconds = 0;
 };
 

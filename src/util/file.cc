@@ -42,8 +42,8 @@ Result<UniqueFd> OpenUserFile(const std::string& path) {
   return UniqueFd(fd);
 }
 
-Result<UniqueFd> CreateExclusive(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, kFileMode);
+Result<UniqueFd> CreateExclusive(const std::string& path, mode_t mode) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return Status::FromErrno(errno, path);
   return UniqueFd(fd);
 }
@@ -118,16 +118,16 @@ Result<std::string> ReadUserFile(const std::string& path) {
   return ReadAll(std::move(fd), path);
 }
 
-Status WriteNewFile(const std::string& path, const std::string& data) {
-  CBT_ASSIGN_OR_RETURN(UniqueFd fd, CreateExclusive(path));
+Status WriteNewFile(const std::string& path, const std::string& data, mode_t mode) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, CreateExclusive(path, mode));
   CBT_RETURN_IF_ERROR(PwriteAll(fd.get(), data.data(), data.size(), 0, path));
   return Fsync(fd.get(), path);
 }
 
-Status WriteFileAtomic(const std::string& path, const std::string& data) {
+Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   ::unlink(tmp.c_str());
-  Status s = WriteNewFile(tmp, data);
+  Status s = WriteNewFile(tmp, data, mode);
   if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = Status::FromErrno(errno, path);
   if (!s.ok()) {
     ::unlink(tmp.c_str());

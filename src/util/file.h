@@ -57,7 +57,7 @@ Result<UniqueFd> OpenRead(const std::string& path);
 // Opens a file the user named, following symbolic links.
 Result<UniqueFd> OpenUserFile(const std::string& path);
 // Creates `path` for writing with mode 0600; fails with Exists if present.
-Result<UniqueFd> CreateExclusive(const std::string& path);
+Result<UniqueFd> CreateExclusive(const std::string& path, mode_t mode = kFileMode);
 
 // Reads exactly `len` bytes at `off`.  Corruption if the file ends first.
 Status PreadAll(int fd, void* buf, size_t len, uint64_t off, const std::string& what);
@@ -72,11 +72,13 @@ Result<uint64_t> FileSize(int fd, const std::string& what);
 Result<std::string> ReadFile(const std::string& path);
 // Reads a whole (small) file the user named, following symbolic links.
 Result<std::string> ReadUserFile(const std::string& path);
-// Writes `data` to a new file `path` (0600, must not exist) and fsyncs it.
-Status WriteNewFile(const std::string& path, const std::string& data);
+// Writes `data` to a new file `path` (`mode`, must not exist) and fsyncs it.
+Status WriteNewFile(const std::string& path, const std::string& data, mode_t mode = kFileMode);
 // Writes `data` to `path` through a temporary sibling and rename, fsyncing the
 // file and the directory, so a reader sees the old or the new content only.
-Status WriteFileAtomic(const std::string& path, const std::string& data);
+// The file gets `mode` (less the umask); only files that hold no disk data
+// and are read by other users (monitoring) are given more than 0600.
+Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode = kFileMode);
 
 // mkdir with mode 0700; OK if the directory already exists.
 Status MakeDir(const std::string& path);

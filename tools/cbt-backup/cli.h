@@ -6,17 +6,21 @@
 #ifndef CBT_TOOLS_CLI_H_
 #define CBT_TOOLS_CLI_H_
 
+#include "backup/pool_run.h"
+#include "repo/prune.h"
 #include "repo/repository.h"
 #include "util/status.h"
 #include "xapi/session.h"
 
 #include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cbt::cli {
@@ -42,6 +46,10 @@ struct Globals {
   int http_timeout = 120;        // seconds without progress before a transfer fails
   int task_timeout = 600;        // seconds without progress before a task is given up
   int nbd_timeout = 120;         // seconds an NBD request may take
+  std::string config_path;       // the config file read ("" if none)
+  // The [job.NAME] settings of the config file, as (job.NAME.key, value)
+  // in file order; backup::ParseJobs makes jobs of them.
+  std::vector<std::pair<std::string, std::string>> job_entries;
 };
 
 struct Command {
@@ -63,6 +71,9 @@ Command UmountCommand();
 Command PruneCommand();
 Command RestoreCommand();
 Command VerifyCommand();
+Command RunCommand();
+Command JobsCommand();
+Command StatusCommand();
 
 // What a required option is called in the message when it is missing:
 // {"vm", "--vm UUID"} prints "--vm UUID is required".
@@ -96,6 +107,56 @@ std::string HumanBytes(uint64_t bytes);
 // is made non-dumpable first (no core file or ptrace by other users holds
 // the password), and a password file that others may read is warned about.
 Result<std::unique_ptr<xapi::Session>> Login(const Globals& g);
+
+// ---- Shared by backup and run (cmd_backup.cc) ----
+
+// The VMs `selection` names on the server (backup::SelectVms), after a
+// login of its own.
+Result<std::vector<backup::VmInfo>> SelectForBackup(const Globals& g,
+                                                    const backup::Selection& selection);
+// Prints what a dry run would do with `vms` (table, or JSON with --json).
+void PrintSelection(const Globals& g, const std::vector<backup::VmInfo>& vms,
+                    const std::string& what);
+struct PoolOutcome {
+  std::vector<backup::VmResult> results;
+  double started = 0;  // UNIX time
+  double seconds = 0;
+};
+// Backs up `vms` (backup::RunPool with logins and logging from the globals)
+// and records each VM's attempt in the repository (repo/run_record.h)
+// under `job`.
+PoolOutcome BackupVms(const Globals& g, const repo::Repository& repo,
+                      const std::vector<backup::VmInfo>& vms, backup::PoolOptions options,
+                      const std::string& job);
+// The results as a table on stdout.
+void PrintResults(const std::vector<backup::VmResult>& results);
+nlohmann::json ResultsJson(const std::vector<backup::VmResult>& results);
+// Names each failed VM on stderr; returns how many failed.
+int ReportFailures(const std::vector<backup::VmResult>& results);
+// Writes the Prometheus textfile of a run (backup/metrics.h); the newest
+// point of each VM comes from the repository.  Returns a note on failure.
+// `failed`: the run failed beyond its VMs (backup::JobMetrics::failed).
+Status WriteRunMetrics(const std::string& path, const repo::Repository* repo,
+                       const std::string& job, const PoolOutcome& outcome, uint64_t pruned_points,
+                       bool failed);
+
+// ---- Shared by prune and run (cmd_prune.cc) ----
+
+struct PruneOutcome {
+  Status status;         // OK, or why the VM could not be pruned
+  bool decided = false;  // the keep rules were applied (the failure, if any, is the delete's)
+  nlohmann::json json;   // {"vm", "keep", "remove", "result"}
+  uint64_t removed = 0;  // points removed (or that would be)
+  std::vector<std::string> released;  // CBT metadata VDIs to destroy on the server
+};
+// Applies `policy` to the points of `vm` under its lock, printing the
+// decisions (each point's with `list_points`) unless -q or --json; with
+// `dry_run` nothing is removed.
+PruneOutcome PruneVm(const Globals& g, const repo::Repository& repo, const std::string& vm,
+                     const repo::KeepPolicy& policy, bool dry_run, bool list_points = true);
+// With a server, destroys the CBT metadata VDIs of deleted points there;
+// returns notes for the user.
+std::vector<std::string> ReleaseSnapshots(const Globals& g, const std::vector<std::string>& uuids);
 
 // A one-line progress bar on stderr, drawn only on a terminal and never with
 // -q or --json.  Thread-safe.

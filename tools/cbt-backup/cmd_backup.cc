@@ -2,8 +2,12 @@
 #include "cli.h"
 
 #include "backup/backup.h"
+#include "backup/metrics.h"
 #include "backup/pool_run.h"
 #include "nbd/nbd_reader.h"
+#include "repo/layout.h"
+#include "repo/run_record.h"
+#include "util/clock.h"
 #include "util/text.h"
 
 #include <nlohmann/json.hpp>
@@ -11,10 +15,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace cbt::cli {
@@ -34,6 +41,34 @@ nlohmann::json DiskJson(const backup::DiskReport& d) {
           {"bytes_stored", d.bytes_stored},
           {"seconds", d.seconds},
           {"verify", d.verify.empty() ? "skipped" : d.verify}};
+}
+
+std::pair<uint64_t, uint64_t> ReadAndStored(const backup::Report& report) {
+  uint64_t read = 0, stored = 0;
+  for (const auto& d : report.disks) {
+    read += d.bytes_read;
+    stored += d.bytes_stored;
+  }
+  return {read, stored};
+}
+
+// Records one VM's attempt for `status` and monitoring.  A failure to write
+// it is reported but changes no result: the point, if any, is committed.
+void Record(const Globals& g, const repo::Repository& repo, const std::string& vm_uuid,
+            double start_time, double seconds, const Status& status, const backup::Report& report,
+            const std::string& job) {
+  if (!repo::IsUuid(vm_uuid)) return;
+  repo::RunAttempt a;
+  a.time = repo::FormatTimestamp(static_cast<std::time_t>(start_time));
+  a.ok = status.ok();
+  a.error = status.ok() ? "" : status.message();
+  a.point = report.point;
+  a.job = job;
+  a.seconds = seconds;
+  std::tie(a.bytes_read, a.bytes_stored) = ReadAndStored(report);
+  if (auto st = repo::RecordRun(repo, vm_uuid, a); !st.ok()) {
+    Info(g, "could not record the run of VM " + vm_uuid + ": " + st.message());
+  }
 }
 
 // One VM given by --vm alone: the command as it always was, its output
@@ -69,8 +104,12 @@ int RunOne(const Globals& g, const po::variables_map& vm, const std::string& vm_
   opt.progress = [&bar](const std::string& vdi, uint64_t done, uint64_t total) {
     bar.Update("disk " + vdi.substr(0, 8), done, total);
   };
+  const double start_time = static_cast<double>(std::time(nullptr));
+  const double t0 = MonotonicSeconds();
   auto report = backup::Run(**session, *repo, opt);
   bar.Finish();
+  Record(g, *repo, report.ok() ? report->vm_uuid : vm_name, start_time, MonotonicSeconds() - t0,
+         report.status(), report.ok() ? *report : backup::Report{}, "");
   if (!report.ok()) return Fail(report.status());
   if (g.json) {
     nlohmann::json out = {{"vm", report->vm_uuid},
@@ -115,23 +154,6 @@ std::string DiskSummary(const backup::Report& r) {
   return out;
 }
 
-void PrintTable(const std::vector<backup::VmResult>& results) {
-  std::printf("%-20s %-36s %-6s %10s %10s %8s  %s\n", "VM", "UUID", "RESULT", "READ", "STORED",
-              "SECONDS", "DISKS / ERROR");
-  for (const auto& r : results) {
-    uint64_t read = 0, stored = 0;
-    for (const auto& d : r.report.disks) {
-      read += d.bytes_read;
-      stored += d.bytes_stored;
-    }
-    const bool ok = r.status.ok();
-    std::printf("%-20s %-36s %-6s %10s %10s %8.1f  %s\n", Printable(r.vm.name).c_str(),
-                r.vm.uuid.c_str(), ok ? "ok" : "failed", HumanBytes(read).c_str(),
-                HumanBytes(stored).c_str(), r.seconds,
-                ok ? DiskSummary(r.report).c_str() : r.status.message().c_str());
-  }
-}
-
 nlohmann::json ResultJson(const backup::VmResult& r) {
   nlohmann::json out = {{"vm", r.vm.uuid},
                         {"vm_name", r.vm.name},
@@ -148,6 +170,130 @@ nlohmann::json ResultJson(const backup::VmResult& r) {
   for (const auto& d : r.report.disks) out["disks"].push_back(DiskJson(d));
   return out;
 }
+
+}  // namespace
+
+void PrintResults(const std::vector<backup::VmResult>& results) {
+  std::printf("%-20s %-36s %-6s %10s %10s %8s  %s\n", "VM", "UUID", "RESULT", "READ", "STORED",
+              "SECONDS", "DISKS / ERROR");
+  for (const auto& r : results) {
+    auto [read, stored] = ReadAndStored(r.report);
+    const bool ok = r.status.ok();
+    std::printf("%-20s %-36s %-6s %10s %10s %8.1f  %s\n", Printable(r.vm.name).c_str(),
+                r.vm.uuid.c_str(), ok ? "ok" : "failed", HumanBytes(read).c_str(),
+                HumanBytes(stored).c_str(), r.seconds,
+                ok ? DiskSummary(r.report).c_str() : r.status.message().c_str());
+  }
+}
+
+nlohmann::json ResultsJson(const std::vector<backup::VmResult>& results) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : results) out.push_back(ResultJson(r));
+  return out;
+}
+
+int ReportFailures(const std::vector<backup::VmResult>& results) {
+  int failed = 0;
+  for (const auto& r : results) {
+    if (r.status.ok()) continue;
+    ++failed;
+    std::fprintf(stderr, "cbt-backup: VM %s (%s) failed: %s\n", Printable(r.vm.name).c_str(),
+                 r.vm.uuid.c_str(), r.status.message().c_str());
+  }
+  return failed;
+}
+
+Result<std::vector<backup::VmInfo>> SelectForBackup(const Globals& g,
+                                                    const backup::Selection& selection) {
+  auto session = Login(g);
+  if (!session.ok()) return session.status();
+  auto vms = backup::SelectVms(**session, selection);
+  (*session)->Logout();
+  return vms;
+}
+
+void PrintSelection(const Globals& g, const std::vector<backup::VmInfo>& vms,
+                    const std::string& what) {
+  if (g.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& v : vms) {
+      out.push_back({{"vm", v.uuid},
+                     {"vm_name", v.name},
+                     {"power_state", v.power_state},
+                     {"disks", v.disks},
+                     {"tags", v.tags},
+                     {"action", what}});
+    }
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return;
+  }
+  std::printf("%-20s %-36s %-10s %5s  %s\n", "VM", "UUID", "POWER", "DISKS", "WOULD DO");
+  for (const auto& v : vms) {
+    std::printf("%-20s %-36s %-10s %5d  %s\n", Printable(v.name).c_str(), v.uuid.c_str(),
+                v.power_state.c_str(), v.disks, what.c_str());
+  }
+}
+
+PoolOutcome BackupVms(const Globals& g, const repo::Repository& repo,
+                      const std::vector<backup::VmInfo>& vms, backup::PoolOptions options,
+                      const std::string& job) {
+  std::jthread nbd_preload;
+  try {
+    nbd_preload = std::jthread([] { nbd::Preload(); });
+  } catch (const std::system_error&) {
+    // No thread: libnbd loads at the first connection instead.
+  }
+  options.backup.require_tls = g.tls;
+  options.backup.nbd_timeout = g.nbd_timeout;
+  options.login = [&g] { return Login(g); };
+  auto log_mu = std::make_shared<std::mutex>();
+  options.backup.log = [&g, log_mu](const std::string& line) {
+    std::lock_guard<std::mutex> lock(*log_mu);
+    Info(g, line);
+  };
+  options.on_done = [&g, &repo, &job, log_mu](const backup::VmResult& r) {
+    std::lock_guard<std::mutex> lock(*log_mu);
+    Record(g, repo, r.vm.uuid, r.start_time, r.seconds, r.status, r.report, job);
+  };
+  Info(g, "backing up " + std::to_string(vms.size()) + " VMs, " + std::to_string(options.jobs) +
+              " at a time");
+  PoolOutcome out;
+  out.started = static_cast<double>(std::time(nullptr));
+  const double t0 = MonotonicSeconds();
+  out.results = backup::RunPool(repo, vms, options);
+  out.seconds = MonotonicSeconds() - t0;
+  return out;
+}
+
+Status WriteRunMetrics(const std::string& path, const repo::Repository* repo,
+                       const std::string& job, const PoolOutcome& outcome, uint64_t pruned_points,
+                       bool failed) {
+  backup::JobMetrics m;
+  m.job = job;
+  m.run_time = outcome.started;
+  m.seconds = outcome.seconds;
+  m.pruned_points = pruned_points;
+  m.failed = failed;
+  for (const auto& r : outcome.results) {
+    backup::VmMetrics v;
+    v.uuid = r.vm.uuid;
+    v.name = r.vm.name;
+    v.ok = r.status.ok();
+    v.run_time = r.started ? r.start_time : outcome.started;
+    v.seconds = r.seconds;
+    std::tie(v.bytes_read, v.bytes_stored) = ReadAndStored(r.report);
+    // The newest point is the last success, whichever run made it.
+    Result<std::vector<std::string>> points = Status::NotFound("no repository");
+    if (repo) points = repo->ListPoints(r.vm.uuid);
+    if (points.ok() && !points->empty()) {
+      if (auto t = repo::ParseTimestamp(points->back())) v.last_success = static_cast<double>(*t);
+    }
+    m.vms.push_back(v);
+  }
+  return backup::WriteMetricsFile(path, m);
+}
+
+namespace {
 
 // Several VMs (or a selection): each on a worker with its own session,
 // one report at the end.
@@ -177,6 +323,8 @@ int RunMany(const Globals& g, const po::variables_map& vm) {
     std::fprintf(stderr, "cbt-backup backup: --connections must be 1..16\n");
     return kExitUsage;
   }
+  popt.backup.full = vm.count("full") > 0;
+  popt.backup.verify = vm.count("verify") > 0;
   const bool dry_run = vm.count("dry-run") > 0;
   // A dry run neither needs nor creates the repository.
   Result<repo::Repository> repo = Status::NotFound("no repository opened");
@@ -184,79 +332,38 @@ int RunMany(const Globals& g, const po::variables_map& vm) {
     repo = OpenRepo(g, /*create=*/true);
     if (!repo.ok()) return Fail(repo.status());
   }
-  auto session = Login(g);
-  if (!session.ok()) return Fail(session.status());
-  auto vms = backup::SelectVms(**session, sel);
+  auto vms = SelectForBackup(g, sel);
   if (!vms.ok()) return Fail(vms.status());
   if (dry_run) {
-    const std::string what = std::string(vm.count("full") ? "full" : "full or incremental") +
-                             " backup" + (vm.count("verify") ? ", verified" : "");
-    if (g.json) {
-      nlohmann::json out = nlohmann::json::array();
-      for (const auto& v : *vms) {
-        out.push_back({{"vm", v.uuid},
-                       {"vm_name", v.name},
-                       {"power_state", v.power_state},
-                       {"disks", v.disks},
-                       {"tags", v.tags},
-                       {"action", what}});
-      }
-      std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    } else {
-      std::printf("%-20s %-36s %-10s %5s  %s\n", "VM", "UUID", "POWER", "DISKS", "WOULD DO");
-      for (const auto& v : *vms) {
-        std::printf("%-20s %-36s %-10s %5d  %s\n", Printable(v.name).c_str(), v.uuid.c_str(),
-                    v.power_state.c_str(), v.disks, what.c_str());
-      }
-    }
+    PrintSelection(g, *vms,
+                   std::string(popt.backup.full ? "full" : "full or incremental") + " backup" +
+                       (popt.backup.verify ? ", verified" : ""));
     return 0;
   }
-  // The selection's session is done; each worker logs in on its own.
-  (*session)->Logout();
-  session->reset();
-  std::jthread nbd_preload;
-  try {
-    nbd_preload = std::jthread([] { nbd::Preload(); });
-  } catch (const std::system_error&) {
-    // No thread: libnbd loads at the first connection instead.
-  }
-  popt.backup.full = vm.count("full") > 0;
-  popt.backup.verify = vm.count("verify") > 0;
-  popt.backup.require_tls = g.tls;
-  popt.backup.nbd_timeout = g.nbd_timeout;
-  std::mutex log_mu;
-  popt.login = [&g] { return Login(g); };
-  const std::vector<backup::VmInfo>& list = *vms;
-  Info(g, "backing up " + std::to_string(list.size()) + " VMs, " + std::to_string(popt.jobs) +
-              " at a time");
-  popt.backup.log = [&g, &log_mu](const std::string& line) {
-    std::lock_guard<std::mutex> lock(log_mu);
-    Info(g, line);
-  };
-  auto results = backup::RunPool(*repo, list, popt);
+  auto outcome = BackupVms(g, *repo, *vms, popt, /*job=*/"");
   if (g.json) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& r : results) out.push_back(ResultJson(r));
-    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    std::cout << ResultsJson(outcome.results)
+                     .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+              << "\n";
   } else {
-    PrintTable(results);
+    PrintResults(outcome.results);
   }
   std::fflush(stdout);
-  int failed = 0;
-  for (const auto& r : results) {
-    if (r.status.ok()) continue;
-    ++failed;
-    std::fprintf(stderr, "cbt-backup: VM %s (%s) failed: %s\n", Printable(r.vm.name).c_str(),
-                 r.vm.uuid.c_str(), r.status.message().c_str());
+  if (vm.count("metrics-file")) {
+    const std::string path = vm["metrics-file"].as<std::string>();
+    if (auto st = WriteRunMetrics(path, &*repo, "", outcome, 0, false); !st.ok()) {
+      std::fprintf(stderr, "cbt-backup: could not write metrics: %s\n", st.message().c_str());
+      return kExitFailure;
+    }
   }
-  return failed == 0 ? 0 : kExitFailure;
+  return ReportFailures(outcome.results) == 0 ? 0 : kExitFailure;
 }
 
 int Run(const Globals& g, const po::variables_map& vm) {
   const auto vms = Strings(vm, "vm");
   const bool single = vms.size() == 1 && !vm.count("all") && !vm.count("tag") &&
-                      !vm.count("exclude") && !vm.count("dry-run") && vm["jobs"].defaulted() &&
-                      vm["host-connections"].defaulted();
+                      !vm.count("exclude") && !vm.count("dry-run") && !vm.count("metrics-file") &&
+                      vm["jobs"].defaulted() && vm["host-connections"].defaulted();
   return single ? RunOne(g, vm, vms[0]) : RunMany(g, vm);
 }
 
@@ -266,7 +373,7 @@ Command BackupCommand() {
   return {
       "backup", "back up VMs (full the first time, then changed blocks only)",
       "(--vm UUID|NAME... | --all | --tag TAG...) [--exclude UUID|NAME]... [--jobs N]\n"
-      "       [--host-connections N] [--full] [--verify] [--dry-run]",
+      "       [--host-connections N] [--full] [--verify] [--dry-run] [--metrics-file FILE]",
       [](po::options_description& d, po::positional_options_description&) {
         d.add_options()("vm", po::value<std::vector<std::string>>(),
                         "VM UUID or name (repeatable)")(
@@ -280,7 +387,9 @@ Command BackupCommand() {
             "dry-run", "list the selected VMs and what would be done, change nothing")(
             "full", "read every disk in full (start new chains)")(
             "verify", "compare each disk's MD5 with the server's VDI.checksum")(
-            "connections", po::value<int>()->default_value(4), "NBD connections per disk (1..16)");
+            "connections", po::value<int>()->default_value(4), "NBD connections per disk (1..16)")(
+            "metrics-file", po::value<std::string>(),
+            "write a Prometheus textfile-collector file of this run");
       },
       Run};
 }

@@ -15,10 +15,6 @@
 
 namespace cbt::cli {
 
-namespace {
-
-// With a server, destroys the CBT metadata of deleted points there
-// (backup/server_prune.h).  Returns notes for the user.
 std::vector<std::string> ReleaseSnapshots(const Globals& g, const std::vector<std::string>& uuids) {
   if (g.server.empty() || uuids.empty()) return {};
   auto session = Login(g);
@@ -29,12 +25,71 @@ std::vector<std::string> ReleaseSnapshots(const Globals& g, const std::vector<st
   return backup::DestroyCbtMetadata(**session, uuids);
 }
 
+namespace {
+
 nlohmann::json StatsJson(const repo::DeleteStats& st) {
   return {{"deleted", st.deleted},
           {"layers_moved", st.layers_moved},
           {"blocks_released", st.blocks_released},
           {"bytes_released", st.bytes_released}};
 }
+
+}  // namespace
+
+PruneOutcome PruneVm(const Globals& g, const repo::Repository& repo, const std::string& v,
+                     const repo::KeepPolicy& policy, bool dry_run, bool list_points) {
+  PruneOutcome out;
+  out.json = {{"vm", v}, {"keep", nlohmann::json::array()}, {"remove", nlohmann::json::array()}};
+  auto lock = repo::VmLock::Acquire(repo, v, "prune");
+  if (!lock.ok()) {
+    out.status = lock.status();
+    return out;
+  }
+  auto points = repo.ListPoints(v);
+  if (!points.ok()) {
+    out.status = points.status();
+    return out;
+  }
+  auto decisions = repo::ApplyKeepPolicy(*points, policy);
+  out.decided = true;
+  std::vector<std::string> doomed;
+  for (const auto& d : decisions) {
+    if (d.keep()) {
+      out.json["keep"].push_back({{"point", d.point}, {"reasons", d.reasons}});
+    } else {
+      out.json["remove"].push_back(d.point);
+      doomed.push_back(d.point);
+    }
+  }
+  out.removed = doomed.size();
+  if (!g.json && g.verbosity > 0) {
+    std::printf("VM %s: keeping %zu point(s), %s %zu\n", v.c_str(),
+                decisions.size() - doomed.size(), dry_run ? "would remove" : "removing",
+                doomed.size());
+    for (const auto& d : list_points ? decisions : std::vector<repo::KeepDecision>{}) {
+      std::string why;
+      for (const auto& r : d.reasons) why += (why.empty() ? "" : ", ") + r;
+      std::printf("  %s  %s%s\n", d.keep() ? "keep  " : "remove", d.point.c_str(),
+                  why.empty() ? "" : ("  (" + why + ")").c_str());
+    }
+  }
+  if (dry_run || doomed.empty()) return out;
+  auto st = repo::DeletePoints(repo, *lock, v, doomed);
+  if (!st.ok()) {
+    out.status = st.status();
+    out.removed = 0;
+    return out;
+  }
+  out.json["result"] = StatsJson(*st);
+  out.removed = st->deleted.size();
+  out.released = st->released_snapshots;
+  Info(g, "VM " + v + ": removed " + std::to_string(st->deleted.size()) + " point(s), " +
+              std::to_string(st->layers_moved) + " data file(s) handed to later points, " +
+              HumanBytes(st->bytes_released) + " released");
+  return out;
+}
+
+namespace {
 
 int RunPrune(const Globals& g, const po::variables_map& vm) {
   const bool all = vm.count("all") > 0;
@@ -77,48 +132,16 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
   std::vector<std::string> released;
   int rc = 0;
   for (const auto& v : vms) {
-    auto lock = repo::VmLock::Acquire(*repo, v, "prune");
-    if (!lock.ok()) return Fail(lock.status());
-    auto points = repo->ListPoints(v);
-    if (!points.ok()) return Fail(points.status());
-    auto decisions = repo::ApplyKeepPolicy(*points, policy);
-    nlohmann::json jv = {
-        {"vm", v}, {"keep", nlohmann::json::array()}, {"remove", nlohmann::json::array()}};
-    std::vector<std::string> doomed;
-    for (const auto& d : decisions) {
-      if (d.keep()) {
-        jv["keep"].push_back({{"point", d.point}, {"reasons", d.reasons}});
-      } else {
-        jv["remove"].push_back(d.point);
-        doomed.push_back(d.point);
-      }
+    auto pruned = PruneVm(g, *repo, v, policy, dry_run);
+    // Locked, or the points could not be listed: nothing was decided.
+    if (!pruned.decided) return Fail(pruned.status);
+    out["vms"].push_back(pruned.json);
+    released.insert(released.end(), pruned.released.begin(), pruned.released.end());
+    if (!pruned.status.ok()) {
+      Fail(pruned.status);
+      rc = kExitFailure;
+      break;
     }
-    if (!g.json && g.verbosity > 0) {
-      std::printf("VM %s: keeping %zu point(s), %s %zu\n", v.c_str(),
-                  decisions.size() - doomed.size(), dry_run ? "would remove" : "removing",
-                  doomed.size());
-      for (const auto& d : decisions) {
-        std::string why;
-        for (const auto& r : d.reasons) why += (why.empty() ? "" : ", ") + r;
-        std::printf("  %s  %s%s\n", d.keep() ? "keep  " : "remove", d.point.c_str(),
-                    why.empty() ? "" : ("  (" + why + ")").c_str());
-      }
-    }
-    if (!dry_run && !doomed.empty()) {
-      auto st = repo::DeletePoints(*repo, *lock, v, doomed);
-      if (!st.ok()) {
-        Fail(st.status());
-        rc = kExitFailure;
-        out["vms"].push_back(jv);
-        break;
-      }
-      jv["result"] = StatsJson(*st);
-      released.insert(released.end(), st->released_snapshots.begin(), st->released_snapshots.end());
-      Info(g, "VM " + v + ": removed " + std::to_string(st->deleted.size()) + " point(s), " +
-                  std::to_string(st->layers_moved) + " data file(s) handed to later points, " +
-                  HumanBytes(st->bytes_released) + " released");
-    }
-    out["vms"].push_back(jv);
   }
   auto notes = ReleaseSnapshots(g, released);
   for (const auto& n : notes) Info(g, n);

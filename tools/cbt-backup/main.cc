@@ -6,6 +6,7 @@
 // password on the command line is visible to every user of the host.
 #include "cli.h"
 
+#include "backup/job.h"
 #include "util/interrupt.h"
 
 #include <unistd.h>
@@ -28,7 +29,8 @@ std::vector<Command> AllCommands() {
       cbt::cli::BackupCommand(),       cbt::cli::DeleteCommand(),      cbt::cli::ExportCommand(),
       cbt::cli::ImportLegacyCommand(), cbt::cli::ImportImageCommand(), cbt::cli::ListCommand(),
       cbt::cli::MountCommand(),        cbt::cli::UmountCommand(),      cbt::cli::PruneCommand(),
-      cbt::cli::RestoreCommand(),      cbt::cli::VerifyCommand()};
+      cbt::cli::RestoreCommand(),      cbt::cli::VerifyCommand(),      cbt::cli::RunCommand(),
+      cbt::cli::JobsCommand(),         cbt::cli::StatusCommand()};
 }
 
 po::options_description GlobalOptions() {
@@ -160,10 +162,27 @@ int main(int argc, char** argv) {
   }
 
   po::variables_map cfg;
+  std::vector<std::pair<std::string, std::string>> job_entries;
   const std::string config = ConfigPath(vm);
   if (!config.empty()) {
     try {
-      po::store(po::parse_config_file<char>(config.c_str(), ConfigOptions()), cfg);
+      // `parsed` points into the description, which must outlive it.
+      const po::options_description config_options = ConfigOptions();
+      auto parsed = po::parse_config_file<char>(config.c_str(), config_options,
+                                                /*allow_unregistered=*/true);
+      for (const auto& o : parsed.options) {
+        if (!o.unregistered) continue;
+        // Job sections are read by the commands that use them (run, jobs),
+        // so a mistake in one job does not stop every other command.
+        if (o.string_key.rfind(cbt::backup::kJobPrefix, 0) != 0) {
+          std::fprintf(stderr, "cbt-backup: config file %s: unknown setting '%s'\n", config.c_str(),
+                       o.string_key.c_str());
+          return cbt::cli::kExitUsage;
+        }
+        for (const auto& v : o.value) job_entries.emplace_back(o.string_key, v);
+        if (o.value.empty()) job_entries.emplace_back(o.string_key, "");
+      }
+      po::store(parsed, cfg);
     } catch (const po::error& e) {
       std::fprintf(stderr, "cbt-backup: config file %s: %s\n", config.c_str(), e.what());
       return cbt::cli::kExitUsage;
@@ -173,6 +192,8 @@ int main(int argc, char** argv) {
     if (cfg.count(name)) *out = cfg[name].as<std::string>();
   };
   Globals g;
+  g.config_path = config;
+  g.job_entries = std::move(job_entries);
   g.repo = Home() + "/.cbt_backups";
   from_cfg("repo", &g.repo);
   if (const char* env = std::getenv("CBT_REPO"); env && *env) g.repo = env;
