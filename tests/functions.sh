@@ -214,6 +214,27 @@ vm = json.load(open(sys.argv[1]))
 print(vm["uuid"], *[d["uuid"] for d in vm["vdis"][:2]])' "$WORK/vm.json")
 }
 
+# create_vms COUNT [create-vms options...]: creates COUNT VMs on the
+# simulator in one call (simctl create-vms: names PREFIX-01..., generated
+# disk content), their records in $WORK/vms.json, one line per disk
+# "NAME VM-UUID VDI-UUID FILE" in $WORK/vms.txt (FILE: the disk's content,
+# which a point of it must equal until the disk is written to), and sets the
+# array VMS to the VMs' uuids, in order.
+create_vms() {
+  local count=$1
+  shift
+  "$SIMCTL" create-vms --count "$count" "$@" >"$WORK/vms.json"
+  python3 -c '
+import json, sys
+for vm in json.load(open(sys.argv[1])):
+    for d in vm["vdis"]:
+        print(vm["name_label"], vm["uuid"], d["uuid"], d["path"])' "$WORK/vms.json" >"$WORK/vms.txt"
+  mapfile -t VMS < <(python3 -c '
+import json, sys
+for vm in json.load(open(sys.argv[1])):
+    print(vm["uuid"])' "$WORK/vms.json")
+}
+
 # create_demo_vm: a VM "demo" on the simulator with two disks and an empty CD
 # drive: a 64 MiB ext4 disk and a raw disk of random bytes whose size is not
 # a multiple of 64 KiB.  Sets VM, V1, V2.

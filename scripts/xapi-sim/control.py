@@ -14,6 +14,18 @@ import urllib.parse
 from sim import XapiError, copy_file
 
 
+def parse_size(v):
+    """Bytes as an int or a string with an optional K, M, G or T suffix (powers of 1024)."""
+    if isinstance(v, int):
+        return v
+    v = str(v).strip().upper().removesuffix("IB").removesuffix("B")
+    mult = 1
+    if v and v[-1] in "KMGT":
+        mult = 1024 ** ("KMGT".index(v[-1]) + 1)
+        v = v[:-1]
+    return int(v) * mult
+
+
 class ControlError(Exception):
     def __init__(self, status, message):
         super().__init__(message)
@@ -32,6 +44,7 @@ class Control:
             ("GET", "/sim/vdi"): self.get_vdi,
             ("GET", "/sim/srs"): self.list_srs,
             ("POST", "/sim/vm"): self.create_vm,
+            ("POST", "/sim/vms"): self.create_vms,
             ("POST", "/sim/vm/power"): self.vm_power,
             ("POST", "/sim/disk/write"): self.disk_write,
             ("POST", "/sim/disk/zero"): self.disk_zero,
@@ -44,6 +57,7 @@ class Control:
             ("GET", "/sim/nbd/stats"): self.nbd_stats,
             ("POST", "/sim/nbd/reset"): self.nbd_reset,
             ("POST", "/sim/nbd/drop"): self.nbd_drop,
+            ("GET", "/sim/nbd/connections"): self.nbd_connections,
             ("GET", "/sim/sessions"): self.list_sessions,
         }
 
@@ -86,6 +100,23 @@ class Control:
                 if rec["uuid"] == key or rec["name_label"] == key:
                     return ref
         raise ControlError(404, "no VM %s" % key)
+
+    def _fault_vdis(self, v):
+        """VDI uuids named by a scoped fault: "vdi" (uuid or ref, or a list of
+        them) and/or "vm" (uuid, ref or name: its disks, CD and suspend image
+        left out)."""
+        keys = v.get("vdi") or []
+        if isinstance(keys, str):
+            keys = [keys]
+        with self.sim.lock:
+            uuids = [self.sim.db["VDI"][self._vdi({"vdi": k})]["uuid"] for k in keys]
+            if v.get("vm"):
+                vm = self.sim.db["VM"][self._vm(v)]
+                for vbd in vm["VBDs"]:
+                    b = self.sim.db["VBD"][vbd]
+                    if b["type"] == "Disk" and b["VDI"] in self.sim.db["VDI"]:
+                        uuids.append(self.sim.db["VDI"][b["VDI"]]["uuid"])
+        return uuids
 
     # ---- views --------------------------------------------------------------------------
 
@@ -139,13 +170,63 @@ class Control:
         cd = args.get("cd")
         cd = "empty" if cd == "empty" else bool(cd)
         ref = self.sim.create_vm(args.get("name", "test VM"), disks, cd,
-                                 args.get("power_state", "Running"), host=args.get("host"))
+                                 args.get("power_state", "Running"), host=args.get("host"),
+                                 tags=args.get("tags"))
+        return self._vm_answer(ref)
+
+    def _vm_answer(self, ref):
+        """A VM as POST /sim/vm answers: describe_vm plus its disk `vdis`."""
         with self.sim.lock:
             out = self.sim.describe_vm(ref)
             # Only the VM's own disks (not the ISO, not the suspend image).
             out["vdis"] = [self.sim.describe_vdi(self.sim.by_uuid("VDI", d["vdi"]))
                            for d in out["disks"] if d["vdi"] and d["type"] == "Disk"]
             return out
+
+    def create_vms(self, args):
+        """Many VMs in one call (a test control for pool-wide jobs): `count` VMs
+        named <prefix>-01, <prefix>-02... each with `disks` disks of `size`
+        bytes of generated content (`fill`, `seed`), made by create_vm."""
+        count = int(args.get("count", 0))
+        if not 1 <= count <= 1000:
+            raise ControlError(400, "count must be between 1 and 1000")
+        prefix = args.get("prefix") or "pool"
+        first = int(args.get("start", 1))
+        size = parse_size(args.get("size", 1 << 20))
+        ndisks = int(args.get("disks", 1))
+        if size <= 0 or ndisks < 0:
+            raise ControlError(400, "size must be positive and disks not negative")
+        fill = {"kind": args.get("fill") or "random", "seed": args.get("seed")}
+        tags = args.get("tags") or []
+        if isinstance(tags, str):
+            tags = [tags]
+        cd = args.get("cd")
+        cd = "empty" if cd == "empty" else bool(cd)
+        # hosts: true = every host of the pool (master first), or a list of
+        # host names; VM i goes to the (i mod n)-th (resident_on when running,
+        # affinity in any case, as create_vm does with `host`).
+        hosts = args.get("hosts")
+        with self.sim.lock:
+            if hosts is True:
+                hosts = [self.sim.host_name(h) for h in self.sim.hosts]
+            elif isinstance(hosts, str):
+                hosts = hosts.split(",")
+            hosts = [self.sim.host_name(self.sim.host_by_name(h)) for h in hosts or []]
+            width = max(2, len(str(first + count - 1)))
+            names = ["%s-%0*d" % (prefix, width, first + i) for i in range(count)]
+            taken = {r["name_label"] for r in self.sim.db["VM"].values()}
+            clash = [n for n in names if n in taken]
+            if clash:
+                raise ControlError(409, "VM names already in use: %s (give another prefix "
+                                   "or start)" % ", ".join(clash))
+        out = []
+        for i, name in enumerate(names):
+            disks = [{"size": size, "sr": args.get("sr"), "cbt": bool(args.get("cbt")),
+                      "fill": fill} for _ in range(ndisks)]
+            ref = self.sim.create_vm(name, disks, cd, args.get("power_state", "Running"),
+                                     host=hosts[i % len(hosts)] if hosts else None, tags=tags)
+            out.append(self._vm_answer(ref))
+        return out
 
     def vm_power(self, args):
         ref = self._vm(args)
@@ -272,7 +353,10 @@ class Control:
                 sim.cfg["auth_delay"] = float(args["auth_delay"])
         if "nbd_read_errors" in args:
             v = args["nbd_read_errors"]
-            if isinstance(v, dict):
+            if isinstance(v, dict) and ("vdi" in v or "vm" in v):
+                self.nbd.set_vdi_read_errors(self._fault_vdis(v), bool(v.get("on", True)),
+                                             float(v["rate"]) if "rate" in v else None)
+            elif isinstance(v, dict):
                 self.nbd.set_read_errors(bool(v.get("on", True)), float(v.get("rate", 1.0)))
             else:
                 self.nbd.set_read_errors(bool(v))
@@ -315,3 +399,6 @@ class Control:
 
     def nbd_drop(self, args):
         return {"dropped": self.nbd.drop_connections()}
+
+    def nbd_connections(self, args):
+        return self.nbd.connection_log()

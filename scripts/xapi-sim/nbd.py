@@ -20,12 +20,18 @@ Design (works with Debian 12's nbdkit 1.32, which has no python plugin):
   512 bytes fail with EINVAL, like xapi-nbd), error (read errors while a
   trigger file exists, so a test can start failing reads mid-transfer), and
   delay (slow reads) only when the slow fault is on.
+* Each export's error trigger is its own path: a symbolic link to the global
+  trigger file (so the global fault reaches every export at once), replaced
+  by a plain file while a VDI-scoped fault covers the export's VDI.
 * TLS: --tls=require with the simulator's certificate; --no-sr (no structured
   replies) and --mask-handshake=1 (no NO_ZEROES flag) to be closer to xapi-nbd.
 """
 
+import bisect
+import datetime
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,18 +40,37 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 MAX_CONNECTIONS = 16
+CONNECTION_LOG_MAX = 100000   # events kept by the connection log (the oldest go first)
 
 _CONNECT = re.compile(r"connection=(\d+) Connect ")
 _DISCONNECT = re.compile(r"connection=(\d+) Disconnect")
 _READ = re.compile(r"connection=(\d+) Read id=(\d+) offset=0x([0-9a-fA-F]+) count=0x([0-9a-fA-F]+)")
 _READ_DONE = re.compile(r"connection=(\d+) \.\.\.Read id=(\d+) return=(-?\d+)")
+# The log filter starts each line with the time in UTC (whatever TZ says),
+# to the microsecond.
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}) ")
+
+
+def _log_time(line):
+    """Seconds since the epoch of a log line (now if it carries no time stamp)."""
+    m = _STAMP.match(line)
+    if m:
+        try:
+            return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+        except ValueError:
+            pass
+    return time.time()
 
 
 class Export:
     def __init__(self, vdi_ref, vdi_uuid, path, session, exportname, tls, logdir, bind,
-                 host=None, cert_dir=None, down=False):
+                 host=None, cert_dir=None, down=False, lineage=()):
         self.vdi_ref = vdi_ref
         self.vdi_uuid = vdi_uuid
+        # The VDI's uuid, then those of what it is a snapshot of (snapshot_of,
+        # followed up): a VDI-scoped read-error fault on any of them covers it.
+        self.lineage = (vdi_uuid,) + tuple(u for u in lineage if u != vdi_uuid)
         self.path = path
         self.session = session
         self.exportname = exportname
@@ -61,6 +86,7 @@ class Export:
         base = os.path.join(logdir, "%s-%d" % (vdi_uuid, self.port))
         self.logfile = base + ".log"
         self.errfile = base + ".stderr"
+        self.error_file = None    # this export's error trigger (NbdManager._set_trigger)
         self.proc = None
         self.log_pos = 0
         self.partial = b""
@@ -102,6 +128,12 @@ class NbdManager:
         self.error_trigger = os.path.join(faults_dir, "nbd-read-error")
         if os.path.exists(self.error_trigger):
             os.unlink(self.error_trigger)
+        # Per-export triggers: a link to error_trigger, or a plain file while
+        # a VDI-scoped fault covers the export.
+        self.error_dir = os.path.join(faults_dir, "nbd-read-error.d")
+        shutil.rmtree(self.error_dir, ignore_errors=True)
+        os.makedirs(self.error_dir)
+        self.error_vdis = set()   # uuids under the VDI-scoped read-error fault
         self.lock = threading.RLock()
         self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbdkit spawner")
         self.exports = {}
@@ -133,7 +165,7 @@ class NbdManager:
                  "logfile=" + e.logfile, "logappend=true",
                  "blocksize-error-policy=error", "blocksize-minimum=512",
                  "error-pread=EIO", "error-pread-rate=%g" % self.error_rate,
-                 "error-pread-file=" + self.error_trigger]
+                 "error-pread-file=" + e.error_file]
         if self.stall:
             # Fault nbd_stall: about 23 days per read, i.e. reads never return
             # (nbdkit's sleep ends early when the client hangs up).
@@ -176,14 +208,20 @@ class NbdManager:
                 e.proc.kill()
                 e.proc.wait()
         self._parse(e)
-        # The process is gone, so are its connections (numbering restarts too).
+        # The process is gone, so are its connections (numbering restarts too);
+        # a killed nbdkit logs no Disconnect, so the log gets one per connection.
+        now = time.time()
+        for _ in e.active:
+            self._log_connection(now, e, "disconnect")
         e.active.clear()
         e.pending.clear()
 
-    def ensure_export(self, vdi_ref, vdi_uuid, path, session, exportname, tls=True, host=None):
+    def ensure_export(self, vdi_ref, vdi_uuid, path, session, exportname, tls=True, host=None,
+                      lineage=()):
         """Start (or find) the nbdkit of this VDI and session on pool host `host`
         (default: the master), bound to that host's NBD address and presenting
-        its certificate; returns the port."""
+        its certificate; returns the port.  lineage: uuids of the VDIs this one
+        is a snapshot of (snapshot_of, nearest first), for VDI-scoped faults."""
         if host not in self.hosts:
             host = self.master_name
         with self.lock:
@@ -199,7 +237,9 @@ class NbdManager:
             if e is None:
                 bind, cert_dir = self.hosts[host]
                 e = Export(vdi_ref, vdi_uuid, path, session, exportname, tls, self.logdir,
-                           bind, host, cert_dir, down=host in self.down_hosts)
+                           bind, host, cert_dir, down=host in self.down_hosts, lineage=lineage)
+                e.error_file = os.path.join(self.error_dir, "%s-%d" % (vdi_uuid, e.port))
+                self._set_trigger(e)
                 self.exports[key] = e
                 self._spawn(e)
             return e.port
@@ -268,6 +308,8 @@ class NbdManager:
             e.stopping = True
             self._kill(e)
             e.sock.close()
+            if e.error_file and os.path.lexists(e.error_file):
+                os.unlink(e.error_file)
 
     def stop_session(self, session):
         with self.lock:
@@ -296,15 +338,55 @@ class NbdManager:
                 self._kill(e)
                 self._spawn(e)
 
+    def _set_rate(self, rate):
+        if rate is not None and rate != self.error_rate:
+            self.error_rate = rate
+            self._restart_idle()
+
     def set_read_errors(self, on, rate=1.0):
+        """The global read-error fault; off also clears the VDI-scoped ones."""
         with self.lock:
             if on:
-                if rate != self.error_rate:
-                    self.error_rate = rate
-                    self._restart_idle()
+                self._set_rate(rate)
                 open(self.error_trigger, "w").close()
-            elif os.path.exists(self.error_trigger):
-                os.unlink(self.error_trigger)
+            else:
+                if os.path.exists(self.error_trigger):
+                    os.unlink(self.error_trigger)
+                if self.error_vdis:
+                    self.error_vdis.clear()
+                    for e in self.exports.values():
+                        self._set_trigger(e)
+
+    def set_vdi_read_errors(self, uuids, on, rate=None):
+        """The VDI-scoped read-error fault: reads of exports of these VDIs, and
+        of any VDI that is a snapshot of one of them (however deep), fail with
+        EIO while on; other exports read normally (unless the global fault is
+        on).  Takes effect at once, also on open connections."""
+        with self.lock:
+            if on:
+                self._set_rate(rate)
+                self.error_vdis.update(uuids)
+            else:
+                self.error_vdis.difference_update(uuids)
+            for e in self.exports.values():
+                self._set_trigger(e)
+
+    def _set_trigger(self, e):
+        """Point the export's trigger at the global one, or make it a plain file
+        while a VDI-scoped fault covers it.  Swapped with a rename, so nbdkit,
+        which tests the path at every read, never sees it missing by mistake."""
+        scoped = bool(self.error_vdis.intersection(e.lineage))
+        is_file = os.path.isfile(e.error_file) and not os.path.islink(e.error_file)
+        if os.path.lexists(e.error_file) and scoped == is_file:
+            return
+        tmp = e.error_file + ".new"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        if scoped:
+            open(tmp, "w").close()
+        else:
+            os.symlink(self.error_trigger, tmp)
+        os.replace(tmp, e.error_file)
 
     def _impostor_dir(self, cert_dir=None):
         cert_dir = cert_dir or self.cert_dir
@@ -370,6 +452,7 @@ class NbdManager:
 
     def fault_state(self):
         return {"read_errors": os.path.exists(self.error_trigger),
+                "read_error_vdis": sorted(self.error_vdis),
                 "read_error_rate": self.error_rate, "delay_ms": self.delay_ms,
                 "drop": dict(self.drop) if self.drop else None, "wrong_cert": self.wrong_cert,
                 "stall": self.stall, "host_down": next(iter(self.down_hosts), None)}
@@ -378,17 +461,63 @@ class NbdManager:
 
     def reset_stats(self):
         with getattr(self, "lock", threading.RLock()):
+            # What was logged before the reset counts before it.
+            if getattr(self, "exports", None):
+                self._poll_all()
             self.stats = {"bytes_read": 0, "read_requests": 0, "read_errors": 0,
                           "connections": 0, "dropped_connections": 0}
             self.per_vdi = {}
-            # host name -> {"connections": total, "max_active": peak}; the
-            # peak restarts from the connections open now.
+            # host name -> {"connections": total since the reset}.
             self.per_host = {}
+            # The connection log: (time, sequence, host, vdi uuid, event),
+            # kept in time order; conn_base: per host [active, peak] before
+            # its first event (the connections open now, and what the oldest
+            # events, once dropped, did to the count).
+            self.conn_t0 = time.time()
+            self.conn_events = []
+            self.conn_seq = 0
+            self.conn_dropped = 0
+            self.conn_cache = None
+            self.conn_base = {}
             for e in getattr(self, "exports", {}).values():
-                h = self.per_host.setdefault(e.host, {"connections": 0, "max_active": 0})
-                h["max_active"] += len(e.active)
+                b = self.conn_base.setdefault(e.host, [0, 0])
+                b[0] += len(e.active)
+                b[1] = b[0]
             if getattr(self, "drop", None):
                 self.drop["base"] = 0
+
+    def _log_connection(self, t, e, event):
+        """One event of the connection log; `t` is when nbdkit logged it."""
+        self.conn_seq += 1
+        # Mostly an append: events come in time order, except across exports
+        # whose logs are read one after the other.
+        bisect.insort(self.conn_events, (t, self.conn_seq, e.host, e.vdi_uuid, event))
+        self.conn_cache = None
+        if len(self.conn_events) > CONNECTION_LOG_MAX:
+            # Drop the oldest tenth, folding their effect into conn_base.
+            n = len(self.conn_events) - CONNECTION_LOG_MAX * 9 // 10
+            for _, _, host, _, ev in self.conn_events[:n]:
+                b = self.conn_base.setdefault(host, [0, 0])
+                b[0] += 1 if ev == "connect" else -1
+                b[1] = max(b[1], b[0])
+            del self.conn_events[:n]
+            self.conn_dropped += n
+
+    def _replay_connections(self):
+        """The log in time order with the count of open connections on the
+        event's host after each event, and the peak per host."""
+        if self.conn_cache is None:
+            active = {h: b[0] for h, b in self.conn_base.items()}
+            peak = {h: b[1] for h, b in self.conn_base.items()}
+            events = []
+            for t, _, host, vdi, ev in self.conn_events:
+                n = active.get(host, 0) + (1 if ev == "connect" else -1)
+                active[host] = n
+                peak[host] = max(peak.get(host, 0), n)
+                events.append({"t": round(max(0.0, t - self.conn_t0), 6), "host": host,
+                               "vdi": vdi, "event": ev, "active_on_host": n})
+            self.conn_cache = (events, peak)
+        return self.conn_cache
 
     def _parse(self, e):
         try:
@@ -421,16 +550,17 @@ class NbdManager:
                 continue
             m = _CONNECT.search(line)
             if m:
-                e.active.add(m.group(1))
+                if m.group(1) not in e.active:
+                    e.active.add(m.group(1))
+                    self._log_connection(_log_time(line), e, "connect")
                 self.stats["connections"] += 1
-                h = self.per_host.setdefault(e.host, {"connections": 0, "max_active": 0})
+                h = self.per_host.setdefault(e.host, {"connections": 0})
                 h["connections"] += 1
-                now = sum(len(x.active) for x in self.exports.values() if x.host == e.host)
-                h["max_active"] = max(h["max_active"], now)
                 continue
             m = _DISCONNECT.search(line)
-            if m:
+            if m and m.group(1) in e.active:
                 e.active.discard(m.group(1))
+                self._log_connection(_log_time(line), e, "disconnect")
 
     def _poll_all(self):
         for e in list(self.exports.values()):
@@ -455,14 +585,31 @@ class NbdManager:
                                "pid": e.proc.pid if e.proc else None,
                                "active": len(e.active), "host": e.host, "address": e.bind,
                                "down": e.down} for e in self.exports.values()]
-            out["per_host"] = {}
-            for name in self.hosts:
-                h = self.per_host.get(name, {"connections": 0, "max_active": 0})
-                out["per_host"][name] = {
-                    "connections": h["connections"],
-                    "active": sum(len(e.active) for e in self.exports.values() if e.host == name),
-                    "max_active": h["max_active"]}
+            out["per_host"] = self._per_host()
             return out
+
+    def _per_host(self):
+        """Per host: connections since the reset, open now, and the peak of open
+        connections, from the connection log in nbdkit's time order (so a
+        disconnection logged just before a connection elsewhere on the host
+        is not counted as overlapping it)."""
+        _, peak = self._replay_connections()
+        out = {}
+        for name in self.hosts:
+            out[name] = {
+                "connections": self.per_host.get(name, {}).get("connections", 0),
+                "active": sum(len(e.active) for e in self.exports.values() if e.host == name),
+                "max_active": peak.get(name, 0)}
+        return out
+
+    def connection_log(self):
+        """GET /sim/nbd/connections: connect/disconnect events since the reset."""
+        with self.lock:
+            self._poll_all()
+            events, _ = self._replay_connections()
+            return {"since_reset": round(time.time() - self.conn_t0, 6),
+                    "events": list(events), "dropped_events": self.conn_dropped,
+                    "max_events": CONNECTION_LOG_MAX, "per_host": self._per_host()}
 
     def _watch(self):
         """Keep counters fresh, apply the drop-after-N-bytes fault, revive crashed nbdkits."""

@@ -21,6 +21,7 @@ import tarfile
 import io
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import xmlrpc.client
@@ -1434,6 +1435,237 @@ def test_pool_ipv6(tmp):
         ok(x.session.logout(s))
 
 
+def _simctl(sim, *args):
+    """Runs simctl against `sim`: (exit status, parsed JSON output or None)."""
+    env = dict(os.environ, XAPISIM_READY=os.path.join(sim.state, "ready.json"))
+    out = subprocess.run([os.path.join(HERE, "simctl")] + list(args), env=env,
+                         capture_output=True, text=True)
+    try:
+        return out.returncode, json.loads(out.stdout)
+    except ValueError:
+        return out.returncode, None
+
+
+def _ctl_status(sim, method, path, body):
+    try:
+        sim.ctl(method, path, body)
+        return 200
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_pool_jobs(tmp):
+    """Controls for pool-wide jobs: many VMs in one call, VDI-scoped read
+    errors, the NBD connection log, NBD delay from the start."""
+    root = os.path.join(tmp, "jobs")
+    with Sim(root, "--hosts", "3", "--nbd-delay-ms", "200") as sim:
+        _test_pool_jobs(sim, root)
+
+
+def _test_pool_jobs(sim, tmp):
+    x = sim.x
+    s = ok(x.session.login_with_password("root", "xenroot", "1.0", "selftest-jobs"))
+    # ---- POST /sim/vms --------------------------------------------------------------
+    size = 3 * MiB + 1000
+    vms = sim.ctl("POST", "vms", {"count": 5, "prefix": "job", "size": size, "disks": 2,
+                                  "seed": "s1", "tags": ["nightly", "pool", "nightly"],
+                                  "hosts": True, "sr": "shared", "cbt": True})
+    check([v["name_label"] for v in vms] == ["job-01", "job-02", "job-03", "job-04", "job-05"],
+          "create vms: names prefix-01...")
+    check([v["resident_on"] for v in vms] == ["localhost", "host1", "host2", "localhost", "host1"]
+          and [v["affinity"] for v in vms] == [v["resident_on"] for v in vms],
+          "create vms: round-robin over the hosts (resident_on, affinity)")
+    check(all(v["power_state"] == "Running" and v["tags"] == ["nightly", "pool"] and
+              len(v["vdis"]) == 2 and
+              all(d["virtual_size"] == 3 * MiB + 1024 and d["cbt_enabled"] and
+                  d["live_log_blocks"] == 0 and d["sr"] == sim.ready["sr_shared"] and
+                  os.path.getsize(d["path"]) == d["virtual_size"] for d in v["vdis"])
+              for v in vms), "create vms: shape as POST /sim/vm, disks, CBT, tags")
+    vref = ok(x.VM.get_by_uuid(s, vms[1]["uuid"]))
+    check(ok(x.VM.get_tags(s, vref)) == ["nightly", "pool"] and
+          ok(x.VM.get_name_label(s, vref)) == "job-02", "create vms: XenAPI sees them")
+
+    def content(v, k):
+        with open(v["vdis"][k]["path"], "rb") as f:
+            return f.read()
+    want = b"".join(hashlib.shake_128(b"s1/job-02/1/%d" % i).digest(min(MiB, 3 * MiB + 1024 - i * MiB))
+                    for i in range(4))
+    d10, d11, d20 = content(vms[1], 0), content(vms[1], 1), content(vms[2], 0)
+    check(d11 == want, "fill random with a seed: SHAKE-128 of seed/name/disk/chunk")
+    check(len({d10, d11, d20}) == 3 and d10[:4096] != bytes(4096), "every disk different")
+    status = _ctl_status(sim, "POST", "vms", {"count": 2, "prefix": "job", "start": 5})
+    names = [v["name_label"] for v in sim.ctl("GET", "vms")]
+    check(status == 409 and "job-06" not in names and names.count("job-05") == 1,
+          "a name already in use: 409, nothing created")
+    rc, pat = _simctl(sim, "create-vms", "--count", "2", "--prefix", "pat", "--size", "256K",
+                      "--fill", "pattern", "--tag", "t1", "--hosts", "host2", "--halted")
+    ok_pat = rc == 0 and len(pat) == 2
+    if ok_pat:
+        p1, p2 = content(pat[0], 0), content(pat[1], 0)
+        ok_pat = (len(p1) == 256 * 1024 and p1[3 * 4096:].startswith(b"pat-01/0 offset 0x000000003000\n")
+                  and p2[3 * 4096:].startswith(b"pat-02/0 offset 0x000000003000\n") and
+                  p1[4000:4096] == bytes([p1[4000]]) * 96 and p1[4000] != 0 and
+                  pat[0]["power_state"] == "Halted" and pat[0]["resident_on"] is None and
+                  pat[1]["affinity"] == "host2" and pat[0]["tags"] == ["t1"])
+    check(ok_pat, "simctl create-vms --fill pattern --size 256K --hosts host2 --halted")
+    rc, zer = _simctl(sim, "create-vms", "--count", "1", "--prefix", "zero", "--fill", "zero",
+                      "--disks", "3")
+    check(rc == 0 and zer[0]["name_label"] == "zero-01" and len(zer[0]["vdis"]) == 3 and
+          all(os.stat(d["path"]).st_blocks == 0 and d["virtual_size"] == MiB
+              for d in zer[0]["vdis"]), "fill zero: sparse 1 MiB disks (the defaults)")
+    t0 = time.monotonic()
+    many = sim.ctl("POST", "vms", {"count": 16, "prefix": "many", "size": 8 * MiB})
+    took = time.monotonic() - t0
+    check(len(many) == 16 and many[15]["name_label"] == "many-16" and took < 20,
+          "16 VMs x 8 MiB of random data in %.1f s" % took)
+
+    # ---- NBD delay given at start: every export, also those made later -----------------
+    info = {}
+
+    def snapshot_disks(v):
+        """VM.snapshot of VM `v`: its snapshot VDIs (refs), disk order."""
+        sv = ok(x.VM.snapshot(s, ok(x.VM.get_by_uuid(s, v["uuid"])), "job-snap"))
+        return [ok(x.VBD.get_VDI(s, b)) for b in ok(x.VM.get_VBDs(s, sv))
+                if ok(x.VBD.get_type(s, b)) == "Disk"]
+
+    def connect(vdi, host="host1"):
+        i = [r for r in ok(x.VDI.get_nbd_info(s, vdi)) if r["subject"] == host][0]
+        info[vdi] = i
+        return _nbd_connect(tmp, i)
+
+    def timed_read(c):
+        t = time.monotonic()
+        c.pread(0, 4096)
+        return time.monotonic() - t
+    check(sim.ctl("GET", "faults")["nbd"]["delay_ms"] == 200, "--nbd-delay-ms shows as delay_ms")
+    s0 = snapshot_disks(vms[0])
+    c = connect(s0[0])
+    check(timed_read(c) >= 0.18, "--nbd-delay-ms: reads delayed from the start")
+    c.close()
+    sim.ctl("POST", "faults", {"nbd_delay_ms": 0})
+    c = connect(s0[1])
+    check(timed_read(c) < 0.15, "nbd_delay_ms 0: a new export reads at once")
+    c.close()
+    sim.ctl("POST", "faults", {"nbd_delay_ms": 200})
+    s3 = snapshot_disks(vms[3])
+    c = connect(s3[0], "host2")
+    check(timed_read(c) >= 0.18, "nbd_delay_ms: an export started later is delayed too")
+    c.close()
+    sim.ctl("POST", "faults", {"nbd_delay_ms": 0})
+
+    # ---- VDI-scoped read errors --------------------------------------------------------
+    a, b = vms[0], vms[1]
+    a0, a1 = a["vdis"][0]["uuid"], a["vdis"][1]["uuid"]
+    f = sim.ctl("POST", "faults", {"nbd_read_errors": {"vdi": a0, "on": True}})["nbd"]
+    check(f["read_error_vdis"] == [a0] and f["read_errors"] is False,
+          "faults show the VDI-scoped read errors")
+
+    def reads(vdi, host="host1"):
+        """True if a read works, the errno if it fails."""
+        c = connect(vdi, host)
+        try:
+            c.pread(0, 4096)
+            return True
+        except NbdError as e:
+            return getattr(e, "errno", None)
+        finally:
+            c.close()
+    sa = snapshot_disks(a)     # the backup's snapshot, taken after the fault was set
+    sb = snapshot_disks(b)
+    check(reads(sa[0]) == 5 and reads(sa[0], "localhost") == 5,
+          "scoped read errors follow the disk to its snapshot (EIO, every host)")
+    check(reads(ok(x.VDI.get_by_uuid(s, a0))) == 5, "and hit the disk itself")
+    check(reads(sa[1]) is True and reads(sb[0]) is True and reads(s0[0]) == 5,
+          "other disks read fine; an older snapshot of the disk fails too")
+    # A connection open before the fault: reads fail at once, then work again.
+    c = connect(sb[1])
+    first = c.pread(0, 4096)
+    rc, out = _simctl(sim, "fault", "nbd_read_errors", "on", "--vm", b["name_label"])
+    check(rc == 0 and sorted(out["nbd"]["read_error_vdis"]) ==
+          sorted([a0] + [d["uuid"] for d in b["vdis"]]), "simctl fault nbd_read_errors on --vm")
+    try:
+        c.pread(0, 4096)
+        failed = False
+    except NbdError as e:
+        failed = getattr(e, "errno", None) == 5
+    check(failed, "VM-scoped read errors reach an open connection of its snapshot")
+    rc, out = _simctl(sim, "fault", "nbd_read_errors",
+                      json.dumps({"vm": b["uuid"], "on": False}))
+    check(rc == 0 and out["nbd"]["read_error_vdis"] == [a0] and c.pread(0, 4096) == first,
+          "simctl fault nbd_read_errors JSON off: the same connection reads again")
+    c.close()
+    rc, out = _simctl(sim, "fault", "nbd_read_errors", "on", "--vdi", a1)
+    check(rc == 0 and out["nbd"]["read_error_vdis"] == sorted([a0, a1]) and reads(sa[1]) == 5,
+          "simctl fault nbd_read_errors on --vdi")
+    rc, _ = _simctl(sim, "fault", "nbd_read_errors", "on", "--vdi", "no-such-vdi")
+    check(rc == 1, "scoped read errors on an unknown VDI: an error")
+    sim.ctl("POST", "faults", {"nbd_read_errors": True})
+    check(reads(sb[0]) == 5, "the global form still fails every export")
+    sim.ctl("POST", "faults", {"nbd_read_errors": False})
+    f = sim.ctl("GET", "faults")["nbd"]
+    check(f["read_errors"] is False and f["read_error_vdis"] == [] and reads(sa[0]) is True and
+          reads(sb[0]) is True, "global off clears the scoped ones too")
+
+    # ---- GET /sim/nbd/connections ------------------------------------------------------
+    # (Connections still open at the reset are counted in, and their
+    # disconnections logged after it: wait for the last ones to go.)
+    for _ in range(100):
+        if sim.ctl("GET", "nbd/stats")["active_connections"] == 0:
+            break
+        time.sleep(0.05)
+    sim.ctl("POST", "nbd/reset", {})
+
+    def pause():
+        time.sleep(0.15)   # let nbdkit log each step before the next
+    c1 = connect(sb[0])
+    pause()
+    c2 = connect(sb[1])
+    pause()
+    c1.close()
+    pause()
+    c3 = connect(sa[0])
+    pause()
+    c2.close()
+    pause()
+    c0 = connect(sa[1], "localhost")
+    pause()
+    c3.close()
+    c0.close()
+    pause()
+    uuid_of = {r: ok(x.VDI.get_uuid(s, r)) for r in (sa[0], sa[1], sb[0], sb[1])}
+    log = sim.ctl("GET", "nbd/connections")
+    ev = log["events"]
+    h1 = [(e["event"], e["vdi"], e["active_on_host"]) for e in ev if e["host"] == "host1"]
+    check(h1 == [("connect", uuid_of[sb[0]], 1), ("connect", uuid_of[sb[1]], 2),
+                 ("disconnect", uuid_of[sb[0]], 1), ("connect", uuid_of[sa[0]], 2),
+                 ("disconnect", uuid_of[sb[1]], 1), ("disconnect", uuid_of[sa[0]], 0)],
+          "connection log: host1's events in order, with the open count (%r)" % h1)
+    h0 = [(e["event"], e["active_on_host"]) for e in ev if e["host"] == "localhost"]
+    ts = [e["t"] for e in ev]
+    check(h0 == [("connect", 1), ("disconnect", 0)] and ts == sorted(ts) and
+          0 < ts[0] and ts[-1] <= log["since_reset"] and ts[-1] - ts[0] >= 0.5 and len(ev) == 8,
+          "connection log: time-ordered, seconds since the reset")
+    st = sim.ctl("GET", "nbd/stats")["per_host"]
+    check(log["per_host"]["host1"] == {"connections": 3, "active": 0, "max_active": 2} and
+          log["per_host"]["localhost"]["max_active"] == 1 and
+          log["per_host"]["host2"]["max_active"] == 0 and st == log["per_host"],
+          "connection log: peaks per host, the same as nbd/stats")
+    c1 = connect(sb[0])
+    pause()
+    sim.ctl("POST", "nbd/drop", {})
+    rc, log = _simctl(sim, "nbd-connections")
+    last = log["events"][-1] if rc == 0 else {}
+    check(last.get("event") == "disconnect" and last["active_on_host"] == 0 and
+          log["per_host"]["host1"]["active"] == 0, "simctl nbd-connections; a cut connection "
+          "is logged as a disconnection")
+    c1.close()
+    log = sim.ctl("POST", "nbd/reset", {})
+    log = sim.ctl("GET", "nbd/connections")
+    check(log["events"] == [] and log["per_host"]["host1"]["max_active"] == 0,
+          "nbd/reset empties the connection log")
+    ok(x.session.logout(s))
+
+
 def main():
     test_sector_runs()
     tmp = tempfile.mkdtemp(prefix="xapisim-selftest.")
@@ -1468,6 +1700,7 @@ def main():
         test_pool_defaults(sim)
         test_pool(tmp)
         test_pool_ipv6(tmp)
+        test_pool_jobs(tmp)
         # Clean shutdown: nbdkit children go too, the ready file disappears.
         pids = [e["pid"] for e in sim.ctl("GET", "nbd/stats")["exports"] if e["pid"]]
         sim.proc.send_signal(signal.SIGTERM)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Self-test of the XAPI simulator (about 20 seconds).  Needs python3, nbdkit
+# Self-test of the XAPI simulator (about 25 seconds).  Needs python3, nbdkit
 # and openssl; uses qemu-img and nbdcopy when they are installed.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

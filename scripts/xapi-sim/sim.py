@@ -824,8 +824,9 @@ class Sim:
     def _disk_path(self, uuid):
         return os.path.join(self.disk_dir, uuid + ".raw")
 
-    def _new_vdi(self, name, sr, size, vdi_type="user", image=None):
-        """Create a VDI record and its (sparse) disk file, optionally from an image."""
+    def _new_vdi(self, name, sr, size, vdi_type="user", image=None, fill=None):
+        """Create a VDI record and its (sparse) disk file, optionally from an image
+        or filled with generated content (fill: see fill_disk)."""
         rec = R.vdi_record(name, sr, size, vdi_type)
         ref = new_ref()
         path = self._disk_path(rec["uuid"])
@@ -833,6 +834,8 @@ class Sim:
             copy_file(image, path)
         with open(path, "ab") as f:
             f.truncate(size)
+        if fill:
+            fill_disk(path, size, **fill)
         self.db["VDI"][ref] = rec
         self.vdi_state[ref] = VdiState(path)
         self.db["SR"][sr]["VDIs"].append(ref)
@@ -943,15 +946,18 @@ class Sim:
 
     # ---- VM -------------------------------------------------------------------------
 
-    def create_vm(self, name, disks, cd=False, power_state="Running", host=None):
+    def create_vm(self, name, disks, cd=False, power_state="Running", host=None, tags=None):
         """Create a VM with one VDI per entry of `disks` (dicts: image and/or size,
-        sr (ref or uuid, default the CBT-capable SR), name, cbt, sharable, on_boot).
+        sr (ref or uuid, default the CBT-capable SR), name, cbt, sharable, on_boot,
+        fill: {"kind": random|zero|pattern, "seed": ...} for generated content).
         cd: True (a CD drive with the ISO library's ISO), "empty", or False.
         power_state: Running, Halted or Suspended (with a suspend image)."""
         if power_state not in ("Running", "Halted", "Suspended"):
             raise XapiError("INTERNAL_ERROR", "power_state must be Running, Halted or Suspended")
         if any(d.get("on_boot", "persist") not in ("persist", "reset") for d in disks):
             raise XapiError("INTERNAL_ERROR", "on_boot must be persist or reset")
+        if any((d.get("fill") or {}).get("kind", "random") not in FILL_KINDS for d in disks):
+            raise XapiError("INTERNAL_ERROR", "fill must be one of " + ", ".join(FILL_KINDS))
         with self.lock:
             # host: the pool member the VM runs on (resident_on; kept as affinity).
             home = self.host_by_name(host)
@@ -959,6 +965,8 @@ class Sim:
             vm = self.db["VM"][vref]
             if host:
                 vm["affinity"] = home
+            if tags:
+                vm["tags"] = list(dict.fromkeys(tags))  # a set in xapi: each tag once
             running = power_state == "Running"
             # A suspended VM keeps its VBDs currently_attached (xapi_xenops.ml,
             # update_vm_internal preserves them; import.ml restores them).
@@ -976,8 +984,14 @@ class Sim:
                     size = os.path.getsize(image)
                 size = int(size)
                 size = (size + 511) // 512 * 512
+                fill = d.get("fill")
+                if fill:
+                    # Generated content: a function of the seed, the VM's name,
+                    # the disk's index and its size.
+                    fill = {"kind": fill.get("kind", "random"), "seed": fill.get("seed"),
+                            "label": "%s/%d" % (name, i)}
                 vdi = self._new_vdi(d.get("name") or "%s disk %d" % (name, i), sr, size,
-                                    image=image)
+                                    image=image, fill=fill)
                 self._add_vbd(R.vbd_record(vref, vdi, i, "Disk", attached, bootable=(i == 0)))
                 vrec = self.db["VDI"][vdi]
                 # xapi_vdi.ml check_operation_error: no snapshot of a sharable VDI,
@@ -1503,6 +1517,12 @@ class Sim:
                 return []   # "no NBD network" is an empty list, not an error
             path = self.vdi_state[ref].path
             uuid = rec["uuid"]
+            # What the VDI is a snapshot of (and so on up), for the simulator's
+            # VDI-scoped read-error fault, which follows a disk to its snapshots.
+            lineage, up = [], rec["snapshot_of"]
+            while up in self.db["VDI"] and len(lineage) < 100:
+                lineage.append(self.db["VDI"][up]["uuid"])
+                up = self.db["VDI"][up]["snapshot_of"]
             # xapi_vdi.ml _get_nbd_info: the hosts with a currently attached PBD
             # of the VDI's SR, in the order of the database's PBD table (a fold
             # over refs that conses, so descending refs: effectively random);
@@ -1534,7 +1554,7 @@ class Sim:
             # the first DNS name of the certificate, the hostname for the
             # certificates xapi generates).
             port = self.nbd.ensure_export(ref, uuid, path, s, exportname, tls=(mode == "tls"),
-                                          host=self.host_name(host))
+                                          host=self.host_name(host), lineage=lineage)
             subject = self.cfg["subject"] if host == self.host else self.host_name(host)
             for address in ips:
                 out.append({"exportname": exportname, "address": address, "port": port,
@@ -1621,6 +1641,11 @@ class Sim:
                           else None})
         return {"ref": ref, "uuid": vm["uuid"], "name_label": vm["name_label"],
                 "power_state": vm["power_state"], "is_a_snapshot": vm["is_a_snapshot"],
+                "resident_on": (self.host_name(vm["resident_on"])
+                                if vm["resident_on"] in self.db["host"] else None),
+                "affinity": (self.host_name(vm["affinity"])
+                             if vm["affinity"] in self.db["host"] else None),
+                "tags": list(vm["tags"]),
                 "snapshot_of": self.db["VM"].get(vm["snapshot_of"], {}).get("uuid"),
                 "is_control_domain": vm["is_control_domain"], "disks": disks,
                 "suspend_vdi": self.db["VDI"].get(vm["suspend_VDI"], {}).get("uuid")}
@@ -1646,6 +1671,46 @@ def all_zero(data):
     if not isinstance(data, (bytes, bytearray)):
         data = bytes(data)
     return data.count(0) == len(data)
+
+
+FILL_KINDS = ("random", "zero", "pattern")
+
+
+def fill_disk(path, size, kind="random", seed=None, label=""):
+    """Write generated content over the whole (new, sparse) disk file.
+
+    random: 1 MiB chunk i is the first bytes of SHAKE-128("<seed>/<label>/<i>")
+      (label = "<VM name>/<disk index>"): incompressible, different for every
+      disk, the same for the same seed, name and index; without a seed a
+      random one is drawn.
+    zero: nothing written (the file stays a hole).
+    pattern: every 4 KiB block starts with the line "<label> offset 0x<hex>\n",
+      the rest of each block is one byte value derived from seed and label
+      (never 0): cheap, compressible, and still no two blocks alike."""
+    if kind not in FILL_KINDS:
+        raise XapiError("INTERNAL_ERROR", "fill must be one of " + ", ".join(FILL_KINDS))
+    if kind == "zero":
+        return
+    if seed is None:
+        seed = os.urandom(16).hex()
+    key = ("%s/%s" % (seed, label)).encode()
+    chunk = 1 << 20
+    if kind == "pattern":
+        value = 1 + hashlib.sha256(key).digest()[0] % 255
+        template = bytes([value]) * chunk
+        name = label.encode()[:400]
+    with open(path, "r+b") as f:
+        for pos in range(0, size, chunk):
+            n = min(chunk, size - pos)
+            if kind == "random":
+                data = hashlib.shake_128(key + b"/%d" % (pos // chunk)).digest(n)
+            else:
+                buf = bytearray(template[:n])
+                for off in range(0, n, 4096):
+                    s = name + b" offset 0x%012x\n" % (pos + off)
+                    buf[off:off + len(s)] = s[:n - off]
+                data = buf
+            f.write(data)
 
 
 def is_hole(fd, offset, length):

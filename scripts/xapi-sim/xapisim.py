@@ -262,11 +262,16 @@ def main(argv=None):
                    help="sessions kept per originator / user name (xapi: 500)")
     p.add_argument("--anon-session-cap", type=int, default=400,
                    help="sessions kept for root logins without an originator (xapi: 400)")
+    p.add_argument("--nbd-delay-ms", type=int, default=0,
+                   help="delay every NBD read by this many ms from the start (the fault "
+                   "nbd_delay_ms; default 0)")
     p.add_argument("--ready-file", help="where to write the ready JSON (default STATE/ready.json)")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
     if a.hosts < 1 or a.hosts > 200:
         p.error("--hosts must be between 1 and 200")
+    if a.nbd_delay_ms < 0:
+        p.error("--nbd-delay-ms must not be negative")
 
     state = os.path.abspath(a.state)
     os.makedirs(state, exist_ok=True)
@@ -309,6 +314,7 @@ def main(argv=None):
         except ValueError:
             pass  # a name: keep --bind
     nbd = NbdManager(state, tls_dir, master_bind, master_name=a.hostname)
+    nbd.set_delay(a.nbd_delay_ms)   # applies to every nbdkit started from now on
     for m in members:
         nbd.add_host(m["name"], bind_of(m["nbd_address"]), m["tls_dir"])
     sim = Sim(cfg, state, cert_pem, nbd)

@@ -2,8 +2,8 @@
 # One backup command over a whole pool: twelve VMs backed up four at a
 # time within a budget of 8 NBD connections per host (each disk asking for
 # 4), every point equal to its disk and the simulator never serving more
-# than 8 connections at once; a VM that cannot be backed up (another
-# process holds its lock) is reported failed while the others commit;
+# than 8 connections at once; a VM whose NBD reads fail is reported failed
+# while the others commit;
 # --tag and --exclude select the right VMs (--dry-run changes nothing); and
 # Ctrl-C in the middle of a run stops every backup cleanly.
 source "$(dirname "$0")/../functions.sh"
@@ -53,17 +53,16 @@ print("NBD peak connections per host:", peaks)
 assert peaks and max(peaks.values()) <= 8, peaks
 assert max(peaks.values()) > 4, ("no two VMs read at once", peaks)'
 
-# 2. One VM fails (its lock is held by another process): the others commit,
-# the table says which failed, stderr names it, exit status 1.
+# 2. One VM's NBD reads fail (EIO on its disk and on every snapshot of it):
+# the others commit, the table says which failed, stderr names it, exit 1,
+# and it leaves no snapshot and no partial point.
 sleep 1  # points are named by the second
-mkdir -p "$WORK/repo/${UUID[vm5]}"
-flock "$WORK/repo/${UUID[vm5]}/lock" sleep 60 &
-HOLDER=$!
-cleanup_fn "kill $HOLDER 2>/dev/null"
-sleep 0.5
+"$SIMCTL" write-pattern "${VDI[vm5]}" 0 65536 7 >/dev/null  # something to read
+"$SIMCTL" fault nbd_read_errors on --vm vm5 >/dev/null
 rc=0
 cbt backup --all --jobs 4 --host-connections 8 >"$WORK/run2.txt" 2>"$WORK/run2.err" || rc=$?
-kill "$HOLDER"
+"$SIMCTL" fault nbd_read_errors off >/dev/null
+VM=${UUID[vm5]} no_leftovers "vm5 failed"
 [ "$rc" = 1 ] || fail "exit status $rc with one VM failed: $(cat "$WORK/run2.err")"
 grep "^cbt-backup: VM" "$WORK/run2.err" >"$WORK/failed.txt" || true
 [ "$(grep -c . "$WORK/failed.txt")" = 1 ] && grep -q "vm5 (${UUID[vm5]})" "$WORK/failed.txt" ||
