@@ -182,6 +182,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> args = {"cbtfs", positional[1], "-o",
                                    "ro,default_permissions,fsname=cbtfs,subtype=cbtfs"};
   args.insert(args.end(), parsed.fuse_opts.begin(), parsed.fuse_opts.end());
+  // Options given later win: a user's "rw" would make the kernel mount
+  // read-write (writes still fail with EROFS, but the mount table lies).
+  args.insert(args.end(), {"-o", "ro"});
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
   cargs.push_back(nullptr);

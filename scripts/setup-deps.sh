@@ -9,6 +9,7 @@ PACKAGES=(
   catch2 nlohmann-json3-dev libxxhash-dev libssl-dev
   python3 openssl gnutls-bin e2fsprogs util-linux qemu-utils bc
   fdisk gdisk lvm2 xfsprogs libmount-dev
+  scdoc man-db systemd dpkg-dev bash-completion
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

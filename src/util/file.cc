@@ -120,6 +120,9 @@ Result<std::string> ReadUserFile(const std::string& path) {
 
 Status WriteNewFile(const std::string& path, const std::string& data, mode_t mode) {
   CBT_ASSIGN_OR_RETURN(UniqueFd fd, CreateExclusive(path, mode));
+  // A mode wider than the default is meant for another user to read: the
+  // umask (077 under many service managers) must not narrow it.
+  if (mode != kFileMode && ::fchmod(fd.get(), mode) != 0) return Status::FromErrno(errno, path);
   CBT_RETURN_IF_ERROR(PwriteAll(fd.get(), data.data(), data.size(), 0, path));
   return Fsync(fd.get(), path);
 }

@@ -76,7 +76,8 @@ Result<std::string> ReadUserFile(const std::string& path);
 Status WriteNewFile(const std::string& path, const std::string& data, mode_t mode = kFileMode);
 // Writes `data` to `path` through a temporary sibling and rename, fsyncing the
 // file and the directory, so a reader sees the old or the new content only.
-// The file gets `mode` (less the umask); only files that hold no disk data
+// The file gets `mode` (a mode other than kFileMode regardless of the umask);
+// only files that hold no disk data
 // and are read by other users (monitoring) are given more than 0600.
 Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode = kFileMode);
 

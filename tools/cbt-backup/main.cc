@@ -209,6 +209,7 @@ int main(int argc, char** argv) {
   if (vm.count("uname")) g.user = vm["uname"].as<std::string>();
   if (vm.count("password-file")) g.password_file = vm["password-file"].as<std::string>();
   if (vm.count("ca-cert")) g.ca_cert = vm["ca-cert"].as<std::string>();
+  if (vm.count("tls")) g.tls = true;  // over tls = false in the config file
   if (vm.count("no-tls")) g.tls = false;
   if (cfg.count("allow-plaintext")) g.allow_plaintext = cfg["allow-plaintext"].as<bool>();
   if (vm.count("allow-plaintext")) g.allow_plaintext = true;
