@@ -37,6 +37,11 @@ namespace cbt::nbd {
 
 namespace {
 
+// The one way to accept an NBD server that refuses TLS.
+constexpr char kRefusedTlsHint[] =
+    "; the pool serves NBD without TLS (network purpose insecure_nbd): pass --no-tls to "
+    "accept that";
+
 // libnbd's entry points, bound on first use.
 struct NbdApi {
   decltype(&::nbd_create) create = nullptr;
@@ -180,37 +185,61 @@ Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
     const std::string address = HostOfAddress(ep.address);
     const std::string host =
         !ep.subject.empty() && ResolvesTo(ep.subject, address) ? ep.subject : address;
+    // get_nbd_info hands out the host certificate whether or not TLS is in
+    // force (xapi_vdi.ml _get_nbd_info): a pool whose NBD network has the
+    // insecure_nbd purpose refuses STARTTLS (NBD_REP_ERR_POLICY) although a
+    // certificate came with the address.  With --no-tls such a server is
+    // read in plain text; otherwise the refusal is the error.
     Status connected;
-    if (!ep.cert.empty() && !CertificateNames(ep.cert, host)) {
+    bool tls = !ep.cert.empty();
+    bool tunnelled = false;  // connected (or failed) through the tunnel
+    if (tls && !CertificateNames(ep.cert, host)) {
       // A dedicated NBD network: the host certificate names the management
       // addresses only (xapi networking_info.ml, get_host_certificate_subjects),
       // and libnbd checks a name or nothing.  The tunnel pins the exact
       // certificate instead and hands libnbd the plaintext side.
       auto tunnel = TlsTunnel::Open(address, ep.port, ep.cert, options_.timeout_seconds);
-      if (!tunnel.ok() && tunnel.status().code() == Status::Code::kNotSupported) {
+      const bool refused = !tunnel.ok() && tunnel.status().code() == Status::Code::kNotSupported &&
+                           tunnel.status().message().find("refused TLS") != std::string::npos;
+      if (refused && !options_.require_tls) {
+        tls = false;  // plain text below
+      } else if (refused) {
+        return Status::NotSupported(tunnel.status().message() + kRefusedTlsHint);
+      } else if (!tunnel.ok() && tunnel.status().code() == Status::Code::kNotSupported) {
         return Status::NotSupported("TLS with the NBD server " + ep.address +
                                     " failed: " + tunnel.status().message());
-      }
-      if (tunnel.ok()) {
+      } else if (tunnel.ok()) {
+        tunnelled = true;
         conn->tunnel = std::move(*tunnel);
         g_nbd.set_tls(conn->h, LIBNBD_TLS_DISABLE);
         connected = g_nbd.aio_connect_socket(conn->h, conn->tunnel->ReleaseClientFd()) == -1
                         ? Status::IoError(NbdError())
                         : FinishConnect(conn->h, options_.timeout_seconds);
       } else {
+        tunnelled = true;
         connected = tunnel.status();
       }
-    } else {
-      if (!ep.cert.empty()) {
+    }
+    if (!tunnelled) {
+      if (tls) {
         const std::string dir = JoinPath(tls_dir_, std::to_string(idx));
-        g_nbd.set_tls(conn->h, LIBNBD_TLS_REQUIRE);
+        // ALLOW falls back to plain text only when the server refuses TLS;
+        // a certificate offered is still verified.
+        g_nbd.set_tls(conn->h, options_.require_tls ? LIBNBD_TLS_REQUIRE : LIBNBD_TLS_ALLOW);
         g_nbd.set_tls_certificates(conn->h, dir.c_str());
         g_nbd.set_tls_verify_peer(conn->h, true);
+      } else {
+        g_nbd.set_tls(conn->h, LIBNBD_TLS_DISABLE);
       }
       connected =
           g_nbd.aio_connect_tcp(conn->h, host.c_str(), std::to_string(ep.port).c_str()) == -1
               ? Status::IoError(NbdError())
               : FinishConnect(conn->h, options_.timeout_seconds);
+    }
+    if (tls && !connected.ok() &&
+        connected.message().find("server refused TLS") != std::string::npos) {
+      return Status::NotSupported("NBD server " + ep.address + " refused TLS (" +
+                                  connected.message() + ")" + kRefusedTlsHint);
     }
     if (connected.code() == Status::Code::kAborted) return connected;
     if (!connected.ok()) {

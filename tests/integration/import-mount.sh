@@ -169,4 +169,12 @@ err=$(dd if="$MNT/$VM/20260102T000000Z/$D1.raw" of=/dev/null bs=64k skip=$((off 
 # Other blocks of the same point still read, and point 1 is whole.
 dd if="$MNT/$VM/20260102T000000Z/$D1.raw" of=/dev/null bs=64k count=$((off / 65536)) status=none
 cmp "$MNT/$VM/20260101T000000Z/$D1.raw" "$WORK/p1-d1.img"
+umount_cbtfs "$MNT"
+
+# "-o rw" from a user (or an fstab line) still gives a read-only kernel mount.
+"$CBTFS" mount "$REPO" "$MNT" -o rw
+cleanup_fn "fusermount3 -u '$MNT'"
+for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.05; done
+[ "$(findmnt -n -o OPTIONS "$MNT" | cut -d, -f1)" = ro ] || fail "-o rw mounted $(findmnt -n -o OPTIONS "$MNT")"
+umount_cbtfs "$MNT"
 echo PASS

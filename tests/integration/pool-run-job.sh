@@ -6,7 +6,8 @@
 # pruned nor hidden (exit 1, metrics, status); a server that cannot be
 # reached still leaves metrics saying the job failed; `status` shows each
 # VM's newest point, age and last failure; a mistake in a job is one clear
-# error for run and jobs but does not stop other commands.
+# error for run and jobs but does not stop other commands; --tls overrides
+# the config file's tls = false.
 source "$(dirname "$0")/../functions.sh"
 start_sim
 
@@ -178,6 +179,20 @@ printf '[job.broken]\nall = true\nkeep-dialy = 7\n' >>"$WORK/cbt.conf"
 expect_error "job.broken.keep-dialy" run run nightly
 expect_error "job.broken.keep-dialy" run jobs
 run list >/dev/null || fail "a broken job stopped list"
+cp "$WORK/good.conf" "$WORK/cbt.conf"
+
+# 7. "tls = false" in the config file accepts a pool whose NBD has no TLS
+# (purpose insecure_nbd), and --tls on the command line takes that back.
+xapi_py '
+for n in call("network.get_all"):
+    if "nbd" in call("network.get_purpose", n):
+        call("network.remove_purpose", n, "nbd")
+        call("network.add_purpose", n, "insecure_nbd")'
+"$SIMCTL" write-pattern "${VDI[vm4]}" 0 65536 9 >/dev/null
+expect_error "without TLS" run backup --vm vm4
+sed -i "1i tls = false" "$WORK/cbt.conf"  # a global setting: before the sections
+expect_error "without TLS" run --tls backup --vm vm4
+run backup --vm vm4 -q >"$WORK/plain.out" 2>&1 || fail "tls = false did not accept plain NBD: $(cat "$WORK/plain.out")"
 printf 'sever = https://x\n' >"$WORK/typo.conf"
 expect_error "unknown setting 'sever'" "$CBT_BACKUP" --config "$WORK/typo.conf" list
 echo PASS

@@ -195,6 +195,32 @@ TEST_CASE("NbdReader: another certificate than the one handed out is NotSupporte
   CHECK(reader.status().message().find("127.0.0.1") != std::string::npos);
 }
 
+TEST_CASE("NbdReader: a server refusing TLS although a certificate came with it (insecure_nbd)",
+          "[nbd]") {
+  CBT_SKIP_WITHOUT_NBDKIT();
+  testing::TempDir dir;
+  // get_nbd_info hands out the host certificate whether or not the pool
+  // serves TLS: on libnbd's path and on the tunnel's.
+  const std::string san = GENERATE(testing::kSanNamingLocal, testing::kSanNotNamingLocal);
+  INFO(san);
+  const std::string pem = MakeCert(dir.Sub("tls"), san);
+  Nbdkit server("--tls=off pattern " + std::to_string(kSize), dir.Sub("nbdkit.log"));
+  ReaderOptions o;
+  o.timeout_seconds = 10;
+  auto refused = Reader::Connect({Local(server.port(), pem)}, o);
+  REQUIRE_FALSE(refused.ok());
+  INFO(refused.status().message());
+  CHECK(refused.status().code() == Status::Code::kNotSupported);
+  CHECK(refused.status().message().find("--no-tls") != std::string::npos);
+  // With --no-tls the same endpoint is read in plain text.
+  o.require_tls = false;
+  o.connections = 2;
+  auto reader = Reader::Connect({Local(server.port(), pem)}, o);
+  INFO(reader.status().message());
+  REQUIRE(reader.ok());
+  ReadAndCheck(**reader, kExtents);
+}
+
 TEST_CASE("NbdReader: a server that stops answering fails the read in bounded time", "[nbd]") {
   CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
