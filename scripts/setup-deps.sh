@@ -6,7 +6,7 @@ PACKAGES=(
   cmake g++ make pkg-config clang-format
   libfuse3-dev fuse3 libnbd-dev libnbd-bin nbdkit
   libcurl4-openssl-dev libpugixml-dev libboost-program-options-dev
-  catch2 nlohmann-json3-dev libxxhash-dev libssl-dev
+  catch2 nlohmann-json3-dev libxxhash-dev libzstd-dev libssl-dev
   python3 openssl gnutls-bin e2fsprogs util-linux qemu-utils bc
   fdisk gdisk lvm2 xfsprogs libmount-dev
   scdoc man-db systemd dpkg-dev bash-completion

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "util/block_codec.h"
+
+#include <openssl/sha.h>
+#include <zstd.h>
+
+#include <memory>
+
+namespace cbt {
+
+namespace {
+
+struct CCtxFree {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DCtxFree {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+// One context per thread: creating one costs more than compressing a block.
+ZSTD_CCtx* ThreadCCtx() {
+  thread_local std::unique_ptr<ZSTD_CCtx, CCtxFree> ctx(ZSTD_createCCtx());
+  return ctx.get();
+}
+
+ZSTD_DCtx* ThreadDCtx() {
+  thread_local std::unique_ptr<ZSTD_DCtx, DCtxFree> ctx(ZSTD_createDCtx());
+  return ctx.get();
+}
+
+}  // namespace
+
+ContentKey KeyOf(std::string_view data) {
+  ContentKey key;
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), key.data());
+  return key;
+}
+
+std::string KeyHex(const ContentKey& key) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(64);
+  for (uint8_t b : key) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
+
+bool Compress(std::string_view raw, int level, std::string* out) {
+  out->clear();
+  if (raw.empty()) return false;
+  // A frame one byte shorter than the block is the most that is kept; the
+  // bound stops zstd early instead of letting it write a longer frame.
+  out->resize(raw.size() - 1);
+  ZSTD_CCtx* ctx = ThreadCCtx();
+  if (ctx == nullptr) {
+    out->clear();
+    return false;
+  }
+  ZSTD_CCtx_reset(ctx, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, level);
+  // The raw size is in the frame, so a reader can check it before writing.
+  ZSTD_CCtx_setParameter(ctx, ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 0);
+  const size_t n = ZSTD_compress2(ctx, out->data(), out->size(), raw.data(), raw.size());
+  if (ZSTD_isError(n) || n >= raw.size()) {
+    out->clear();
+    return false;
+  }
+  out->resize(n);
+  return true;
+}
+
+Status Decompress(std::string_view frame, char* out, size_t raw_size) {
+  const unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size != raw_size) {
+    return Status::Corruption("compressed block: not a zstd frame of " + std::to_string(raw_size) +
+                              " bytes");
+  }
+  ZSTD_DCtx* ctx = ThreadDCtx();
+  if (ctx == nullptr) return Status::IoError("compressed block: out of memory");
+  const size_t n = ZSTD_decompressDCtx(ctx, out, raw_size, frame.data(), frame.size());
+  if (ZSTD_isError(n)) {
+    return Status::Corruption(std::string("compressed block: ") + ZSTD_getErrorName(n));
+  }
+  if (n != raw_size) return Status::Corruption("compressed block: short frame");
+  return Status::Ok();
+}
+
+}  // namespace cbt
