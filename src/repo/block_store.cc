@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "repo/block_store.h"
+
+#include "repo/disk_file.h"
+#include "util/endian.h"
+#include "util/file.h"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace cbt::repo {
+
+namespace {
+
+// Index header fields.
+constexpr size_t kOffVersion = 8;
+constexpr size_t kOffEntrySize = 12;
+constexpr size_t kOffCount = 16;
+// Entry fields.
+constexpr size_t kOffPack = 32;
+constexpr size_t kOffOffset = 40;
+constexpr size_t kOffStoredSize = 48;
+constexpr size_t kOffChecksum = 56;
+
+std::string Hex16(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// "<16 hex>.idx" -> the id.
+bool ParseIndexName(const std::string& name, uint64_t* id) {
+  if (name.size() != 20 || name.compare(16, 4, ".idx") != 0) return false;
+  uint64_t v = 0;
+  for (int i = 0; i < 16; ++i) {
+    const char c = name[i];
+    if (c >= '0' && c <= '9') {
+      v = v << 4 | static_cast<uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      v = v << 4 | static_cast<uint64_t>(c - 'a' + 10);
+    } else {
+      return false;
+    }
+  }
+  *id = v;
+  return true;
+}
+
+Result<uint64_t> RandomId() {
+  uint64_t v = 0;
+  if (::getrandom(&v, sizeof v, 0) != sizeof v) return Status::FromErrno(errno, "getrandom");
+  return v;
+}
+
+bool KeyLess(const IndexRecord& a, const IndexRecord& b) { return a.key < b.key; }
+
+}  // namespace
+
+std::string PackPath(const std::string& repo, uint64_t pack) {
+  const std::string hex = Hex16(pack);
+  return JoinPath(JoinPath(JoinPath(repo, kPacksDir), hex.substr(0, 2)), hex + ".pack");
+}
+
+std::string IndexPath(const std::string& repo, uint64_t id) {
+  return JoinPath(JoinPath(repo, kIndexDir), Hex16(id) + ".idx");
+}
+
+std::string EncodeIndex(std::vector<IndexRecord> records) {
+  std::sort(records.begin(), records.end(), KeyLess);
+  std::string out(kStoreIndexHeaderSize + records.size() * kStoreIndexEntrySize + 8, '\0');
+  char* p = out.data();
+  std::memcpy(p, kStoreIndexMagic, sizeof kStoreIndexMagic);
+  StoreLe32(p + kOffVersion, kStoreIndexVersion);
+  StoreLe32(p + kOffEntrySize, kStoreIndexEntrySize);
+  StoreLe64(p + kOffCount, records.size());
+  p += kStoreIndexHeaderSize;
+  for (const auto& r : records) {
+    std::memcpy(p, r.key.data(), r.key.size());
+    StoreLe64(p + kOffPack, r.ref.pack);
+    StoreLe64(p + kOffOffset, r.ref.offset);
+    StoreLe32(p + kOffStoredSize, r.ref.stored_size);
+    StoreLe64(p + kOffChecksum, r.ref.checksum);
+    p += kStoreIndexEntrySize;
+  }
+  StoreLe64(p, Checksum(out.data(), out.size() - 8));
+  return out;
+}
+
+Result<std::vector<IndexRecord>> ParseIndex(std::string_view b, const std::string& what) {
+  auto bad = [&what](const std::string& why) { return Status::Corruption(what + ": " + why); };
+  if (b.size() < kStoreIndexHeaderSize + 8 || std::memcmp(b.data(), kStoreIndexMagic, 8) != 0) {
+    return bad("not an index file");
+  }
+  if (LoadLe64(b.data() + b.size() - 8) != Checksum(b.data(), b.size() - 8)) {
+    return bad("index checksum mismatch");
+  }
+  if (LoadLe32(b.data() + kOffVersion) != kStoreIndexVersion) {
+    return Status::NotSupported(what + ": index version " +
+                                std::to_string(LoadLe32(b.data() + kOffVersion)) +
+                                " is not supported");
+  }
+  const uint64_t count = LoadLe64(b.data() + kOffCount);
+  if (LoadLe32(b.data() + kOffEntrySize) != kStoreIndexEntrySize ||
+      count != (b.size() - kStoreIndexHeaderSize - 8) / kStoreIndexEntrySize ||
+      (b.size() - kStoreIndexHeaderSize - 8) % kStoreIndexEntrySize != 0) {
+    return bad("index length does not match its entry count");
+  }
+  std::vector<IndexRecord> out;
+  out.reserve(count);
+  const char* p = b.data() + kStoreIndexHeaderSize;
+  for (uint64_t i = 0; i < count; ++i, p += kStoreIndexEntrySize) {
+    IndexRecord r;
+    std::memcpy(r.key.data(), p, r.key.size());
+    r.ref.pack = LoadLe64(p + kOffPack);
+    r.ref.offset = LoadLe64(p + kOffOffset);
+    r.ref.stored_size = LoadLe32(p + kOffStoredSize);
+    r.ref.checksum = LoadLe64(p + kOffChecksum);
+    if (r.ref.stored_size == 0 || r.ref.stored_size > kRawBlockSize ||
+        r.ref.offset < kPackHeaderSize) {
+      return bad("index entry " + std::to_string(i) + " names an impossible block");
+    }
+    if (!out.empty() && !(out.back().key < r.key)) return bad("index keys out of order");
+    out.push_back(r);
+  }
+  return out;
+}
+
+size_t BlockStore::KeyHash::operator()(const ContentKey& k) const {
+  // The key is a SHA-256: any 8 of its bytes are a uniform hash.
+  return static_cast<size_t>(LoadLe64(k.data()));
+}
+
+Result<std::unique_ptr<BlockStore>> BlockStore::Open(const std::string& repo,
+                                                     const StoreOptions& options) {
+  if (options.level < kMinZstdLevel || options.level > kMaxZstdLevel) {
+    return Status::InvalidArgument("zstd level " + std::to_string(options.level) + " is outside " +
+                                   std::to_string(kMinZstdLevel) + ".." +
+                                   std::to_string(kMaxZstdLevel));
+  }
+  std::unique_ptr<BlockStore> store(new BlockStore(repo, options));
+  const std::string dir = JoinPath(repo, kIndexDir);
+  if (PathExists(dir)) {
+    if (!IsRealDirectory(dir)) return Status::Corruption(dir + " is not a directory");
+    CBT_ASSIGN_OR_RETURN(auto names, ListDir(dir));
+    for (const auto& name : names) {
+      uint64_t id;
+      if (!ParseIndexName(name, &id)) continue;  // temporaries of an interrupted writer
+      const std::string path = JoinPath(dir, name);
+      CBT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+      CBT_ASSIGN_OR_RETURN(auto records, ParseIndex(bytes, path));
+      store->loaded_.insert(store->loaded_.end(), records.begin(), records.end());
+    }
+  }
+  std::stable_sort(store->loaded_.begin(), store->loaded_.end(), KeyLess);
+  // Two index files may name one key (two writers stored the block at
+  // once): either copy serves.
+  store->loaded_.erase(
+      std::unique(store->loaded_.begin(), store->loaded_.end(),
+                  [](const IndexRecord& a, const IndexRecord& b) { return a.key == b.key; }),
+      store->loaded_.end());
+  return store;
+}
+
+BlockStore::~BlockStore() = default;
+
+bool BlockStore::Find(const ContentKey& key, BlockRef* ref) const {
+  IndexRecord probe;
+  probe.key = key;
+  auto it = std::lower_bound(loaded_.begin(), loaded_.end(), probe, KeyLess);
+  if (it != loaded_.end() && it->key == key) {
+    *ref = it->ref;
+    return true;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto a = added_.find(key);
+  if (a == added_.end()) return false;
+  *ref = a->second;
+  return true;
+}
+
+BlockStore::Slot* BlockStore::NewSlot() {
+  std::lock_guard<std::mutex> lock(mu_);
+  slots_.push_back(std::unique_ptr<Slot>(new Slot(this)));
+  return slots_.back().get();
+}
+
+Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
+  CBT_ASSIGN_OR_RETURN(uint64_t id, RandomId());
+  const std::string path = PackPath(repo_, id);
+  const std::string dir = path.substr(0, path.find_last_of('/'));
+  CBT_RETURN_IF_ERROR(MakeDirs(dir));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (std::find(pack_dirs_.begin(), pack_dirs_.end(), dir) == pack_dirs_.end()) {
+      pack_dirs_.push_back(dir);
+    }
+  }
+  return PackWriter::Create(path, id);
+}
+
+Status BlockStore::FinishPack(std::unique_ptr<PackWriter> pack) { return pack->Finish(); }
+
+Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
+  const std::string_view block(raw, kRawBlockSize);
+  const ContentKey key = KeyOf(block);
+  BlockRef ref;
+  if (store_->Find(key, &ref)) {
+    std::lock_guard<std::mutex> lock(store_->mu_);
+    ++store_->stats_.blocks_reused;
+    return ref;
+  }
+  const uint64_t checksum = Checksum(raw, kRawBlockSize);
+  const bool compressed = Compress(block, store_->options_.level, &frame_);
+  if (pack_ && pack_->size() >= store_->options_.pack_target) {
+    CBT_RETURN_IF_ERROR(store_->FinishPack(std::move(pack_)));
+  }
+  if (!pack_) {
+    CBT_ASSIGN_OR_RETURN(pack_, store_->NewPack());
+  }
+  CBT_ASSIGN_OR_RETURN(ref,
+                       pack_->Append(key, compressed ? std::string_view(frame_) : block, checksum));
+  std::lock_guard<std::mutex> lock(store_->mu_);
+  auto [it, inserted] = store_->added_.emplace(key, ref);
+  if (!inserted) {
+    // Another slot stored the same block meanwhile: its copy is the one
+    // referenced, and this one is garbage for the next collection.
+    ++store_->stats_.blocks_reused;
+    return it->second;
+  }
+  store_->unindexed_.push_back({key, ref});
+  ++store_->stats_.blocks_stored;
+  store_->stats_.bytes_stored += ref.stored_size;
+  return ref;
+}
+
+Status BlockStore::Flush() {
+  std::vector<Slot*> slots;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& s : slots_) slots.push_back(s.get());
+  }
+  for (Slot* s : slots) {
+    if (s->pack_) CBT_RETURN_IF_ERROR(FinishPack(std::move(s->pack_)));
+  }
+  std::vector<std::string> dirs;
+  std::vector<IndexRecord> records;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dirs = pack_dirs_;
+    records.swap(unindexed_);
+  }
+  for (const auto& d : dirs) CBT_RETURN_IF_ERROR(FsyncDir(d));
+  if (!dirs.empty()) CBT_RETURN_IF_ERROR(FsyncDir(JoinPath(repo_, kPacksDir)));
+  if (records.empty()) return Status::Ok();
+  const std::string dir = JoinPath(repo_, kIndexDir);
+  CBT_RETURN_IF_ERROR(MakeDir(dir));
+  CBT_ASSIGN_OR_RETURN(uint64_t id, RandomId());
+  Status st = WriteFileAtomic(IndexPath(repo_, id), EncodeIndex(records));
+  if (!st.ok()) {
+    // Nothing refers to these blocks yet; the next Flush indexes them.
+    std::lock_guard<std::mutex> lock(mu_);
+    unindexed_.insert(unindexed_.end(), records.begin(), records.end());
+    return st;
+  }
+  return FsyncDir(repo_);
+}
+
+StoreStats BlockStore::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+size_t BlockStore::known_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return loaded_.size() + added_.size();
+}
+
+}  // namespace cbt::repo

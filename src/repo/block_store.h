@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The shared block store of a format-3 repository: every 64 KiB block is
+// stored once, compressed, in a pack (repo/pack.h), and found again by its
+// content key through the index files REPO/index/<id>.idx, so a block that
+// any disk, point or VM of the repository already stored is referenced
+// instead of stored again.
+//
+// Writing: a writer opens the store (loading every index file), takes one
+// Slot per thread that stores blocks, and calls Slot::Put for each block;
+// Flush finishes every pack and writes one index file of the blocks this
+// writer stored.  Only after Flush may anything refer to those blocks (a
+// disk file, then the point's commit).  A writer that dies before leaves
+// packs and perhaps an index that no point refers to: garbage that the
+// next collection reclaims.
+//
+// Two writers at once (backups of different VMs) each see the index as it
+// was when they opened it: a block both store is stored twice, which costs
+// space, never correctness.
+//
+// Thread-safety: Put on different Slots may run concurrently; Slot itself
+// belongs to one thread; NewSlot and Flush are serialised internally, and
+// Flush must not run concurrently with Put.
+#ifndef CBT_REPO_BLOCK_STORE_H_
+#define CBT_REPO_BLOCK_STORE_H_
+
+#include "repo/pack.h"
+#include "util/block_codec.h"
+#include "util/status.h"
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace cbt::repo {
+
+inline constexpr char kPacksDir[] = "packs";
+inline constexpr char kIndexDir[] = "index";
+inline constexpr char kStoreIndexMagic[8] = {'C', 'B', 'T', 'I', 'N', 'D', 'X', '\0'};
+inline constexpr uint32_t kStoreIndexVersion = 1;
+inline constexpr uint32_t kStoreIndexHeaderSize =
+    32;  // then the entries, then an XXH3-64 of all before it
+inline constexpr uint32_t kStoreIndexEntrySize = 64;
+
+// One index entry: where the block with `key` is.
+struct IndexRecord {
+  ContentKey key;
+  BlockRef ref;
+};
+
+// Paths of the store's files.
+std::string PackPath(const std::string& repo, uint64_t pack);
+std::string IndexPath(const std::string& repo, uint64_t id);
+
+// The bytes of an index file holding `records` (sorted here by key).
+std::string EncodeIndex(std::vector<IndexRecord> records);
+// Parses an index file; Corruption naming `what` unless the magic, version,
+// length and checksum hold and keys are in strictly increasing order.
+Result<std::vector<IndexRecord>> ParseIndex(std::string_view bytes, const std::string& what);
+
+struct StoreOptions {
+  int level = 3;                        // zstd level of new blocks
+  uint64_t pack_target = 128ull << 20;  // a pack is finished once this large
+};
+
+struct StoreStats {
+  uint64_t blocks_stored = 0;  // new blocks written to packs
+  uint64_t bytes_stored = 0;   // their stored (compressed) bytes
+  uint64_t blocks_reused = 0;  // blocks found already stored
+};
+
+class BlockStore {
+ public:
+  // Opens the store of the repository at `repo` for writing: loads every
+  // index file (Corruption naming one that is damaged).
+  static Result<std::unique_ptr<BlockStore>> Open(const std::string& repo,
+                                                  const StoreOptions& options);
+  ~BlockStore();
+
+  class Slot {
+   public:
+    // Stores the raw 64 KiB block at `raw` unless a block with the same
+    // content is known; returns where it is.
+    Result<BlockRef> Put(const char* raw);
+
+   private:
+    friend class BlockStore;
+    explicit Slot(BlockStore* store) : store_(store) {}
+    BlockStore* store_;
+    std::unique_ptr<PackWriter> pack_;
+    std::string frame_;
+  };
+
+  // A slot for one thread; valid until the store is destroyed.
+  Slot* NewSlot();
+
+  // Finishes every slot's pack, fsyncs the pack directories, and writes an
+  // index file of the blocks stored since the last Flush.
+  Status Flush();
+
+  StoreStats stats() const;
+  // Blocks known (loaded and stored).
+  size_t known_blocks() const;
+
+ private:
+  BlockStore(std::string repo, StoreOptions options) : repo_(std::move(repo)), options_(options) {}
+  // The known location of `key`, if any.
+  bool Find(const ContentKey& key, BlockRef* ref) const;
+  Status FinishPack(std::unique_ptr<PackWriter> pack);
+  Result<std::unique_ptr<PackWriter>> NewPack();
+
+  struct KeyHash {
+    size_t operator()(const ContentKey& k) const;
+  };
+
+  std::string repo_;
+  StoreOptions options_;
+  std::vector<IndexRecord> loaded_;  // sorted by key, read-only after Open
+  mutable std::mutex mu_;
+  std::unordered_map<ContentKey, BlockRef, KeyHash> added_;  // stored by this writer
+  std::vector<IndexRecord> unindexed_;                       // stored since the last Flush
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<std::string> pack_dirs_;  // to fsync at Flush
+  StoreStats stats_;
+};
+
+}  // namespace cbt::repo
+
+#endif  // CBT_REPO_BLOCK_STORE_H_
