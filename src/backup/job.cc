@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "backup/job.h"
 
+#include "util/text.h"
+
 #include <algorithm>
 #include <charconv>
 #include <map>
@@ -87,7 +89,7 @@ Result<std::vector<Job>> ParseJobs(
     }
     const std::string name = key.substr(prefix.size(), dot - prefix.size());
     if (!IsJobName(name)) {
-      return Status::InvalidArgument("[job." + name +
+      return Status::InvalidArgument("[job." + Printable(name) +
                                      "]: a job name is letters, digits, '-' and '_' (at most 64)");
     }
     Job& job = jobs[name];
@@ -97,7 +99,8 @@ Result<std::vector<Job>> ParseJobs(
   std::vector<Job> out;
   for (auto& [name, job] : jobs) {
     if (job.selection.vms.empty() && !job.selection.all && job.selection.tags.empty()) {
-      return Status::InvalidArgument("[job." + name + "] selects no VM: give vm, all or tag");
+      return Status::InvalidArgument("[job." + Printable(name) +
+                                     "] selects no VM: give vm, all or tag");
     }
     out.push_back(std::move(job));
   }
@@ -110,7 +113,7 @@ Result<Job> FindJob(const std::vector<Job>& jobs, const std::string& name) {
     if (j.name == name) return j;
     known += (known.empty() ? "" : ", ") + j.name;
   }
-  return Status::NotFound("no job '" + name + "' in the config file" +
+  return Status::NotFound("no job '" + Printable(name) + "' in the config file" +
                           (known.empty() ? " (it defines none)" : " (jobs: " + known + ")"));
 }
 

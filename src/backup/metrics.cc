@@ -55,7 +55,9 @@ class Writer {
 }  // namespace
 
 std::string FormatMetrics(const JobMetrics& m) {
-  const std::string job = "job=\"" + LabelValue(m.job) + "\"";
+  // Not "job": Prometheus sets that label on every scraped series (the
+  // scrape job), and would rename ours to exported_job.
+  const std::string job = "backup_job=\"" + LabelValue(m.job) + "\"";
   std::vector<std::string> vm_labels;
   for (const auto& v : m.vms) {
     vm_labels.push_back(job + ",vm=\"" + LabelValue(v.uuid) + "\",vm_name=\"" + LabelValue(v.name) +

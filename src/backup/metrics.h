@@ -6,6 +6,7 @@
 // and failure counts and points pruned.  Alerts follow from it, e.g.
 //   time() - cbt_backup_vm_last_success_timestamp_seconds > 1.5 * 86400
 //
+// Labels: backup_job (the job's name, "" for a plain backup), vm, vm_name.
 // The format is Prometheus's text exposition format 0.0.4: HELP and TYPE
 // before each family, label values escaped, one sample per line.  VM names
 // come from the server and are passed through Printable first.

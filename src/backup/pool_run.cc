@@ -9,6 +9,7 @@
 #include "repo/layout.h"
 #include "util/clock.h"
 #include "util/interrupt.h"
+#include "util/text.h"
 
 #include <algorithm>
 #include <atomic>
@@ -139,7 +140,7 @@ std::vector<VmResult> RunPool(const repo::Repository& repo, const std::vector<Vm
       o.budget = &budget;
       // Lines of several VMs interleave: each names its VM.
       if (options.backup.log) {
-        o.log = [&options, name = vms[i].name](const std::string& line) {
+        o.log = [&options, name = Printable(vms[i].name)](const std::string& line) {
           options.backup.log(name + ": " + line);
         };
       }

@@ -6,9 +6,11 @@
 #include "util/file.h"
 
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace cbt::repo {
@@ -149,6 +151,11 @@ Result<std::unique_ptr<BlockStore>> BlockStore::Open(const std::string& repo,
       uint64_t id;
       if (!ParseIndexName(name, &id)) continue;  // temporaries of an interrupted writer
       const std::string path = JoinPath(dir, name);
+      struct stat st;
+      // Not a FIFO or device, which a read would hang on or never finish.
+      if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        return Status::Corruption(path + " is not a regular file");
+      }
       CBT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
       CBT_ASSIGN_OR_RETURN(auto records, ParseIndex(bytes, path));
       store->loaded_.insert(store->loaded_.end(), records.begin(), records.end());
@@ -166,18 +173,53 @@ Result<std::unique_ptr<BlockStore>> BlockStore::Open(const std::string& repo,
 
 BlockStore::~BlockStore() = default;
 
-bool BlockStore::Find(const ContentKey& key, BlockRef* ref) const {
+Status BlockStore::Broken() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_;
+}
+
+void BlockStore::Break(const Status& st) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken_.ok()) broken_ = st;
+}
+
+bool BlockStore::CheckLoaded(const ContentKey& key, const BlockRef& ref) {
+  std::shared_ptr<const Pack> pack;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto c = checked_.find(key);
+    if (c != checked_.end()) return c->second;
+    auto p = packs_.find(ref.pack);
+    if (p != packs_.end()) pack = p->second;
+  }
+  if (!pack) {
+    auto opened = Pack::Open(PackPath(repo_, ref.pack), ref.pack);
+    if (opened.ok()) pack = *opened;
+  }
+  std::string raw(kRawBlockSize, '\0');
+  const bool good = pack && pack->ReadBlock(ref, raw.data()).ok() && KeyOf(raw) == key;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (pack) packs_.emplace(ref.pack, pack);
+  checked_.emplace(key, good);
+  return good;
+}
+
+bool BlockStore::Find(const ContentKey& key, BlockRef* ref) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto a = added_.find(key);
+    if (a != added_.end()) {
+      *ref = a->second;
+      return true;
+    }
+  }
   IndexRecord probe;
   probe.key = key;
+  // loaded_ is written only in Open: read without the lock.
   auto it = std::lower_bound(loaded_.begin(), loaded_.end(), probe, KeyLess);
-  if (it != loaded_.end() && it->key == key) {
-    *ref = it->ref;
-    return true;
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  auto a = added_.find(key);
-  if (a == added_.end()) return false;
-  *ref = a->second;
+  if (it == loaded_.end() || it->key != key) return false;
+  if (!CheckLoaded(key, it->ref)) return false;  // the caller stores it again
+  *ref = it->ref;
   return true;
 }
 
@@ -204,6 +246,7 @@ Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
 Status BlockStore::FinishPack(std::unique_ptr<PackWriter> pack) { return pack->Finish(); }
 
 Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
+  CBT_RETURN_IF_ERROR(store_->Broken());
   const std::string_view block(raw, kRawBlockSize);
   const ContentKey key = KeyOf(block);
   BlockRef ref;
@@ -215,13 +258,22 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
   const uint64_t checksum = Checksum(raw, kRawBlockSize);
   const bool compressed = Compress(block, store_->options_.level, &frame_);
   if (pack_ && pack_->size() >= store_->options_.pack_target) {
-    CBT_RETURN_IF_ERROR(store_->FinishPack(std::move(pack_)));
+    if (Status st = store_->FinishPack(std::move(pack_)); !st.ok()) {
+      store_->Break(st);
+      return st;
+    }
   }
   if (!pack_) {
-    CBT_ASSIGN_OR_RETURN(pack_, store_->NewPack());
+    auto pack = store_->NewPack();
+    if (!pack.ok()) return pack.status();  // nothing written: not broken
+    pack_ = std::move(*pack);
   }
-  CBT_ASSIGN_OR_RETURN(ref,
-                       pack_->Append(key, compressed ? std::string_view(frame_) : block, checksum));
+  auto appended = pack_->Append(key, compressed ? std::string_view(frame_) : block, checksum);
+  if (!appended.ok()) {
+    store_->Break(appended.status());
+    return appended.status();
+  }
+  ref = *appended;
   std::lock_guard<std::mutex> lock(store_->mu_);
   auto [it, inserted] = store_->added_.emplace(key, ref);
   if (!inserted) {
@@ -237,13 +289,19 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
 }
 
 Status BlockStore::Flush() {
+  std::lock_guard<std::mutex> flushing(flush_mu_);
+  CBT_RETURN_IF_ERROR(Broken());
   std::vector<Slot*> slots;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& s : slots_) slots.push_back(s.get());
   }
   for (Slot* s : slots) {
-    if (s->pack_) CBT_RETURN_IF_ERROR(FinishPack(std::move(s->pack_)));
+    if (!s->pack_) continue;
+    if (Status st = FinishPack(std::move(s->pack_)); !st.ok()) {
+      Break(st);
+      return st;
+    }
   }
   std::vector<std::string> dirs;
   std::vector<IndexRecord> records;
@@ -252,20 +310,24 @@ Status BlockStore::Flush() {
     dirs = pack_dirs_;
     records.swap(unindexed_);
   }
-  for (const auto& d : dirs) CBT_RETURN_IF_ERROR(FsyncDir(d));
-  if (!dirs.empty()) CBT_RETURN_IF_ERROR(FsyncDir(JoinPath(repo_, kPacksDir)));
+  Status synced;
+  for (const auto& d : dirs) {
+    if (synced.ok()) synced = FsyncDir(d);
+  }
+  if (synced.ok() && !dirs.empty()) synced = FsyncDir(JoinPath(repo_, kPacksDir));
+  if (!synced.ok()) {
+    Break(synced);
+    return synced;
+  }
   if (records.empty()) return Status::Ok();
   const std::string dir = JoinPath(repo_, kIndexDir);
   CBT_RETURN_IF_ERROR(MakeDir(dir));
   CBT_ASSIGN_OR_RETURN(uint64_t id, RandomId());
   Status st = WriteFileAtomic(IndexPath(repo_, id), EncodeIndex(records));
-  if (!st.ok()) {
-    // Nothing refers to these blocks yet; the next Flush indexes them.
-    std::lock_guard<std::mutex> lock(mu_);
-    unindexed_.insert(unindexed_.end(), records.begin(), records.end());
-    return st;
-  }
-  return FsyncDir(repo_);
+  if (st.ok()) st = FsyncDir(repo_);
+  // Whether the index is durable is unknown: nothing may refer to its blocks.
+  if (!st.ok()) Break(st);
+  return st;
 }
 
 StoreStats BlockStore::stats() const {

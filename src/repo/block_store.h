@@ -10,17 +10,25 @@
 // Slot per thread that stores blocks, and calls Slot::Put for each block;
 // Flush finishes every pack and writes one index file of the blocks this
 // writer stored.  Only after Flush may anything refer to those blocks (a
-// disk file, then the point's commit).  A writer that dies before leaves
-// packs and perhaps an index that no point refers to: garbage that the
-// next collection reclaims.
+// disk file, then the point's commit).  A writer that dies before Flush
+// leaves packs no index names; one that dies after it leaves indexed
+// blocks no point refers to, which later writers may reuse: collection
+// therefore decides liveness from the disk files' references, and keeps
+// an index's blocks until it rewrites the index itself.
+//
+// An index may come from elsewhere, or a pack may be damaged: the first
+// time this writer would reuse a block an index names, it reads the block
+// and checks its content key; a block that fails is stored again.  Any
+// failed write or fsync makes the store broken: every later Put and Flush
+// returns that error, so nothing is ever referred to that may be lost.
 //
 // Two writers at once (backups of different VMs) each see the index as it
 // was when they opened it: a block both store is stored twice, which costs
 // space, never correctness.
 //
 // Thread-safety: Put on different Slots may run concurrently; Slot itself
-// belongs to one thread; NewSlot and Flush are serialised internally, and
-// Flush must not run concurrently with Put.
+// belongs to one thread; NewSlot and Flush may be called from any thread
+// (Flush calls are serialised), but Flush must not run concurrently with Put.
 #ifndef CBT_REPO_BLOCK_STORE_H_
 #define CBT_REPO_BLOCK_STORE_H_
 
@@ -58,8 +66,9 @@ std::string IndexPath(const std::string& repo, uint64_t id);
 
 // The bytes of an index file holding `records` (sorted here by key).
 std::string EncodeIndex(std::vector<IndexRecord> records);
-// Parses an index file; Corruption naming `what` unless the magic, version,
-// length and checksum hold and keys are in strictly increasing order.
+// Parses an index file; Corruption naming `what` unless the magic, length
+// and checksum hold and keys are in strictly increasing order;
+// NotSupported for an unknown version.
 Result<std::vector<IndexRecord>> ParseIndex(std::string_view bytes, const std::string& what);
 
 struct StoreOptions {
@@ -76,7 +85,8 @@ struct StoreStats {
 class BlockStore {
  public:
   // Opens the store of the repository at `repo` for writing: loads every
-  // index file (Corruption naming one that is damaged).
+  // index file (Corruption naming one that is damaged or not a regular
+  // file).
   static Result<std::unique_ptr<BlockStore>> Open(const std::string& repo,
                                                   const StoreOptions& options);
   ~BlockStore();
@@ -108,8 +118,13 @@ class BlockStore {
 
  private:
   BlockStore(std::string repo, StoreOptions options) : repo_(std::move(repo)), options_(options) {}
-  // The known location of `key`, if any.
-  bool Find(const ContentKey& key, BlockRef* ref) const;
+  // The known location of `key`, if any: stored by this writer, or named
+  // by an index and checked (CheckLoaded) the first time.
+  bool Find(const ContentKey& key, BlockRef* ref);
+  // True if the block at `ref` is readable and has content `key`.
+  bool CheckLoaded(const ContentKey& key, const BlockRef& ref);
+  Status Broken() const;
+  void Break(const Status& st);
   Status FinishPack(std::unique_ptr<PackWriter> pack);
   Result<std::unique_ptr<PackWriter>> NewPack();
 
@@ -126,6 +141,11 @@ class BlockStore {
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<std::string> pack_dirs_;  // to fsync at Flush
   StoreStats stats_;
+  Status broken_;  // the first failure that may have lost data
+  // Keys of loaded_ checked by reading their block: good or bad.
+  std::unordered_map<ContentKey, bool, KeyHash> checked_;
+  std::unordered_map<uint64_t, std::shared_ptr<const Pack>> packs_;  // opened to check
+  std::mutex flush_mu_;
 };
 
 }  // namespace cbt::repo

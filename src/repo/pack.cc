@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace cbt::repo {
@@ -77,7 +78,13 @@ Result<BlockRef> PackWriter::Append(const ContentKey& key, std::string_view stor
     records_.push_back({key, offset, static_cast<uint32_t>(stored.size()), checksum});
   }
   // The range is ours alone: written outside the lock.
-  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), stored.data(), stored.size(), offset, path_));
+  Status st = PwriteAll(fd_.get(), stored.data(), stored.size(), offset, path_);
+  if (!st.ok()) {
+    // The table would name a block that is not there: the pack is unusable.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_.ok()) failed_ = st;
+    return st;
+  }
   return BlockRef{id_, offset, static_cast<uint32_t>(stored.size()), checksum};
 }
 
@@ -88,6 +95,9 @@ uint64_t PackWriter::size() const {
 
 Status PackWriter::Finish() {
   std::lock_guard<std::mutex> lock(mu_);
+  // Sticky: after a failed write or fsync, a second try could "succeed"
+  // over lost data (a failed fsync may have dropped the dirty pages).
+  if (!failed_.ok()) return failed_;
   if (finished_) return Status::Ok();
   std::string tail(records_.size() * kPackEntrySize + kPackTrailerSize, '\0');
   char* p = tail.data();
@@ -104,8 +114,12 @@ Status PackWriter::Finish() {
   StoreLe64(p + kOffTableOffset, end_);
   StoreLe64(p + kOffTableChecksum, Checksum(tail.data(), table_len));
   StoreLe64(p + kOffTrailerChecksum, Checksum(p, kOffTrailerChecksum));
-  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), tail.data(), tail.size(), end_, path_));
-  CBT_RETURN_IF_ERROR(Fsync(fd_.get(), path_));
+  Status st = PwriteAll(fd_.get(), tail.data(), tail.size(), end_, path_);
+  if (st.ok()) st = Fsync(fd_.get(), path_);
+  if (!st.ok()) {
+    failed_ = st;
+    return st;
+  }
   finished_ = true;
   return Status::Ok();
 }

@@ -77,7 +77,9 @@ class PackWriter {
   const std::string& path() const { return path_; }
 
   // Writes the table and trailer and fsyncs the file.  The caller fsyncs
-  // the directory before anything refers to the pack.
+  // the directory before anything refers to the pack.  Once a write or the
+  // fsync has failed, returns that error forever: the pack is never
+  // finished and nothing may refer to its blocks.
   Status Finish();
   // The records appended, in offset order (valid after Finish).
   const std::vector<PackRecord>& records() const { return records_; }
@@ -91,6 +93,7 @@ class PackWriter {
   uint64_t end_ = kPackHeaderSize;
   std::vector<PackRecord> records_;
   bool finished_ = false;
+  Status failed_;  // the first failed write or fsync; every later Finish returns it
 };
 
 // The header of pack `id` (4096 bytes).

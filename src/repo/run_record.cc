@@ -87,7 +87,9 @@ Status RecordRun(const Repository& repo, const std::string& vm, const RunAttempt
                               " is not a directory (a symbolic link?); refusing to "
                               "write through it");
   }
-  CBT_RETURN_IF_ERROR(MakeDir(vm_dir));
+  // No directory: the VM was never resolved (a mistyped UUID), and a
+  // record would make a VM that no command can remove appear in status.
+  if (!IsRealDirectory(vm_dir)) return Status::Ok();
   std::optional<RunAttempt> failure;
   if (!attempt.ok) {
     failure = attempt;

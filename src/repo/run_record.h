@@ -47,9 +47,11 @@ struct RunRecord {
 // file if it is malformed or a symbolic link.
 Result<std::optional<RunRecord>> ReadRunRecord(const Repository& repo, const std::string& vm);
 
-// Records `attempt` as the latest of `vm`, keeping the last failure.  The
-// VM directory is created if missing.  An unreadable old record is
-// replaced (it holds nothing a point depends on).
+// Records `attempt` as the latest of `vm`, keeping the last failure.  Does
+// nothing when the VM has no directory: a backup makes it (VmLock) as soon
+// as it has resolved the VM, so an attempt that failed before never
+// resolved it.  An unreadable old record is replaced (it holds nothing a
+// point depends on).
 Status RecordRun(const Repository& repo, const std::string& vm, const RunAttempt& attempt);
 
 }  // namespace cbt::repo

@@ -104,9 +104,9 @@ done
 for v in vm1 vm2; do [ "$(npoints $v)" = 2 ] || fail "$v has $(npoints $v) points after 3 runs"; done
 [ "$(npoints vm3)" = 0 ] && [ "$(npoints vm4)" = 0 ] || fail "excluded VMs backed up"
 check_metrics
-[ "$(metrics_value cbt_backup_job_success 'job="nightly"')" = 1 ] || fail "job_success"
-[ "$(metrics_value cbt_backup_job_vms 'job="nightly"')" = 2 ] || fail "job_vms"
-[ "$(metrics_value cbt_backup_job_pruned_points 'job="nightly"')" = 2 ] || fail "pruned_points"
+[ "$(metrics_value cbt_backup_job_success 'backup_job="nightly"')" = 1 ] || fail "job_success"
+[ "$(metrics_value cbt_backup_job_vms 'backup_job="nightly"')" = 2 ] || fail "job_vms"
+[ "$(metrics_value cbt_backup_job_pruned_points 'backup_job="nightly"')" = 2 ] || fail "pruned_points"
 newest=$(ls "$WORK/repo/${UUID[vm1]}" | grep '^2' | tail -1)
 want=$(date -u -d "${newest:0:4}-${newest:4:2}-${newest:6:2} ${newest:9:2}:${newest:11:2}:${newest:13:2}" +%s)
 [ "$(metrics_value cbt_backup_vm_last_success_timestamp_seconds "vm=\"${UUID[vm1]}\"")" = "$want" ] ||
@@ -131,8 +131,8 @@ run run nightly -q >"$WORK/run4.txt" 2>"$WORK/run4.err" || rc=$?
 grep -q "^cbt-backup: VM vm2 (${UUID[vm2]}) failed" "$WORK/run4.err" || fail "vm2 not named"
 [ "$(npoints vm1)" = 2 ] && [ "$(npoints vm2)" = 2 ] || fail "points after the failed run"
 check_metrics
-[ "$(metrics_value cbt_backup_job_success 'job="nightly"')" = 0 ] || fail "job_success after failure"
-[ "$(metrics_value cbt_backup_job_failed_vms 'job="nightly"')" = 1 ] || fail "failed_vms"
+[ "$(metrics_value cbt_backup_job_success 'backup_job="nightly"')" = 0 ] || fail "job_success after failure"
+[ "$(metrics_value cbt_backup_job_failed_vms 'backup_job="nightly"')" = 1 ] || fail "failed_vms"
 [ "$(metrics_value cbt_backup_vm_last_run_success "vm=\"${UUID[vm2]}\"")" = 0 ] || fail "vm2 success"
 [ "$(metrics_value cbt_backup_vm_last_run_success "vm=\"${UUID[vm1]}\"")" = 1 ] || fail "vm1 success"
 [ "$(metrics_value cbt_backup_vm_last_success_timestamp_seconds "vm=\"${UUID[vm2]}\"")" != 0 ] ||
@@ -170,7 +170,22 @@ run --server https://127.0.0.1:9 run nightly -q 2>"$WORK/down.err" || rc=$?
 [ "$rc" = 1 ] || fail "exit $rc with the server down"
 [ "$(grep -c . "$WORK/down.err")" = 1 ] || fail "not one error line: $(cat "$WORK/down.err")"
 check_metrics
-[ "$(metrics_value cbt_backup_job_success 'job="nightly"')" = 0 ] || fail "job_success with server down"
+[ "$(metrics_value cbt_backup_job_success 'backup_job="nightly"')" = 0 ] || fail "job_success with server down"
+# The VMs earlier runs of the job backed up keep their last success.
+[ "$(metrics_value cbt_backup_vm_last_success_timestamp_seconds "vm=\"${UUID[vm1]}\"")" -gt 0 ] &&
+  [ "$(metrics_value cbt_backup_vm_last_run_success "vm=\"${UUID[vm1]}\"")" = 0 ] ||
+  fail "server down: vm1 missing from the metrics: $(cat "$PROM")"
+[ -z "$(metrics_value cbt_backup_vm_last_run_success "vm=\"${UUID[vm4]}\"")" ] ||
+  fail "server down: a VM of another job listed"
+rc=0
+run --server https://127.0.0.1:9 backup --all --metrics-file "$WORK/metrics/adhoc.prom" -q 2>/dev/null || rc=$?
+[ "$rc" = 1 ] && grep -q '^cbt_backup_job_success{backup_job=""} 0$' "$WORK/metrics/adhoc.prom" ||
+  fail "backup --metrics-file with the server down"
+
+# A VM that does not exist is not recorded (no directory appears for it).
+ghost=$(new_uuid)
+expect_error "" run backup --vm "$ghost"
+[ ! -e "$WORK/repo/$ghost" ] || fail "a failed backup of an unknown VM made its directory"
 
 # 6. Mistakes in the config file.
 expect_error "no job 'weekly'.*nightly, single" run run weekly

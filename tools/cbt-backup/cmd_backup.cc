@@ -265,6 +265,30 @@ PoolOutcome BackupVms(const Globals& g, const repo::Repository& repo,
   return out;
 }
 
+PoolOutcome FailedRunOutcome(const repo::Repository* repo, const std::string& job, double started,
+                             double seconds, const Status& why) {
+  PoolOutcome out;
+  out.started = started;
+  out.seconds = seconds;
+  if (repo == nullptr) return out;
+  auto vms = repo->ListVms();
+  if (!vms.ok()) return out;
+  for (const auto& v : *vms) {
+    auto record = repo::ReadRunRecord(*repo, v);
+    if (!record.ok() || !record->has_value()) continue;
+    const auto& r = **record;
+    if (r.last.job != job && !(r.failure && r.failure->job == job)) continue;
+    backup::VmResult result;
+    result.vm.uuid = v;
+    if (auto points = repo->ListPoints(v); points.ok() && !points->empty()) {
+      if (auto m = repo->ReadManifest(v, points->back()); m.ok()) result.vm.name = m->vm_name;
+    }
+    result.status = why;
+    out.results.push_back(result);
+  }
+  return out;
+}
+
 Status WriteRunMetrics(const std::string& path, const repo::Repository* repo,
                        const std::string& job, const PoolOutcome& outcome, uint64_t pruned_points,
                        bool failed) {
@@ -326,14 +350,27 @@ int RunMany(const Globals& g, const po::variables_map& vm) {
   popt.backup.full = vm.count("full") > 0;
   popt.backup.verify = vm.count("verify") > 0;
   const bool dry_run = vm.count("dry-run") > 0;
+  const std::string metrics = vm.count("metrics-file") ? vm["metrics-file"].as<std::string>() : "";
+  const double started = static_cast<double>(std::time(nullptr));
+  const double t0 = MonotonicSeconds();
+  // A run that fails before its VMs still says so to monitoring.
+  auto fail_run = [&](const Status& st, const repo::Repository* r) {
+    if (!metrics.empty() && !dry_run) {
+      auto outcome = FailedRunOutcome(r, "", started, MonotonicSeconds() - t0, st);
+      if (auto ms = WriteRunMetrics(metrics, r, "", outcome, 0, true); !ms.ok()) {
+        std::fprintf(stderr, "cbt-backup: could not write metrics: %s\n", ms.message().c_str());
+      }
+    }
+    return Fail(st);
+  };
   // A dry run neither needs nor creates the repository.
   Result<repo::Repository> repo = Status::NotFound("no repository opened");
   if (!dry_run) {
     repo = OpenRepo(g, /*create=*/true);
-    if (!repo.ok()) return Fail(repo.status());
+    if (!repo.ok()) return fail_run(repo.status(), nullptr);
   }
   auto vms = SelectForBackup(g, sel);
-  if (!vms.ok()) return Fail(vms.status());
+  if (!vms.ok()) return fail_run(vms.status(), repo.ok() ? &*repo : nullptr);
   if (dry_run) {
     PrintSelection(g, *vms,
                    std::string(popt.backup.full ? "full" : "full or incremental") + " backup" +
@@ -349,14 +386,14 @@ int RunMany(const Globals& g, const po::variables_map& vm) {
     PrintResults(outcome.results);
   }
   std::fflush(stdout);
-  if (vm.count("metrics-file")) {
-    const std::string path = vm["metrics-file"].as<std::string>();
-    if (auto st = WriteRunMetrics(path, &*repo, "", outcome, 0, false); !st.ok()) {
+  int rc = ReportFailures(outcome.results) == 0 ? 0 : kExitFailure;
+  if (!metrics.empty()) {
+    if (auto st = WriteRunMetrics(metrics, &*repo, "", outcome, 0, false); !st.ok()) {
       std::fprintf(stderr, "cbt-backup: could not write metrics: %s\n", st.message().c_str());
-      return kExitFailure;
+      rc = kExitFailure;
     }
   }
-  return ReportFailures(outcome.results) == 0 ? 0 : kExitFailure;
+  return rc;
 }
 
 int Run(const Globals& g, const po::variables_map& vm) {

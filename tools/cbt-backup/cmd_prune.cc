@@ -133,8 +133,12 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
   int rc = 0;
   for (const auto& v : vms) {
     auto pruned = PruneVm(g, *repo, v, policy, dry_run);
-    // Locked, or the points could not be listed: nothing was decided.
-    if (!pruned.decided) return Fail(pruned.status);
+    // Locked, or the points could not be listed: nothing was decided for
+    // this VM; the command stops, after releasing what it already deleted.
+    if (!pruned.decided) {
+      rc = Fail(pruned.status);
+      break;
+    }
     out["vms"].push_back(pruned.json);
     released.insert(released.end(), pruned.released.begin(), pruned.released.end());
     if (!pruned.status.ok()) {

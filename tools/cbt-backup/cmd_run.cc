@@ -131,8 +131,8 @@ int RunJob(const Globals& global, const po::variables_map& vm) {
   // A run that fails before its VMs still leaves a metrics file that says
   // so: a server that is down must page someone too.
   auto fail_run = [&](const Status& st, const repo::Repository* repo) {
-    outcome.seconds = MonotonicSeconds() - t0;
     if (!metrics.empty() && !dry_run) {
+      outcome = FailedRunOutcome(repo, job.name, outcome.started, MonotonicSeconds() - t0, st);
       if (auto ms = WriteRunMetrics(metrics, repo, job.name, outcome, 0, true); !ms.ok()) {
         std::fprintf(stderr, "cbt-backup: could not write metrics: %s\n", ms.message().c_str());
       }

@@ -61,20 +61,24 @@ TEST_CASE("metrics: families, samples and job success") {
   CHECK(help == 12);
   CHECK(type == 12);
   CHECK(samples == 6 * 2 + 6);
-  CHECK(text.find("cbt_backup_vm_last_run_success{job=\"nightly\",vm=\"22222222-2222-4222-8222-"
-                  "222222222222\",vm_name=\"db\"} 0\n") != std::string::npos);
-  CHECK(text.find("cbt_backup_vm_read_bytes{job=\"nightly\",vm=\"11111111-1111-4111-8111-"
+  CHECK(text.find(
+            "cbt_backup_vm_last_run_success{backup_job=\"nightly\",vm=\"22222222-2222-4222-8222-"
+            "222222222222\",vm_name=\"db\"} 0\n") != std::string::npos);
+  CHECK(text.find("cbt_backup_vm_read_bytes{backup_job=\"nightly\",vm=\"11111111-1111-4111-8111-"
                   "111111111111\",vm_name=\"web\"} 1048576\n") != std::string::npos);
-  CHECK(text.find("cbt_backup_job_failed_vms{job=\"nightly\"} 1\n") != std::string::npos);
-  CHECK(text.find("cbt_backup_job_success{job=\"nightly\"} 0\n") != std::string::npos);
-  CHECK(text.find("cbt_backup_job_pruned_points{job=\"nightly\"} 3\n") != std::string::npos);
-  CHECK(text.find("cbt_backup_job_last_run_timestamp_seconds{job=\"nightly\"} 1733360000\n") !=
-        std::string::npos);
+  CHECK(text.find("cbt_backup_job_failed_vms{backup_job=\"nightly\"} 1\n") != std::string::npos);
+  CHECK(text.find("cbt_backup_job_success{backup_job=\"nightly\"} 0\n") != std::string::npos);
+  CHECK(text.find("cbt_backup_job_pruned_points{backup_job=\"nightly\"} 3\n") != std::string::npos);
+  CHECK(
+      text.find("cbt_backup_job_last_run_timestamp_seconds{backup_job=\"nightly\"} 1733360000\n") !=
+      std::string::npos);
 
   m.vms = {ok};
-  CHECK(FormatMetrics(m).find("cbt_backup_job_success{job=\"nightly\"} 1\n") != std::string::npos);
+  CHECK(FormatMetrics(m).find("cbt_backup_job_success{backup_job=\"nightly\"} 1\n") !=
+        std::string::npos);
   m.failed = true;  // e.g. the server could not be reached
-  CHECK(FormatMetrics(m).find("cbt_backup_job_success{job=\"nightly\"} 0\n") != std::string::npos);
+  CHECK(FormatMetrics(m).find("cbt_backup_job_success{backup_job=\"nightly\"} 0\n") !=
+        std::string::npos);
 }
 
 TEST_CASE("metrics: a hostile VM name stays inside its label") {

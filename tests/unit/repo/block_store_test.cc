@@ -192,3 +192,35 @@ TEST_CASE("store: index encoding round-trips and checks order and geometry") {
   CHECK(EncodeIndex({}).size() == kStoreIndexHeaderSize + 8);
   CHECK(ParseIndex(EncodeIndex({}), "x").ok());
 }
+
+TEST_CASE("store: an index naming other content is not trusted") {
+  testing::TempDir dir;
+  const std::string repo = dir.path();
+  const std::string a = Block(1), b = Block(2);
+  BlockRef rb;
+  {
+    auto store = BlockStore::Open(repo, {});
+    REQUIRE(store.ok());
+    auto r = (*store)->NewSlot()->Put(b.data());
+    REQUIRE(r.ok());
+    rb = *r;
+    REQUIRE((*store)->Flush().ok());
+  }
+  // A planted index says that a's key is stored where b is (with b's
+  // checksum, so a read of that block alone would pass).
+  REQUIRE(MakeDir(repo + "/index").ok());
+  REQUIRE(WriteNewFile(IndexPath(repo, 0x1234), EncodeIndex({{KeyOf(a), rb}})).ok());
+  auto store = BlockStore::Open(repo, {});
+  REQUIRE(store.ok());
+  auto* slot = (*store)->NewSlot();
+  auto ra = slot->Put(a.data());
+  REQUIRE(ra.ok());
+  CHECK_FALSE((ra->pack == rb.pack && ra->offset == rb.offset));
+  auto rb2 = slot->Put(b.data());  // the honest entry is still reused
+  REQUIRE(rb2.ok());
+  CHECK((rb2->pack == rb.pack && rb2->offset == rb.offset));
+  REQUIRE((*store)->Flush().ok());
+  CHECK(ReadBack(repo, *ra) == a);
+  CHECK((*store)->stats().blocks_stored == 1);
+  CHECK((*store)->stats().blocks_reused == 1);
+}

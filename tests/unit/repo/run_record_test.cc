@@ -42,6 +42,11 @@ TEST_CASE("run record: last attempt and last failure") {
   REQUIRE(none.ok());
   CHECK_FALSE(none->has_value());
 
+  // A VM without a directory was never resolved: nothing is recorded.
+  REQUIRE(RecordRun(*t.repo, kVm, Attempt("20261201T010000Z", false, "no such VM")).ok());
+  CHECK_FALSE(cbt::PathExists(VmDir(t.repo->path(), kVm)));
+
+  REQUIRE(cbt::MakeDir(VmDir(t.repo->path(), kVm)).ok());
   REQUIRE(RecordRun(*t.repo, kVm, Attempt("20261201T010000Z", true)).ok());
   auto r = ReadRunRecord(*t.repo, kVm);
   REQUIRE(r.ok());
