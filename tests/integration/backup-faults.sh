@@ -96,7 +96,10 @@ cbt_bg "$WORK/repo" /dev/null -q backup --vm "$VM"
 pid=$BG
 wait_nbd_active $pid
 kill -0 $pid 2>/dev/null || fail "the backup ended before it could be killed"
-"$SIMCTL" vms | grep -q '"is_a_snapshot": true' || fail "no snapshot to leave behind"
+# Saved first: grep -q stops reading at the first match, and the writer
+# of a long list then fails with a broken pipe (pipefail).
+"$SIMCTL" vms >"$WORK/vms-now.json"
+grep -q '"is_a_snapshot": true' "$WORK/vms-now.json" || fail "no snapshot to leave behind"
 kill -9 $pid
 wait $pid 2>/dev/null || true
 "$SIMCTL" fault nbd_delay_ms 0 >/dev/null
