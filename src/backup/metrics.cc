@@ -11,9 +11,9 @@ namespace cbt::backup {
 
 namespace {
 
-// A label value as the exposition format wants it: backslash, double quote
-// and line feed escaped.  Printable has already removed other controls and
-// invalid UTF-8.
+// A label value as the exposition format wants it: backslash and double
+// quote escaped.  Printable has already turned line feeds and other
+// controls, and invalid UTF-8, into \xNN.
 std::string LabelValue(const std::string& raw) {
   std::string out;
   for (char c : Printable(raw)) {
@@ -21,8 +21,6 @@ std::string LabelValue(const std::string& raw) {
       out += "\\\\";
     } else if (c == '"') {
       out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
     } else {
       out += c;
     }

@@ -2,15 +2,13 @@
 #include "repo/block_store.h"
 
 #include "repo/disk_file.h"
+#include "repo/layout.h"
 #include "util/endian.h"
 #include "util/file.h"
 
-#include <sys/random.h>
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 
 namespace cbt::repo {
@@ -26,12 +24,6 @@ constexpr size_t kOffPack = 32;
 constexpr size_t kOffOffset = 40;
 constexpr size_t kOffStoredSize = 48;
 constexpr size_t kOffChecksum = 56;
-
-std::string Hex16(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // "<16 hex>.idx" -> the id.
 bool ParseIndexName(const std::string& name, uint64_t* id) {
@@ -53,7 +45,7 @@ bool ParseIndexName(const std::string& name, uint64_t* id) {
 
 Result<uint64_t> RandomId() {
   uint64_t v = 0;
-  if (::getrandom(&v, sizeof v, 0) != sizeof v) return Status::FromErrno(errno, "getrandom");
+  CBT_RETURN_IF_ERROR(RandomBytes(&v, sizeof v));
   return v;
 }
 
@@ -62,12 +54,12 @@ bool KeyLess(const IndexRecord& a, const IndexRecord& b) { return a.key < b.key;
 }  // namespace
 
 std::string PackPath(const std::string& repo, uint64_t pack) {
-  const std::string hex = Hex16(pack);
+  const std::string hex = PackIdHex(pack);
   return JoinPath(JoinPath(JoinPath(repo, kPacksDir), hex.substr(0, 2)), hex + ".pack");
 }
 
 std::string IndexPath(const std::string& repo, uint64_t id) {
-  return JoinPath(JoinPath(repo, kIndexDir), Hex16(id) + ".idx");
+  return JoinPath(JoinPath(repo, kIndexDir), PackIdHex(id) + ".idx");
 }
 
 std::string EncodeIndex(std::vector<IndexRecord> records) {
@@ -243,8 +235,6 @@ Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
   return PackWriter::Create(path, id);
 }
 
-Status BlockStore::FinishPack(std::unique_ptr<PackWriter> pack) { return pack->Finish(); }
-
 Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
   CBT_RETURN_IF_ERROR(store_->Broken());
   const std::string_view block(raw, kRawBlockSize);
@@ -258,7 +248,9 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
   const uint64_t checksum = Checksum(raw, kRawBlockSize);
   const bool compressed = Compress(block, store_->options_.level, &frame_);
   if (pack_ && pack_->size() >= store_->options_.pack_target) {
-    if (Status st = store_->FinishPack(std::move(pack_)); !st.ok()) {
+    Status st = pack_->Finish();
+    pack_.reset();
+    if (!st.ok()) {
       store_->Break(st);
       return st;
     }
@@ -298,7 +290,9 @@ Status BlockStore::Flush() {
   }
   for (Slot* s : slots) {
     if (!s->pack_) continue;
-    if (Status st = FinishPack(std::move(s->pack_)); !st.ok()) {
+    Status st = s->pack_->Finish();
+    s->pack_.reset();
+    if (!st.ok()) {
       Break(st);
       return st;
     }

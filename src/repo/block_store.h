@@ -125,7 +125,6 @@ class BlockStore {
   bool CheckLoaded(const ContentKey& key, const BlockRef& ref);
   Status Broken() const;
   void Break(const Status& st);
-  Status FinishPack(std::unique_ptr<PackWriter> pack);
   Result<std::unique_ptr<PackWriter>> NewPack();
 
   struct KeyHash {

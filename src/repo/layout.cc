@@ -30,17 +30,23 @@ bool IsUuid(std::string_view s) {
   return true;
 }
 
-Result<std::string> NewUuid() {
-  unsigned char b[16];
+Status RandomBytes(void* buf, size_t len) {
+  auto* b = static_cast<unsigned char*>(buf);
   size_t got = 0;
-  while (got < sizeof b) {
-    ssize_t n = ::getrandom(b + got, sizeof b - got, 0);
+  while (got < len) {
+    ssize_t n = ::getrandom(b + got, len - got, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, "getrandom");
     }
     got += static_cast<size_t>(n);
   }
+  return Status::Ok();
+}
+
+Result<std::string> NewUuid() {
+  unsigned char b[16];
+  CBT_RETURN_IF_ERROR(RandomBytes(b, sizeof b));
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
   char out[37];

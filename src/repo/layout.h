@@ -41,6 +41,8 @@ inline constexpr char kDeletingPrefix[] = ".del-";
 
 // True for a lower-case 8-4-4-4-12 hexadecimal UUID.
 bool IsUuid(std::string_view s);
+// Fills `len` bytes at `buf` from the kernel's random source.
+Status RandomBytes(void* buf, size_t len);
 // A random (version 4) lower-case UUID; IoError if the kernel gives no
 // random bytes.
 Result<std::string> NewUuid();

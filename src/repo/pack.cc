@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -35,13 +34,13 @@ constexpr size_t kOffStoredSize = 40;
 constexpr size_t kOffFlags = 44;
 constexpr size_t kOffChecksum = 48;
 
-std::string Hex16(uint64_t v) {
+}  // namespace
+
+std::string PackIdHex(uint64_t id) {
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(id));
   return buf;
 }
-
-}  // namespace
 
 std::string PackHeader(uint64_t id) {
   std::string h(kPackHeaderSize, '\0');
@@ -195,7 +194,8 @@ Result<std::shared_ptr<const Pack>> Pack::Open(const std::string& path, uint64_t
     return Status::Corruption(path + ": pack header size is not 4096");
   }
   if (LoadLe64(h + kOffPackId) != id) {
-    return Status::Corruption(path + ": the header names pack " + Hex16(LoadLe64(h + kOffPackId)));
+    return Status::Corruption(path + ": the header names pack " +
+                              PackIdHex(LoadLe64(h + kOffPackId)));
   }
   return std::shared_ptr<const Pack>(new Pack(std::move(fd), path, id, size));
 }

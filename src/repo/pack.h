@@ -96,6 +96,8 @@ class PackWriter {
   Status failed_;  // the first failed write or fsync; every later Finish returns it
 };
 
+// Pack `id` as 16 lower-case hexadecimal digits, as its file is named.
+std::string PackIdHex(uint64_t id);
 // The header of pack `id` (4096 bytes).
 std::string PackHeader(uint64_t id);
 // Parses a pack's trailer (its last kPackTrailerSize bytes) of a file of

@@ -134,17 +134,18 @@ nlohmann::json ResultsJson(const std::vector<backup::VmResult>& results);
 // Names each failed VM on stderr; returns how many failed.
 int ReportFailures(const std::vector<backup::VmResult>& results);
 // Writes the Prometheus textfile of a run (backup/metrics.h); the newest
-// point of each VM comes from the repository.  Returns a note on failure.
-// What a run that failed before its VMs (no server, no repository, no
-// selection) reports: every VM that an earlier run of `job` attempted,
-// according to the run records (none without a repository), as not backed
-// up by this run, so that their last success stays visible to monitoring.
-PoolOutcome FailedRunOutcome(const repo::Repository* repo, const std::string& job, double started,
-                             double seconds, const Status& why);
+// point of each VM comes from the repository (none without one).
 // `failed`: the run failed beyond its VMs (backup::JobMetrics::failed).
 Status WriteRunMetrics(const std::string& path, const repo::Repository* repo,
                        const std::string& job, const PoolOutcome& outcome, uint64_t pruned_points,
                        bool failed);
+// Ends a run that failed before its VMs (no server, no repository, no
+// selection): with a `metrics` path, writes a textfile saying the run
+// failed, listing every VM that an earlier run of `job` attempted (from the
+// run records; none without a repository) with its last success, so that
+// monitoring still sees their age.  Returns Fail(why).
+int FailRun(const Status& why, const std::string& metrics, const repo::Repository* repo,
+            const std::string& job, double started, double seconds);
 
 // ---- Shared by prune and run (cmd_prune.cc) ----
 

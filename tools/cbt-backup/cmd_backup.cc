@@ -265,30 +265,6 @@ PoolOutcome BackupVms(const Globals& g, const repo::Repository& repo,
   return out;
 }
 
-PoolOutcome FailedRunOutcome(const repo::Repository* repo, const std::string& job, double started,
-                             double seconds, const Status& why) {
-  PoolOutcome out;
-  out.started = started;
-  out.seconds = seconds;
-  if (repo == nullptr) return out;
-  auto vms = repo->ListVms();
-  if (!vms.ok()) return out;
-  for (const auto& v : *vms) {
-    auto record = repo::ReadRunRecord(*repo, v);
-    if (!record.ok() || !record->has_value()) continue;
-    const auto& r = **record;
-    if (r.last.job != job && !(r.failure && r.failure->job == job)) continue;
-    backup::VmResult result;
-    result.vm.uuid = v;
-    if (auto points = repo->ListPoints(v); points.ok() && !points->empty()) {
-      if (auto m = repo->ReadManifest(v, points->back()); m.ok()) result.vm.name = m->vm_name;
-    }
-    result.status = why;
-    out.results.push_back(result);
-  }
-  return out;
-}
-
 Status WriteRunMetrics(const std::string& path, const repo::Repository* repo,
                        const std::string& job, const PoolOutcome& outcome, uint64_t pruned_points,
                        bool failed) {
@@ -315,6 +291,46 @@ Status WriteRunMetrics(const std::string& path, const repo::Repository* repo,
     m.vms.push_back(v);
   }
   return backup::WriteMetricsFile(path, m);
+}
+
+namespace {
+
+// The VMs of a run that failed before them (FailRun).
+PoolOutcome FailedRunOutcome(const repo::Repository* repo, const std::string& job, double started,
+                             double seconds, const Status& why) {
+  PoolOutcome out;
+  out.started = started;
+  out.seconds = seconds;
+  if (repo == nullptr) return out;
+  auto vms = repo->ListVms();
+  if (!vms.ok()) return out;
+  for (const auto& v : *vms) {
+    auto record = repo::ReadRunRecord(*repo, v);
+    if (!record.ok() || !record->has_value()) continue;
+    const auto& r = **record;
+    if (r.last.job != job && !(r.failure && r.failure->job == job)) continue;
+    backup::VmResult result;
+    result.vm.uuid = v;
+    if (auto points = repo->ListPoints(v); points.ok() && !points->empty()) {
+      if (auto m = repo->ReadManifest(v, points->back()); m.ok()) result.vm.name = m->vm_name;
+    }
+    result.status = why;
+    out.results.push_back(result);
+  }
+  return out;
+}
+
+}  // namespace
+
+int FailRun(const Status& why, const std::string& metrics, const repo::Repository* repo,
+            const std::string& job, double started, double seconds) {
+  if (!metrics.empty()) {
+    auto outcome = FailedRunOutcome(repo, job, started, seconds, why);
+    if (auto st = WriteRunMetrics(metrics, repo, job, outcome, 0, true); !st.ok()) {
+      std::fprintf(stderr, "cbt-backup: could not write metrics: %s\n", st.message().c_str());
+    }
+  }
+  return Fail(why);
 }
 
 namespace {
@@ -355,13 +371,7 @@ int RunMany(const Globals& g, const po::variables_map& vm) {
   const double t0 = MonotonicSeconds();
   // A run that fails before its VMs still says so to monitoring.
   auto fail_run = [&](const Status& st, const repo::Repository* r) {
-    if (!metrics.empty() && !dry_run) {
-      auto outcome = FailedRunOutcome(r, "", started, MonotonicSeconds() - t0, st);
-      if (auto ms = WriteRunMetrics(metrics, r, "", outcome, 0, true); !ms.ok()) {
-        std::fprintf(stderr, "cbt-backup: could not write metrics: %s\n", ms.message().c_str());
-      }
-    }
-    return Fail(st);
+    return FailRun(st, dry_run ? "" : metrics, r, "", started, MonotonicSeconds() - t0);
   };
   // A dry run neither needs nor creates the repository.
   Result<repo::Repository> repo = Status::NotFound("no repository opened");

@@ -66,7 +66,8 @@ PruneOutcome PruneVm(const Globals& g, const repo::Repository& repo, const std::
     std::printf("VM %s: keeping %zu point(s), %s %zu\n", v.c_str(),
                 decisions.size() - doomed.size(), dry_run ? "would remove" : "removing",
                 doomed.size());
-    for (const auto& d : list_points ? decisions : std::vector<repo::KeepDecision>{}) {
+    for (const auto& d : decisions) {
+      if (!list_points) break;  // the summary line only
       std::string why;
       for (const auto& r : d.reasons) why += (why.empty() ? "" : ", ") + r;
       std::printf("  %s  %s%s\n", d.keep() ? "keep  " : "remove", d.point.c_str(),

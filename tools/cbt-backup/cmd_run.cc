@@ -131,13 +131,8 @@ int RunJob(const Globals& global, const po::variables_map& vm) {
   // A run that fails before its VMs still leaves a metrics file that says
   // so: a server that is down must page someone too.
   auto fail_run = [&](const Status& st, const repo::Repository* repo) {
-    if (!metrics.empty() && !dry_run) {
-      outcome = FailedRunOutcome(repo, job.name, outcome.started, MonotonicSeconds() - t0, st);
-      if (auto ms = WriteRunMetrics(metrics, repo, job.name, outcome, 0, true); !ms.ok()) {
-        std::fprintf(stderr, "cbt-backup: could not write metrics: %s\n", ms.message().c_str());
-      }
-    }
-    return Fail(st);
+    return FailRun(st, dry_run ? "" : metrics, repo, job.name, outcome.started,
+                   MonotonicSeconds() - t0);
   };
 
   Result<repo::Repository> repo = Status::NotFound("no repository opened");
@@ -157,9 +152,8 @@ int RunJob(const Globals& global, const po::variables_map& vm) {
 
   outcome = BackupVms(g, *repo, *vms, popt, job.name);
   outcome.seconds = MonotonicSeconds() - t0;
-  if (g.json) {
-    // The prune lines would interleave with JSON; only the report is printed.
-  } else {
+  // With --json only the report is printed: prune lines would interleave.
+  if (!g.json) {
     PrintResults(outcome.results);
     std::fflush(stdout);
   }
