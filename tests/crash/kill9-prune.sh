@@ -50,14 +50,19 @@ check() {
   done
 }
 
-# One timed run of each operation bounds the random kill delay.
+# The fastest of three timed runs of each operation bounds the random kill
+# delay: one slow run (a busy machine) would put most kills after the end.
 span_of() {
-  rm -rf "$REPO"
-  cp -a "$TEMPLATE" "$REPO"
-  local t0
-  t0=$(date +%s%N)
-  "$@"
-  echo $((($(date +%s%N) - t0) / 1000000))
+  local t0 ms best=""
+  for _ in 1 2 3; do
+    rm -rf "$REPO"
+    cp -a "$TEMPLATE" "$REPO"
+    t0=$(date +%s%N)
+    "$@"
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    [ -n "$best" ] && [ "$best" -le "$ms" ] || best=$ms
+  done
+  echo "$best"
 }
 # Each operation runs in its own session, so one kill reaches all of it.
 B="$CBT_BACKUP --repo $REPO -q"
