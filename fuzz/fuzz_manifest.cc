@@ -2,7 +2,7 @@
 //
 // manifest.json and config.json are read from a repository that may be
 // damaged.  A manifest that decodes must encode to one that decodes to the
-// same thing.
+// same thing; likewise a config of format 3.
 #include "repo/manifest.h"
 
 #include <cstdint>
@@ -11,7 +11,12 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  (void)cbt::repo::CheckConfig(text, "config.json");
+  if (auto c = cbt::repo::ParseConfig(text, "config.json"); c.ok() && c->version == 3) {
+    auto back = cbt::repo::ParseConfig(cbt::repo::EncodeConfig(*c), "re-encoded config");
+    if (!back.ok() || back->compress != c->compress || (c->compress && back->level != c->level)) {
+      std::abort();
+    }
+  }
   auto m = cbt::repo::DecodeManifest(text, "manifest.json");
   if (!m.ok()) return 0;
   const std::string once = cbt::repo::EncodeManifest(*m);

@@ -266,7 +266,7 @@ Status VerifyDisk(const Context& c, const repo::PointWriter& writer, const Disk&
     points = pimg->file_points();
   }
   CBT_ASSIGN_OR_RETURN(
-      auto nf, repo::DiskFile::Open(JoinPath(writer.temp_dir(), repo::DiskFileName(r.vdi_uuid))));
+      auto nf, c.repo.OpenDiskFile(JoinPath(writer.temp_dir(), repo::DiskFileName(r.vdi_uuid))));
   files.push_back(nf);
   points.push_back(point);
   CBT_ASSIGN_OR_RETURN(

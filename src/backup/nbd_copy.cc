@@ -83,7 +83,38 @@ Status CopyOverNbd(xapi::Session& s, const Options& options, const std::string& 
         blk = pad.data();
       }
       zero[i] = repo::IsAllZero(blk, repo::kBlockSize);
-      if (!zero[i]) sums[i] = repo::Checksum(blk, repo::kBlockSize);
+      if (!zero[i] && w->store() == nullptr) sums[i] = repo::Checksum(blk, repo::kBlockSize);
+    }
+    if (repo::BlockStore* store = w->store()) {
+      // Version-2 file: hashing, compressing and storing run here on the
+      // reader threads too; the writer only records references.
+      std::vector<repo::BlockRef> refs(nblocks);
+      std::vector<uint64_t> added(nblocks, 0);
+      repo::BlockStore::Slot* slot = store->AcquireSlot();
+      Status put;
+      for (uint64_t i = 0; i < nblocks && put.ok(); ++i) {
+        if (zero[i]) continue;
+        const char* blk = i < whole ? data + i * repo::kBlockSize : pad.data();
+        auto ref = slot->Put(blk, &added[i]);
+        if (ref.ok()) {
+          refs[i] = *ref;
+        } else {
+          put = ref.status();
+        }
+      }
+      store->ReleaseSlot(slot);
+      CBT_RETURN_IF_ERROR(put);
+      std::lock_guard<std::mutex> g(mu);
+      for (uint64_t i = 0; i < nblocks; ++i) {
+        if (zero[i]) {
+          if (overlay) CBT_RETURN_IF_ERROR(w->AddZero(first + i));
+        } else {
+          CBT_RETURN_IF_ERROR(w->AddRef(first + i, refs[i], added[i]));
+        }
+      }
+      uint64_t now = done += len;
+      if (options.progress) options.progress(vdi_uuid, now, total);
+      return Status::Ok();
     }
     std::lock_guard<std::mutex> g(mu);
     for (uint64_t i = 0; i < nblocks;) {

@@ -77,7 +77,7 @@ Result<std::shared_ptr<const ComposedImage>> OpenOnce(const repo::Repository& re
   std::vector<std::string> origins;
   chain.reserve(files.size());
   for (const auto& cf : files) {
-    auto file = DiskFile::Open(JoinPath(repo.PointPath(vm, cf.point), cf.file));
+    auto file = repo.OpenDiskFile(JoinPath(repo.PointPath(vm, cf.point), cf.file));
     if (!file.ok()) {
       return file.status().WithContext("VM " + vm + " point " + cf.point + " disk " + vdi);
     }
@@ -152,6 +152,8 @@ Status ComposedImage::CorruptionAt(uint64_t block, uint32_t file) const {
 
 uint64_t ComposedImage::RunLength(uint64_t block, uint64_t max) const {
   const Slot first = map_[block];
+  // Stored blocks of a version-2 file are read and decoded one at a time.
+  if (chain_[first.file]->packed()) return 1;
   const auto& entries = chain_[first.file]->entries();
   const uint64_t first_offset = entries[first.entry].offset;
   uint64_t run = 1;
@@ -203,6 +205,12 @@ Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
   auto read_piece = [&](Slot slot, uint64_t block, uint64_t in_block, uint64_t n,
                         char* out) -> Result<uint64_t> {
     const DiskFile& f = *chain_[slot.file];
+    if (in_block == 0 && n == kBlockSize && f.packed()) {
+      Status s = f.ReadBlock(f.entries()[slot.entry], out);
+      if (s.IsCorruption()) return CorruptionAt(block, slot.file);
+      CBT_RETURN_IF_ERROR(s);
+      return uint64_t{kBlockSize};
+    }
     if (in_block == 0 && n == kBlockSize) {
       const uint64_t run = RunLength(block, end / kBlockSize - block);
       CBT_RETURN_IF_ERROR(
@@ -336,6 +344,13 @@ void ComposedImage::Prefetch(uint64_t off, uint64_t len, bool leave_single_run) 
   };
   std::vector<Run> open(chain_.size());  // the open run of each file
   std::vector<Run> done;
+  // Stored blocks of version-2 files, by pack: adjacent ones merge too.
+  struct PackRun {
+    std::shared_ptr<const repo::Pack> pack;
+    uint64_t start = 0, end = 0;
+  };
+  std::map<uint64_t, PackRun> pack_open;
+  std::vector<PackRun> pack_done;
   auto close = [&](uint32_t f) {
     if (open[f].end > open[f].start) done.push_back(open[f]);
     open[f] = Run{};
@@ -343,6 +358,18 @@ void ComposedImage::Prefetch(uint64_t off, uint64_t len, bool leave_single_run) 
   for (uint64_t b = first; b < last; ++b) {
     const Slot s = map_[b];
     if (s.file == kNoFile) continue;
+    if (chain_[s.file]->packed()) {
+      const repo::IndexEntry& e = chain_[s.file]->entries()[s.entry];
+      PackRun& r = pack_open[e.pack];
+      if (r.pack && e.offset == r.end) {
+        r.end += e.stored_size;
+        continue;
+      }
+      if (r.pack) pack_done.push_back(r);
+      auto pack = chain_[s.file]->PackOf(e);
+      r = pack.ok() ? PackRun{*pack, e.offset, e.offset + e.stored_size} : PackRun{};
+      continue;
+    }
     const uint64_t o = chain_[s.file]->entries()[s.entry].offset;
     Run& r = open[s.file];
     if (r.end > r.start && o == r.end) {
@@ -353,6 +380,13 @@ void ComposedImage::Prefetch(uint64_t off, uint64_t len, bool leave_single_run) 
     open[s.file] = Run{s.file, o, o + kBlockSize};
   }
   for (uint32_t f = 0; f < open.size(); ++f) close(f);
+  for (auto& [id, r] : pack_open) {
+    if (r.pack) pack_done.push_back(r);
+  }
+  for (const PackRun& r : pack_done) {
+    ::posix_fadvise(r.pack->fd(), static_cast<off_t>(r.start), static_cast<off_t>(r.end - r.start),
+                    POSIX_FADV_WILLNEED);
+  }
   if (leave_single_run && done.size() == 1 && HasBigReadahead(chain_[done[0].file]->fd())) return;
   for (const Run& r : done) {
     ::posix_fadvise(chain_[r.file]->fd(), static_cast<off_t>(r.start),

@@ -2,14 +2,83 @@
 #include "image/verify.h"
 
 #include "repo/disk_file.h"
+#include "repo/gc.h"
 #include "repo/layout.h"
 #include "util/file.h"
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <set>
 
 namespace cbt::image {
+
+namespace {
+
+// References against the packs' tables (see VerifyReport).
+template <typename AddFn>
+void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add) {
+  auto live = repo::CollectReferences(repo);
+  if (!live.ok()) {
+    add({"", "", "", -1, "references: " + live.status().message()});
+    return;
+  }
+  auto packs = repo::ListPacks(repo);
+  if (!packs.ok()) {
+    add({"", "", "", -1, "packs: " + packs.status().message()});
+    return;
+  }
+  report->store_checked = true;
+  std::map<uint64_t, const repo::PackInfo*> by_id;
+  for (const auto& p : *packs) by_id[p.id] = &p;
+  for (const auto& [where, b] : *live) {
+    auto it = by_id.find(where.first);
+    std::string why;
+    if (it == by_id.end()) {
+      why = "pack " + repo::PackIdHex(where.first) + " is missing";
+    } else if (!it->second->finished) {
+      why = it->second->error;
+    } else {
+      const auto& table = it->second->table;
+      auto rec = std::lower_bound(
+          table.begin(), table.end(), where.second,
+          [](const repo::PackRecord& r, uint64_t off) { return r.offset < off; });
+      if (rec == table.end() || rec->offset != where.second) {
+        why = "pack " + repo::PackIdHex(where.first) + " has no block at offset " +
+              std::to_string(where.second);
+      } else if (rec->stored_size != b.stored_size || rec->checksum != b.checksum) {
+        why = "pack " + repo::PackIdHex(where.first) + " holds another block at offset " +
+              std::to_string(where.second);
+      }
+    }
+    if (!why.empty()) {
+      add({b.site.vm, b.site.point, b.site.file.substr(0, 36),
+           static_cast<int64_t>(b.site.block * repo::kBlockSize),
+           b.site.file + ": missing stored block: " + why});
+      continue;
+    }
+    ++report->stored_blocks;
+    report->stored_bytes += b.stored_size;
+  }
+  for (const auto& p : *packs) {
+    for (const auto& r : p.table) {
+      if (live->count({p.id, r.offset}) > 0) continue;
+      auto released = repo::IsReleased(p, r);
+      if (released.ok() && *released) continue;
+      ++report->unreferenced_blocks;
+      report->unreferenced_bytes += r.stored_size;
+    }
+    if (!p.finished && !std::any_of(live->begin(), live->end(), [&p](const auto& kv) {
+          return kv.first.first == p.id;
+        })) {
+      // A pack its writer never finished: all of it is garbage.
+      ++report->unreferenced_blocks;
+      report->unreferenced_bytes += p.allocated;
+    }
+  }
+}
+
+}  // namespace
 
 Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
                         const std::string& point, VerifyReport* report,
@@ -66,7 +135,7 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
         std::vector<bool> covered(repo::BlockCount(d.virtual_size), false);
         for (size_t i = 0; i < names.size(); ++i) {
           const std::string path = JoinPath(repo.PointPath(v, p), names[i]);
-          auto file = repo::DiskFile::Open(path);
+          auto file = repo.OpenDiskFile(path);
           if (!file.ok()) {
             add({v, p, d.vdi_uuid, -1, file.status().message()});
             continue;
@@ -85,7 +154,9 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
             Status s = (*file)->ReadBlock(e, buf.get());
             if (!s.ok()) {
               add({v, p, d.vdi_uuid, static_cast<int64_t>(e.block * repo::kBlockSize),
-                   s.IsCorruption() ? path + ": stored block checksum mismatch" : s.message()});
+                   !s.IsCorruption()    ? s.message()
+                   : (*file)->packed() ? path + ": " + s.message()
+                                       : path + ": stored block checksum mismatch"});
             }
           }
           for (const auto& e : (*file)->entries()) covered[e.block] = true;
@@ -93,6 +164,7 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
       }
     }
   }
+  if (vm.empty() && point.empty()) CheckStore(repo, report, add);
   return Status::Ok();
 }
 

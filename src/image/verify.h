@@ -30,10 +30,19 @@ struct VerifyReport {
   uint64_t disks = 0;
   uint64_t blocks_checked = 0;
   uint64_t bytes_checked = 0;
+  // The block store (format 3), checked when the whole repository is
+  // verified: every reference names a block of a finished pack's table;
+  // stored blocks no point reads are counted, not problems.
+  bool store_checked = false;
+  uint64_t stored_blocks = 0;        // distinct stored blocks referenced
+  uint64_t stored_bytes = 0;         // their stored (compressed) bytes
+  uint64_t unreferenced_blocks = 0;  // stored, read by no point, not yet released
+  uint64_t unreferenced_bytes = 0;
   std::vector<VerifyProblem> problems;
 };
 
-// Verifies `vm` (all VMs if empty) and `point` (all points if empty).
+// Verifies `vm` (all VMs if empty) and `point` (all points if empty);
+// with neither, the block store's references too.
 // Returns an error only if verification itself could not run (the
 // repository cannot be listed); damage is reported in `report->problems`.
 Status VerifyRepository(const repo::Repository& repo, const std::string& vm,

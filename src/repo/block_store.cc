@@ -221,6 +221,39 @@ BlockStore::Slot* BlockStore::NewSlot() {
   return slots_.back().get();
 }
 
+BlockStore::Slot* BlockStore::AcquireSlot() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_slots_.empty()) {
+      Slot* s = free_slots_.back();
+      free_slots_.pop_back();
+      return s;
+    }
+  }
+  return NewSlot();
+}
+
+void BlockStore::ReleaseSlot(Slot* slot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  free_slots_.push_back(slot);
+}
+
+Result<std::shared_ptr<const Pack>> PackCache::Get(uint64_t id) const {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = open_.find(id);
+    if (it != open_.end()) return it->second;
+  }
+  CBT_ASSIGN_OR_RETURN(auto pack, Pack::Open(PackPath(repo_, id), id));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (open_.size() >= kMaxOpen) {
+    for (auto it = open_.begin(); it != open_.end();) {
+      it = it->second.use_count() == 1 ? open_.erase(it) : std::next(it);
+    }
+  }
+  return open_.emplace(id, std::move(pack)).first->second;
+}
+
 Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
   CBT_ASSIGN_OR_RETURN(uint64_t id, RandomId());
   const std::string path = PackPath(repo_, id);
@@ -235,7 +268,8 @@ Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
   return PackWriter::Create(path, id);
 }
 
-Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
+Result<BlockRef> BlockStore::Slot::Put(const char* raw, uint64_t* added) {
+  if (added != nullptr) *added = 0;
   CBT_RETURN_IF_ERROR(store_->Broken());
   const std::string_view block(raw, kRawBlockSize);
   const ContentKey key = KeyOf(block);
@@ -246,7 +280,8 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
     return ref;
   }
   const uint64_t checksum = Checksum(raw, kRawBlockSize);
-  const bool compressed = Compress(block, store_->options_.level, &frame_);
+  const bool compressed =
+      store_->options_.compress && Compress(block, store_->options_.level, &frame_);
   if (pack_ && pack_->size() >= store_->options_.pack_target) {
     Status st = pack_->Finish();
     pack_.reset();
@@ -275,6 +310,7 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw) {
     return it->second;
   }
   store_->unindexed_.push_back({key, ref});
+  if (added != nullptr) *added = ref.stored_size;
   ++store_->stats_.blocks_stored;
   store_->stats_.bytes_stored += ref.stored_size;
   return ref;

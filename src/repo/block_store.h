@@ -72,6 +72,7 @@ std::string EncodeIndex(std::vector<IndexRecord> records);
 Result<std::vector<IndexRecord>> ParseIndex(std::string_view bytes, const std::string& what);
 
 struct StoreOptions {
+  bool compress = true;                 // false: blocks are stored raw
   int level = 3;                        // zstd level of new blocks
   uint64_t pack_target = 128ull << 20;  // a pack is finished once this large
 };
@@ -94,8 +95,9 @@ class BlockStore {
   class Slot {
    public:
     // Stores the raw 64 KiB block at `raw` unless a block with the same
-    // content is known; returns where it is.
-    Result<BlockRef> Put(const char* raw);
+    // content is known; returns where it is.  `*added` (if given) is set to
+    // the bytes stored (0 when the block was known).
+    Result<BlockRef> Put(const char* raw, uint64_t* added = nullptr);
 
    private:
     friend class BlockStore;
@@ -107,6 +109,10 @@ class BlockStore {
 
   // A slot for one thread; valid until the store is destroyed.
   Slot* NewSlot();
+  // A slot no one else holds until ReleaseSlot: for threads of a pool that
+  // store blocks now and then (a slot keeps its open pack between uses).
+  Slot* AcquireSlot();
+  void ReleaseSlot(Slot* slot);
 
   // Finishes every slot's pack, fsyncs the pack directories, and writes an
   // index file of the blocks stored since the last Flush.
@@ -138,6 +144,7 @@ class BlockStore {
   std::unordered_map<ContentKey, BlockRef, KeyHash> added_;  // stored by this writer
   std::vector<IndexRecord> unindexed_;                       // stored since the last Flush
   std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Slot*> free_slots_;
   std::vector<std::string> pack_dirs_;  // to fsync at Flush
   StoreStats stats_;
   Status broken_;  // the first failure that may have lost data
@@ -145,6 +152,24 @@ class BlockStore {
   std::unordered_map<ContentKey, bool, KeyHash> checked_;
   std::unordered_map<uint64_t, std::shared_ptr<const Pack>> packs_;  // opened to check
   std::mutex flush_mu_;
+};
+
+// The finished packs of one repository, opened for reading on first use
+// and kept open (at most kMaxOpen at a time; packs no read is using are
+// closed first).  Thread-safe.
+class PackCache {
+ public:
+  explicit PackCache(std::string repo) : repo_(std::move(repo)) {}
+  // Pack `id`; NotFound if it does not exist (released by a collection, or
+  // lost), Corruption if its header does not name it.
+  Result<std::shared_ptr<const Pack>> Get(uint64_t id) const;
+  const std::string& repo() const { return repo_; }
+
+ private:
+  static constexpr size_t kMaxOpen = 1024;
+  std::string repo_;
+  mutable std::mutex mu_;
+  mutable std::unordered_map<uint64_t, std::shared_ptr<const Pack>> open_;
 };
 
 }  // namespace cbt::repo

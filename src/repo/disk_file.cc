@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 namespace cbt::repo {
 
@@ -50,23 +51,27 @@ bool IsAllZero(const void* data, size_t len) {
   return std::memcmp(p, p + 1, len - 1) == 0;
 }
 
-DiskFileWriter::DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uint64_t virtual_size)
+DiskFileWriter::DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uint64_t virtual_size,
+                               BlockStore* store)
     : path_(std::move(path)),
       fd_(std::move(fd)),
       kind_(kind),
       virtual_size_(virtual_size),
-      seen_(BlockCount(virtual_size), false) {}
+      seen_(BlockCount(virtual_size), false),
+      store_(store) {}
 
 Result<std::unique_ptr<DiskFileWriter>> DiskFileWriter::Create(const std::string& path,
                                                                FileKind kind,
-                                                               uint64_t virtual_size) {
+                                                               uint64_t virtual_size,
+                                                               BlockStore* store) {
   CBT_ASSIGN_OR_RETURN(UniqueFd fd, CreateExclusive(path));
   // An all-zero header marks the file as unfinished until Finish() runs.
   unsigned char zero[kHeaderSize] = {};
   CBT_RETURN_IF_ERROR(PwriteAll(fd.get(), zero, sizeof zero, 0, path));
-  auto w =
-      std::unique_ptr<DiskFileWriter>(new DiskFileWriter(path, std::move(fd), kind, virtual_size));
-  w->SetDirect(true);
+  auto w = std::unique_ptr<DiskFileWriter>(
+      new DiskFileWriter(path, std::move(fd), kind, virtual_size, store));
+  // A version-2 file holds references only: nothing large goes through it.
+  if (store == nullptr) w->SetDirect(true);
   return w;
 }
 
@@ -172,8 +177,18 @@ Status DiskFileWriter::CheckBlock(uint64_t block) {
 
 Status DiskFileWriter::AddData(uint64_t block, const void* data) {
   CBT_RETURN_IF_ERROR(CheckBlock(block));
+  if (store_ != nullptr) {
+    if (slot_ == nullptr) slot_ = store_->NewSlot();
+    uint64_t added = 0;
+    CBT_ASSIGN_OR_RETURN(BlockRef ref, slot_->Put(static_cast<const char*>(data), &added));
+    entries_.push_back({block, EntryKind::kData, ref.offset, ref.checksum, ref.stored_size, ref.pack});
+    added_bytes_ += added;
+    ++data_blocks_;
+    return Status::Ok();
+  }
   CBT_RETURN_IF_ERROR(WriteData(static_cast<const char*>(data), kBlockSize));
-  entries_.push_back({block, EntryKind::kData, next_data_offset_, Checksum(data, kBlockSize)});
+  entries_.push_back(
+      {block, EntryKind::kData, next_data_offset_, Checksum(data, kBlockSize), 0, 0});
   next_data_offset_ += kBlockSize;
   ++data_blocks_;
   return Status::Ok();
@@ -202,19 +217,36 @@ Status DiskFileWriter::AddDataRun(uint64_t first, const char* data, uint64_t cou
       return CheckBlock(first + i);  // fails, and says why, without marking
     }
   }
+  if (store_ != nullptr) {
+    for (uint64_t i = 0; i < count; ++i) {
+      CBT_RETURN_IF_ERROR(AddData(first + i, data + i * kBlockSize));
+    }
+    return Status::Ok();
+  }
   for (uint64_t i = 0; i < count; ++i) seen_[first + i] = true;
   CBT_RETURN_IF_ERROR(WriteData(data, count * kBlockSize));
   for (uint64_t i = 0; i < count; ++i) {
-    entries_.push_back({first + i, EntryKind::kData, next_data_offset_, checksums[i]});
+    entries_.push_back({first + i, EntryKind::kData, next_data_offset_, checksums[i], 0, 0});
     next_data_offset_ += kBlockSize;
   }
   data_blocks_ += count;
   return Status::Ok();
 }
 
+Status DiskFileWriter::AddRef(uint64_t block, const BlockRef& ref, uint64_t added) {
+  if (store_ == nullptr) {
+    return Status::InvalidArgument(path_ + ": a version-1 disk file holds no references");
+  }
+  CBT_RETURN_IF_ERROR(CheckBlock(block));
+  entries_.push_back({block, EntryKind::kData, ref.offset, ref.checksum, ref.stored_size, ref.pack});
+  added_bytes_ += added;
+  ++data_blocks_;
+  return Status::Ok();
+}
+
 Status DiskFileWriter::AddZero(uint64_t block) {
   CBT_RETURN_IF_ERROR(CheckBlock(block));
-  entries_.push_back({block, EntryKind::kZero, 0, 0});
+  entries_.push_back({block, EntryKind::kZero, 0, 0, 0, 0});
   ++zero_blocks_;
   return Status::Ok();
 }
@@ -226,21 +258,32 @@ Status DiskFileWriter::Finish() {
   if (direct_) SetDirect(false);
   std::sort(entries_.begin(), entries_.end(),
             [](const IndexEntry& a, const IndexEntry& b) { return a.block < b.block; });
-  std::vector<unsigned char> index(entries_.size() * kIndexEntrySize, 0);
+  const bool packed = store_ != nullptr;
+  const size_t entry_size = packed ? kPackedIndexEntrySize : kIndexEntrySize;
+  std::vector<unsigned char> index(entries_.size() * entry_size, 0);
   for (size_t i = 0; i < entries_.size(); ++i) {
-    unsigned char* p = index.data() + i * kIndexEntrySize;
-    StoreLe64(p, entries_[i].block);
-    StoreLe32(p + 8, static_cast<uint32_t>(entries_[i].kind));
-    StoreLe32(p + 12, 0);
-    StoreLe64(p + 16, entries_[i].offset);
-    StoreLe64(p + 24, entries_[i].checksum);
+    unsigned char* p = index.data() + i * entry_size;
+    const IndexEntry& e = entries_[i];
+    StoreLe64(p, e.block);
+    StoreLe32(p + 8, static_cast<uint32_t>(e.kind));
+    if (packed) {
+      StoreLe32(p + 12, e.stored_size);
+      StoreLe64(p + 16, e.pack);
+      StoreLe64(p + 24, e.offset);
+      StoreLe64(p + 32, e.checksum);
+      StoreLe64(p + 40, 0);
+    } else {
+      StoreLe32(p + 12, 0);
+      StoreLe64(p + 16, e.offset);
+      StoreLe64(p + 24, e.checksum);
+    }
   }
   const uint64_t index_offset = next_data_offset_;
   CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), index.data(), index.size(), index_offset, path_));
 
   unsigned char header[kHeaderSize] = {};
   std::memcpy(header + kOffMagic, kDiskMagic, sizeof kDiskMagic);
-  StoreLe32(header + kOffVersion, kDiskFormatVersion);
+  StoreLe32(header + kOffVersion, packed ? kPackedDiskFormatVersion : kDiskFormatVersion);
   StoreLe32(header + kOffHeaderSize, kHeaderSize);
   StoreLe64(header + kOffIncompat, 0);
   StoreLe64(header + kOffCompat, 0);
@@ -257,31 +300,40 @@ Status DiskFileWriter::Finish() {
   return Fsync(fd_.get(), path_);
 }
 
-Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) {
-  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
-  CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
-  if (size < kHeaderSize) return Status::Corruption(path + ": shorter than its header");
-  unsigned char h[kHeaderSize];
-  CBT_RETURN_IF_ERROR(PreadAll(fd.get(), h, sizeof h, 0, path));
+namespace {
+
+struct ParsedFile {
+  uint32_t version = 0;
+  FileKind kind = FileKind::kBase;
+  uint64_t virtual_size = 0;
+  std::vector<IndexEntry> entries;
+};
+
+// Validates a disk file of `size` bytes whose header is `h`; `read` reads
+// `len` bytes at `off` of the file.  Shared by Open (reading the file) and
+// ParseEntries (bytes already in memory).
+Result<ParsedFile> Parse(const unsigned char* h, uint64_t size,
+                         const std::function<Status(void*, size_t, uint64_t)>& read,
+                         const std::string& path) {
   if (std::memcmp(h + kOffMagic, kDiskMagic, sizeof kDiskMagic) != 0) {
     return Status::Corruption(path + ": not a disk data file (bad magic)");
   }
   if (LoadLe64(h + kOffHeaderChecksum) != Checksum(h, kOffHeaderChecksum)) {
     return Status::Corruption(path + ": header checksum mismatch");
   }
-  uint32_t version = LoadLe32(h + kOffVersion);
-  if (version != kDiskFormatVersion) {
+  const uint32_t version = LoadLe32(h + kOffVersion);
+  if (version != kDiskFormatVersion && version != kPackedDiskFormatVersion) {
     return Status::NotSupported(path + ": disk file format version " + std::to_string(version) +
-                                " is not supported (this build reads version " +
-                                std::to_string(kDiskFormatVersion) + ")");
+                                " is not supported (this build reads versions 1 and 2)");
   }
+  const bool packed = version == kPackedDiskFormatVersion;
   if ((LoadLe64(h + kOffIncompat) & ~kKnownIncompatibleFeatures) != 0) {
     return Status::NotSupported(path + ": uses incompatible features this build does not know");
   }
   if (LoadLe32(h + kOffHeaderSize) != kHeaderSize || LoadLe32(h + kOffBlockSize) != kBlockSize) {
     return Status::Corruption(path + ": unexpected header or block size");
   }
-  uint32_t kind = LoadLe32(h + kOffKind);
+  const uint32_t kind = LoadLe32(h + kOffKind);
   if (kind != static_cast<uint32_t>(FileKind::kBase) &&
       kind != static_cast<uint32_t>(FileKind::kOverlay)) {
     return Status::Corruption(path + ": unknown file kind " + std::to_string(kind));
@@ -295,61 +347,145 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path) 
   if (virtual_size == 0 || virtual_size > (uint64_t{1} << 62)) {
     return Status::Corruption(path + ": implausible virtual size " + std::to_string(virtual_size));
   }
-  if (count > nblocks || data_blocks > count ||
-      index_offset != kHeaderSize + data_blocks * uint64_t{kBlockSize} ||
-      size != index_offset + count * kIndexEntrySize) {
+  const uint64_t entry_size = packed ? kPackedIndexEntrySize : kIndexEntrySize;
+  const uint64_t data_area = packed ? 0 : data_blocks * uint64_t{kBlockSize};
+  if (count > nblocks || data_blocks > count || index_offset != kHeaderSize + data_area ||
+      size != index_offset + count * entry_size) {
     return Status::Corruption(path + ": file length does not match its header (truncated?)");
   }
-  std::vector<unsigned char> index(count * kIndexEntrySize);
-  CBT_RETURN_IF_ERROR(PreadAll(fd.get(), index.data(), index.size(), index_offset, path));
+  std::vector<unsigned char> index(count * entry_size);
+  CBT_RETURN_IF_ERROR(read(index.data(), index.size(), index_offset));
   if (Checksum(index.data(), index.size()) != LoadLe64(h + kOffIndexChecksum)) {
     return Status::Corruption(path + ": index checksum mismatch");
   }
 
-  auto file = std::shared_ptr<DiskFile>(new DiskFile());
-  file->entries_.reserve(count);
+  ParsedFile out;
+  out.version = version;
+  out.kind = static_cast<FileKind>(kind);
+  out.virtual_size = virtual_size;
+  out.entries.reserve(count);
   uint64_t seen_data = 0;
-  std::vector<bool> slot_used(data_blocks, false);
+  std::vector<bool> slot_used(packed ? 0 : data_blocks, false);
   for (uint64_t i = 0; i < count; ++i) {
-    const unsigned char* p = index.data() + i * kIndexEntrySize;
-    IndexEntry e{LoadLe64(p), static_cast<EntryKind>(LoadLe32(p + 8)), LoadLe64(p + 16),
-                 LoadLe64(p + 24)};
-    bool ordered = i == 0 || e.block > file->entries_.back().block;
-    bool valid_kind = e.kind == EntryKind::kData || e.kind == EntryKind::kZero;
-    bool in_data_area =
-        e.kind != EntryKind::kData ||
-        (e.offset >= kHeaderSize && index_offset >= kHeaderSize + kBlockSize &&
-         e.offset <= index_offset - kBlockSize && (e.offset - kHeaderSize) % kBlockSize == 0);
-    // ZERO entries carry no offset or checksum; the reserved word is zero.
-    bool clean =
-        LoadLe32(p + 12) == 0 && (e.kind != EntryKind::kZero || (e.offset == 0 && e.checksum == 0));
-    if (!ordered || !valid_kind || e.block >= nblocks || !in_data_area || !clean) {
+    const unsigned char* p = index.data() + i * entry_size;
+    IndexEntry e{LoadLe64(p), static_cast<EntryKind>(LoadLe32(p + 8)), 0, 0, 0, 0};
+    bool clean, placed;
+    if (packed) {
+      e.stored_size = LoadLe32(p + 12);
+      e.pack = LoadLe64(p + 16);
+      e.offset = LoadLe64(p + 24);
+      e.checksum = LoadLe64(p + 32);
+      // ZERO entries name nothing; the reserved word is zero.
+      clean = LoadLe64(p + 40) == 0 &&
+              (e.kind != EntryKind::kZero ||
+               (e.stored_size == 0 && e.pack == 0 && e.offset == 0 && e.checksum == 0));
+      placed = e.kind != EntryKind::kData ||
+               (e.stored_size >= 1 && e.stored_size <= kRawBlockSize &&
+                e.offset >= kPackHeaderSize && e.offset <= (uint64_t{1} << 62));
+    } else {
+      e.offset = LoadLe64(p + 16);
+      e.checksum = LoadLe64(p + 24);
+      clean = LoadLe32(p + 12) == 0 &&
+              (e.kind != EntryKind::kZero || (e.offset == 0 && e.checksum == 0));
+      placed = e.kind != EntryKind::kData ||
+               (e.offset >= kHeaderSize && index_offset >= kHeaderSize + kBlockSize &&
+                e.offset <= index_offset - kBlockSize && (e.offset - kHeaderSize) % kBlockSize == 0);
+    }
+    const bool ordered = i == 0 || e.block > out.entries.back().block;
+    const bool valid_kind = e.kind == EntryKind::kData || e.kind == EntryKind::kZero;
+    if (!ordered || !valid_kind || e.block >= nblocks || !placed || !clean) {
       return Status::Corruption(path + ": index entry " + std::to_string(i) + " is invalid");
     }
     if (e.kind == EntryKind::kData) {
-      // Each data slot belongs to exactly one block.
-      const uint64_t slot = (e.offset - kHeaderSize) / kBlockSize;
-      if (slot_used[slot]) {
-        return Status::Corruption(path + ": index entry " + std::to_string(i) +
-                                  " shares its data with another block");
+      if (!packed) {
+        // Each data slot belongs to exactly one block.  (Blocks of a
+        // version-2 file may share a stored block: that is dedup.)
+        const uint64_t slot = (e.offset - kHeaderSize) / kBlockSize;
+        if (slot_used[slot]) {
+          return Status::Corruption(path + ": index entry " + std::to_string(i) +
+                                    " shares its data with another block");
+        }
+        slot_used[slot] = true;
       }
-      slot_used[slot] = true;
       ++seen_data;
     }
-    file->entries_.push_back(e);
+    out.entries.push_back(e);
   }
   if (seen_data != data_blocks) {
     return Status::Corruption(path + ": data block count does not match the index");
   }
+  return out;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path,
+                                                       std::shared_ptr<const PackCache> packs) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
+  CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
+  if (size < kHeaderSize) return Status::Corruption(path + ": shorter than its header");
+  unsigned char h[kHeaderSize];
+  CBT_RETURN_IF_ERROR(PreadAll(fd.get(), h, sizeof h, 0, path));
+  const int raw_fd = fd.get();
+  CBT_ASSIGN_OR_RETURN(ParsedFile parsed,
+                       Parse(h, size,
+                             [&](void* buf, size_t len, uint64_t off) {
+                               return PreadAll(raw_fd, buf, len, off, path);
+                             },
+                             path));
+  auto file = std::shared_ptr<DiskFile>(new DiskFile());
+  file->entries_ = std::move(parsed.entries);
   file->path_ = path;
   file->fd_ = std::move(fd);
-  file->kind_ = static_cast<FileKind>(kind);
-  file->virtual_size_ = virtual_size;
+  file->kind_ = parsed.kind;
+  file->version_ = parsed.version;
+  file->packs_ = std::move(packs);
+  file->virtual_size_ = parsed.virtual_size;
   file->file_size_ = size;
   return std::shared_ptr<const DiskFile>(std::move(file));
 }
 
+Result<std::vector<IndexEntry>> DiskFile::ParseEntries(std::string_view bytes,
+                                                       const std::string& what,
+                                                       uint32_t* version) {
+  if (bytes.size() < kHeaderSize) return Status::Corruption(what + ": shorter than its header");
+  auto read = [&](void* buf, size_t len, uint64_t off) -> Status {
+    if (off > bytes.size() || len > bytes.size() - off) {
+      return Status::Corruption(what + ": truncated");
+    }
+    std::memcpy(buf, bytes.data() + off, len);
+    return Status::Ok();
+  };
+  CBT_ASSIGN_OR_RETURN(
+      ParsedFile parsed,
+      Parse(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), read, what));
+  if (version != nullptr) *version = parsed.version;
+  return std::move(parsed.entries);
+}
+
+Result<std::shared_ptr<const Pack>> DiskFile::PackOf(const IndexEntry& e) const {
+  if (packs_ == nullptr) {
+    return Status::InvalidArgument(path_ + ": opened without its repository's packs");
+  }
+  auto pack = packs_->Get(e.pack);
+  if (pack.status().IsNotFound()) {
+    return Status::Corruption("block at disk offset " + std::to_string(e.block * kBlockSize) +
+                              ": pack " + PackIdHex(e.pack) + " is missing");
+  }
+  return pack;
+}
+
 Status DiskFile::ReadBlock(const IndexEntry& e, void* buf) const {
+  if (packed()) {
+    CBT_ASSIGN_OR_RETURN(auto pack, PackOf(e));
+    Status st = pack->ReadBlock(BlockRef{e.pack, e.offset, e.stored_size, e.checksum},
+                                static_cast<char*>(buf));
+    if (st.IsCorruption()) {
+      return Status::Corruption("checksum mismatch at disk offset " +
+                                std::to_string(e.block * kBlockSize) + " (" + st.message() + ")");
+    }
+    return st;
+  }
   CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), buf, kBlockSize, e.offset, path_));
   if (Checksum(buf, kBlockSize) != e.checksum) {
     return Status::Corruption("checksum mismatch at disk offset " +
@@ -381,7 +517,7 @@ bool DirectAioIsReal(int fd) {
 
 int DiskFile::direct_fd() const {
   std::call_once(direct_once_, [this] {
-    if (!DirectAioIsReal(fd_.get())) return;
+    if (packed() || !DirectAioIsReal(fd_.get())) return;
     // Through /proc rather than the path: a delete may have moved the file
     // to another point since it was opened, and this must be the same file.
     const std::string self = "/proc/self/fd/" + std::to_string(fd_.get());

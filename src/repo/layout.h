@@ -5,6 +5,9 @@
 //
 //   REPO/config.json                       repository config (format version)
 //   REPO/id                                repository id (a UUID), made by the first backup
+//   REPO/store.lock                        the store lock (repository.h, StoreLock)
+//   REPO/packs/<2 hex>/<16 hex>.pack       packs of the block store (pack.h)
+//   REPO/index/<16 hex>.idx                index files of the block store (block_store.h)
 //   REPO/<vm-uuid>/                        one directory per VM
 //   REPO/<vm-uuid>/lock                    per-VM lock (present while held)
 //   REPO/<vm-uuid>/<timestamp>/            a committed point
@@ -32,6 +35,7 @@ namespace cbt::repo {
 inline constexpr char kConfigFile[] = "config.json";
 inline constexpr char kIdFile[] = "id";
 inline constexpr char kLockFile[] = "lock";
+inline constexpr char kStoreLockFile[] = "store.lock";
 inline constexpr char kManifestFile[] = "manifest.json";
 inline constexpr char kMetadataFile[] = "VM_metadata";
 inline constexpr char kTempPrefix[] = ".tmp-";

@@ -3,6 +3,8 @@
 
 #include "repo/disk_file.h"
 #include "repo/layout.h"
+#include "util/block_codec.h"
+#include "util/text.h"
 
 #include <nlohmann/json.hpp>
 
@@ -75,7 +77,7 @@ DiskRecord NewDiskRecord(const std::string& vdi_uuid, const DiskFileWriter& w,
   d.parent_point = parent_point;
   d.data_blocks = w.data_blocks();
   d.zero_blocks = w.zero_blocks();
-  d.stored_bytes = w.file_size();
+  d.stored_bytes = w.added_bytes();
   d.reason = d.base ? reason : "";
   return d;
 }
@@ -205,25 +207,56 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
   }
 }
 
-std::string EncodeConfig() {
-  json j = {{"format", "cbt-backup repository"}, {"version", kRepoFormatVersion}};
-  // Names come from the server: invalid UTF-8 becomes U+FFFD, not an exception.
-  return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+std::string EncodeConfig(const RepoConfig& config) {
+  json j = {{"format", "cbt-backup repository"}, {"version", config.version}};
+  if (config.version >= kStoreRepoFormatVersion) {
+    j["compression"] = config.compress ? json{{"algorithm", "zstd"}, {"level", config.level}}
+                                       : json{{"algorithm", "none"}};
+  }
+  return j.dump(2) + "\n";
 }
 
-Status CheckConfig(const std::string& text, const std::string& what) {
+Result<RepoConfig> ParseConfig(const std::string& text, const std::string& what) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("version") ||
       !j["version"].is_number_integer()) {
     return Status::Corruption(what + ": repository config is not valid");
   }
+  RepoConfig c;
   const int64_t version = j["version"].get<int64_t>();
-  if (version != kRepoFormatVersion) {
+  if (version != kRepoFormatVersion && version != kStoreRepoFormatVersion) {
     return Status::NotSupported(what + ": repository format version " + std::to_string(version) +
-                                " is not supported by this build (it reads version " +
-                                std::to_string(kRepoFormatVersion) + ")");
+                                " is not supported by this build (it reads versions " +
+                                std::to_string(kRepoFormatVersion) + " and " +
+                                std::to_string(kStoreRepoFormatVersion) + ")");
   }
-  return Status::Ok();
+  c.version = static_cast<int>(version);
+  if (version == kRepoFormatVersion) return c;
+  const json* comp = j.contains("compression") ? &j["compression"] : nullptr;
+  if (comp == nullptr || !comp->is_object() || !comp->contains("algorithm") ||
+      !(*comp)["algorithm"].is_string()) {
+    return Status::Corruption(what + ": repository config has no valid compression");
+  }
+  const std::string algo = (*comp)["algorithm"].get<std::string>();
+  if (algo == "none") {
+    c.compress = false;
+    return c;
+  }
+  if (algo != "zstd") {
+    return Status::NotSupported(what + ": compression '" + Printable(algo) +
+                                "' is not supported (zstd or none)");
+  }
+  if (!comp->contains("level") || !(*comp)["level"].is_number_integer()) {
+    return Status::Corruption(what + ": repository config has no valid zstd level");
+  }
+  const int64_t level = (*comp)["level"].get<int64_t>();
+  if (level < kMinZstdLevel || level > kMaxZstdLevel || level == 0) {
+    return Status::Corruption(what + ": zstd level " + std::to_string(level) + " is outside " +
+                              std::to_string(kMinZstdLevel) + ".." + std::to_string(kMaxZstdLevel) +
+                              " (0 excluded)");
+  }
+  c.level = static_cast<int>(level);
+  return c;
 }
 
 }  // namespace cbt::repo

@@ -18,6 +18,9 @@
 namespace cbt::repo {
 
 inline constexpr int kRepoFormatVersion = 1;
+// config.json version of a repository with a block store (packs, indexes,
+// version-2 disk files).  2 is skipped: manifests already use it.
+inline constexpr int kStoreRepoFormatVersion = 3;
 // Manifests are written as version 1 unless a disk has layers (version 2),
 // so a reader that predates layers refuses them instead of misreading.
 inline constexpr int kManifestLayersVersion = 2;
@@ -41,7 +44,7 @@ struct DiskRecord {
   std::string parent_point;   // empty for a base
   uint64_t data_blocks = 0;
   uint64_t zero_blocks = 0;
-  uint64_t stored_bytes = 0;  // size of `file`
+  uint64_t stored_bytes = 0;  // bytes the write of `file` added to the repository
   std::string reason;         // why this disk is a base ("first backup", "--full", ...)
 
   // `file`, then the layers' files: the point's own files, newest first.
@@ -93,9 +96,17 @@ std::string EncodeManifest(const Manifest& m);
 // format version is unknown.
 Result<Manifest> DecodeManifest(const std::string& text, const std::string& what);
 
-std::string EncodeConfig();
-// Checks the repository config; NotSupported for an unknown version.
-Status CheckConfig(const std::string& text, const std::string& what);
+// config.json (docs/FORMAT.md, "config.json").
+struct RepoConfig {
+  int version = kStoreRepoFormatVersion;
+  bool compress = true;  // "zstd"; false: "none"
+  int level = 3;         // zstd level of new blocks
+};
+
+std::string EncodeConfig(const RepoConfig& config = RepoConfig());
+// Parses the repository config; Corruption if malformed, NotSupported for
+// an unknown version or compression algorithm.
+Result<RepoConfig> ParseConfig(const std::string& text, const std::string& what);
 
 }  // namespace cbt::repo
 

@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <ctime>
 
 namespace cbt::repo {
@@ -53,8 +54,56 @@ Result<Repository> Repository::Open(const std::string& path, bool create) {
     CBT_RETURN_IF_ERROR(WriteFileAtomic(config, EncodeConfig()));
   }
   CBT_ASSIGN_OR_RETURN(std::string text, ReadFile(config));
-  CBT_RETURN_IF_ERROR(CheckConfig(text, config));
-  return Repository(path);
+  CBT_ASSIGN_OR_RETURN(RepoConfig parsed, ParseConfig(text, config));
+  return Repository(path, parsed);
+}
+
+Result<std::shared_ptr<const DiskFile>> Repository::OpenDiskFile(const std::string& path) const {
+  return DiskFile::Open(path, packs_);
+}
+
+Status Repository::WriteConfig(const RepoConfig& config) {
+  if (config.version != kStoreRepoFormatVersion) {
+    return Status::InvalidArgument("only a format-3 config is ever written");
+  }
+  CBT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(path_, kConfigFile), EncodeConfig(config)));
+  CBT_RETURN_IF_ERROR(FsyncDir(path_));
+  config_ = config;
+  return Status::Ok();
+}
+
+namespace {
+
+Result<UniqueFd> LockStore(const Repository& repo, int op) {
+  const std::string path = JoinPath(repo.path(), kStoreLockFile);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, kFileMode);
+  if (fd < 0) {
+    if (errno == ELOOP) {
+      return Status::Corruption(path + " is a symbolic link; a lock is never taken through one");
+    }
+    return Status::FromErrno(errno, path);
+  }
+  UniqueFd owner(fd);
+  while (::flock(fd, op) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) {
+      return Status::Busy("other commands are using the repository " + repo.path());
+    }
+    return Status::FromErrno(errno, path);
+  }
+  return owner;
+}
+
+}  // namespace
+
+Result<StoreLock> StoreLock::Shared(const Repository& repo) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, LockStore(repo, LOCK_SH));
+  return StoreLock(std::move(fd));
+}
+
+Result<StoreLock> StoreLock::Exclusive(const Repository& repo) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, LockStore(repo, LOCK_EX | LOCK_NB));
+  return StoreLock(std::move(fd));
 }
 
 Result<std::string> Repository::Id(bool create) const {
@@ -226,6 +275,10 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
     // The new VM directory must survive a crash with the points put in it.
     CBT_RETURN_IF_ERROR(FsyncDir(repo.path()));
   }
+  // The store lock first, always in this order: a collection waits for
+  // every VM lock holder, and a holder never waits for a collection while
+  // holding a VM lock.
+  CBT_ASSIGN_OR_RETURN(StoreLock store, StoreLock::Shared(repo));
   const std::string lock_path = JoinPath(vm_dir, kLockFile);
   for (int attempt = 0; attempt < 10; ++attempt) {
     int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, kFileMode);
@@ -259,7 +312,7 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
     const std::string text = info.dump() + "\n";
     if (::ftruncate(fd, 0) != 0) return Status::FromErrno(errno, lock_path);
     CBT_RETURN_IF_ERROR(PwriteAll(fd, text.data(), text.size(), 0, lock_path));
-    VmLock lock(lock_path, std::move(owner));
+    VmLock lock(std::move(store), lock_path, std::move(owner));
     // We hold the lock: any temporary here was left by a writer that died,
     // and a journal by a delete that died (finished here, before anything
     // else reads or writes the VM's points).
@@ -296,10 +349,24 @@ Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, 
   std::string vm_dir = VmDir(repo.path(), vm);
   std::string final_dir = PointDir(repo.path(), vm, point);
   if (PathExists(final_dir)) return Status::Exists("VM " + vm + " already has point " + point);
+  // Converted on the first write (docs/FORMAT.md, "config.json"): read
+  // again from disk, since another writer may have converted it already.
+  CBT_ASSIGN_OR_RETURN(std::string text, ReadFile(JoinPath(repo.path(), kConfigFile)));
+  CBT_ASSIGN_OR_RETURN(RepoConfig config, ParseConfig(text, JoinPath(repo.path(), kConfigFile)));
+  if (config.version != kStoreRepoFormatVersion) {
+    config = RepoConfig();
+    CBT_RETURN_IF_ERROR(
+        WriteFileAtomic(JoinPath(repo.path(), kConfigFile), EncodeConfig(config)));
+    CBT_RETURN_IF_ERROR(FsyncDir(repo.path()));
+  }
+  StoreOptions options;
+  options.compress = config.compress;
+  options.level = config.level;
+  CBT_ASSIGN_OR_RETURN(auto store, BlockStore::Open(repo.path(), options));
   std::string temp = JoinPath(vm_dir, TempPointName(point, ::getpid()));
   CBT_RETURN_IF_ERROR(RemoveTree(temp));
   CBT_RETURN_IF_ERROR(MakeDir(temp));
-  return std::unique_ptr<PointWriter>(new PointWriter(vm_dir, temp, final_dir));
+  return std::unique_ptr<PointWriter>(new PointWriter(vm_dir, temp, final_dir, std::move(store)));
 }
 
 PointWriter::~PointWriter() {
@@ -309,7 +376,8 @@ PointWriter::~PointWriter() {
 Result<std::unique_ptr<DiskFileWriter>> PointWriter::CreateDisk(const std::string& vdi,
                                                                 FileKind kind,
                                                                 uint64_t virtual_size) {
-  return DiskFileWriter::Create(JoinPath(temp_dir_, DiskFileName(vdi)), kind, virtual_size);
+  return DiskFileWriter::Create(JoinPath(temp_dir_, DiskFileName(vdi)), kind, virtual_size,
+                                store_.get());
 }
 
 Status PointWriter::WriteMetadata(const std::string& blob) {
@@ -323,6 +391,9 @@ Status PointWriter::Commit(const Manifest& manifest) {
       return Status::InvalidArgument("manifest names a disk file that was not written: " + d.file);
     }
   }
+  // The blocks the disk files refer to must be durable, and indexed,
+  // before the commit makes the files visible.
+  CBT_RETURN_IF_ERROR(store_->Flush());
   // Never commit a manifest that readers would refuse.
   const std::string text = EncodeManifest(manifest);
   auto check = DecodeManifest(text, "new manifest");

@@ -13,6 +13,7 @@
 #ifndef CBT_REPO_REPOSITORY_H_
 #define CBT_REPO_REPOSITORY_H_
 
+#include "repo/block_store.h"
 #include "repo/disk_file.h"
 #include "repo/manifest.h"
 #include "util/file.h"
@@ -52,6 +53,16 @@ class Repository {
   static Result<Repository> Open(const std::string& path, bool create);
 
   const std::string& path() const { return path_; }
+  // The config as it was read at Open.
+  const RepoConfig& config() const { return config_; }
+  // The packs of the block store, for readers of version-2 disk files.
+  const std::shared_ptr<const PackCache>& packs() const { return packs_; }
+  // Opens a disk file of this repository (DiskFile::Open with packs()).
+  Result<std::shared_ptr<const DiskFile>> OpenDiskFile(const std::string& path) const;
+
+  // Rewrites config.json (temporary, rename, fsync of the repository
+  // directory).  InvalidArgument for a version other than the store's.
+  Status WriteConfig(const RepoConfig& config);
 
   // The repository's id: a random UUID in REPO/id that marks the server
   // objects a backup into this repository creates (docs/FORMAT.md, "id").
@@ -85,11 +96,34 @@ class Repository {
                                                        UnreadableManifest unreadable) const;
 
  private:
-  explicit Repository(std::string path) : path_(std::move(path)) {}
+  Repository(std::string path, RepoConfig config)
+      : path_(std::move(path)),
+        config_(config),
+        packs_(std::make_shared<const PackCache>(path_)) {}
   std::string path_;
+  RepoConfig config_;
+  std::shared_ptr<const PackCache> packs_;
 };
 
-// An exclusive lock on one VM directory, held by a backup, import or prune:
+// The store lock (REPO/store.lock): every VmLock holds it shared, garbage
+// collection exclusively, so collection never runs while a point is being
+// written or deleted.
+class StoreLock {
+ public:
+  // Shared, waiting for a collection to end.
+  static Result<StoreLock> Shared(const Repository& repo);
+  // Exclusive without waiting; Busy if any command holds it.
+  static Result<StoreLock> Exclusive(const Repository& repo);
+  StoreLock(StoreLock&&) noexcept = default;
+  StoreLock& operator=(StoreLock&&) = delete;
+
+ private:
+  explicit StoreLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
+
+// An exclusive lock on one VM directory, held by a backup, import or prune
+// (with the store lock, shared, taken first):
 // an flock() on REPO/<vm>/lock, whose content names the holder (host, pid,
 // command, start time).  The kernel releases it when the holder dies, so a
 // killed writer never leaves a lock that blocks the next command.
@@ -110,7 +144,8 @@ class VmLock {
   // acquisition fails with that error and the lock is released.
   static Result<VmLock> Acquire(const Repository& repo, const std::string& vm,
                                 const std::string& command);
-  VmLock(VmLock&& other) noexcept : path_(std::move(other.path_)), fd_(std::move(other.fd_)) {
+  VmLock(VmLock&& other) noexcept
+      : store_(std::move(other.store_)), path_(std::move(other.path_)), fd_(std::move(other.fd_)) {
     other.path_.clear();
   }
   VmLock& operator=(VmLock&&) = delete;
@@ -120,13 +155,20 @@ class VmLock {
   const std::string& path() const { return path_; }
 
  private:
-  VmLock(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+  VmLock(std::optional<StoreLock> store, std::string path, UniqueFd fd)
+      : store_(std::move(store)), path_(std::move(path)), fd_(std::move(fd)) {}
+  std::optional<StoreLock> store_;  // released after the VM lock
   std::string path_;
   UniqueFd fd_;  // holds the flock; closing it releases the lock
 };
 
 // Writes one new point into a temporary directory and commits it with a
 // rename.  Destroying an uncommitted writer removes the temporary.
+//
+// In a repository of format 3 (a version-1 repository is converted to it
+// here, docs/FORMAT.md "config.json") the disks are version-2 files whose
+// blocks go to the block store; Commit flushes the store before the
+// manifest, so a committed point only ever refers to durable blocks.
 class PointWriter {
  public:
   // REQUIRES: `lock` is the lock of `vm`.  Exists if the point already
@@ -137,6 +179,8 @@ class PointWriter {
   ~PointWriter();
 
   const std::string& temp_dir() const { return temp_dir_; }
+  // The block store of the point's disks (never null).
+  BlockStore* store() const { return store_.get(); }
   // Creates the data file of disk `vdi` in the temporary directory.
   Result<std::unique_ptr<DiskFileWriter>> CreateDisk(const std::string& vdi, FileKind kind,
                                                      uint64_t virtual_size);
@@ -147,13 +191,16 @@ class PointWriter {
   Status Commit(const Manifest& manifest);
 
  private:
-  PointWriter(std::string vm_dir, std::string temp_dir, std::string final_dir)
+  PointWriter(std::string vm_dir, std::string temp_dir, std::string final_dir,
+              std::unique_ptr<BlockStore> store)
       : vm_dir_(std::move(vm_dir)),
         temp_dir_(std::move(temp_dir)),
-        final_dir_(std::move(final_dir)) {}
+        final_dir_(std::move(final_dir)),
+        store_(std::move(store)) {}
   std::string vm_dir_;
   std::string temp_dir_;
   std::string final_dir_;
+  std::unique_ptr<BlockStore> store_;
   bool committed_ = false;
 };
 

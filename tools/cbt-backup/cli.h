@@ -74,6 +74,8 @@ Command VerifyCommand();
 Command RunCommand();
 Command JobsCommand();
 Command StatusCommand();
+Command GcCommand();
+Command CompressionCommand();
 
 // What a required option is called in the message when it is missing:
 // {"vm", "--vm UUID"} prints "--vm UUID is required".
@@ -161,6 +163,12 @@ struct PruneOutcome {
 // `dry_run` nothing is removed.
 PruneOutcome PruneVm(const Globals& g, const repo::Repository& repo, const std::string& vm,
                      const repo::KeepPolicy& policy, bool dry_run, bool list_points = true);
+// Releases the stored blocks no point reads any more (repo/gc.h), after
+// a prune or delete that removed points; a collection another command
+// keeps from running is left to the next one.  Prints one line unless -q
+// or --json; returns the result as JSON ({"skipped", ...}) and sets
+// *failed on an error (printed).
+nlohmann::json CollectAfterDelete(const Globals& g, const repo::Repository& repo, bool* failed);
 // With a server, destroys the CBT metadata VDIs of deleted points there;
 // returns notes for the user.
 std::vector<std::string> ReleaseSnapshots(const Globals& g, const std::vector<std::string>& uuids);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli.h"
 
+#include "repo/gc.h"
+
 #include "util/text.h"
 
 #include <nlohmann/json.hpp>
@@ -52,6 +54,14 @@ int Run(const Globals& g, const po::variables_map& vm) {
     }
     out["vms"].push_back(jv);
   }
+  // What the repository takes on disk, all VMs together: blocks shared by
+  // points and VMs are counted once here.
+  auto usage = repo::MeasureUsage(*repo);
+  if (!usage.ok()) return Fail(usage.status());
+  out["stored"] = {{"packs", usage->packs},
+                   {"indexes", usage->indexes},
+                   {"disk_files", usage->disk_files},
+                   {"total", usage->total()}};
   if (g.json) {
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
@@ -78,6 +88,9 @@ int Run(const Globals& g, const po::variables_map& vm) {
       }
     }
   }
+  std::printf("stored in the repository: %s (packs %s, indexes %s, disk files %s)\n",
+              HumanBytes(usage->total()).c_str(), HumanBytes(usage->packs).c_str(),
+              HumanBytes(usage->indexes).c_str(), HumanBytes(usage->disk_files).c_str());
   return 0;
 }
 

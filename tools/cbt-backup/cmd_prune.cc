@@ -6,12 +6,15 @@
 #include "cli.h"
 
 #include "backup/server_prune.h"
+#include "repo/gc.h"
 #include "repo/prune.h"
+#include "util/block_codec.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <iostream>
+#include <stdexcept>
 
 namespace cbt::cli {
 
@@ -34,7 +37,39 @@ nlohmann::json StatsJson(const repo::DeleteStats& st) {
           {"bytes_released", st.bytes_released}};
 }
 
+nlohmann::json GcJson(const repo::GcStats& st) {
+  return {{"skipped", st.skipped},
+          {"live_blocks", st.live_blocks},
+          {"live_bytes", st.live_bytes},
+          {"blocks_released", st.blocks_released},
+          {"packs_removed", st.packs_removed},
+          {"indexes_replaced", st.indexes_replaced},
+          {"bytes_freed", st.bytes_freed}};
+}
+
+std::string GcText(const repo::GcStats& st) {
+  if (st.skipped) {
+    return "gc: skipped, other commands are using the repository; the next prune or gc "
+           "releases the space";
+  }
+  return "gc: " + std::to_string(st.blocks_released) + " stored block(s) released, " +
+         std::to_string(st.packs_removed) + " pack(s) removed, " + HumanBytes(st.bytes_freed) +
+         " freed; " + std::to_string(st.live_blocks) + " block(s) in use (" +
+         HumanBytes(st.live_bytes) + ")";
+}
+
 }  // namespace
+
+nlohmann::json CollectAfterDelete(const Globals& g, const repo::Repository& repo, bool* failed) {
+  auto st = repo::CollectGarbage(repo);
+  if (!st.ok()) {
+    std::fprintf(stderr, "cbt-backup: gc failed: %s\n", st.status().message().c_str());
+    *failed = true;
+    return {{"error", st.status().message()}};
+  }
+  if (!g.json) Info(g, GcText(*st));
+  return GcJson(*st);
+}
 
 PruneOutcome PruneVm(const Globals& g, const repo::Repository& repo, const std::string& v,
                      const repo::KeepPolicy& policy, bool dry_run, bool list_points) {
@@ -148,6 +183,15 @@ int RunPrune(const Globals& g, const po::variables_map& vm) {
       break;
     }
   }
+  uint64_t removed = 0;
+  for (const auto& jv : out["vms"]) {
+    if (jv.contains("result")) removed += jv["result"]["deleted"].size();
+  }
+  if (removed > 0) {
+    bool failed = false;
+    out["gc"] = CollectAfterDelete(g, *repo, &failed);
+    if (failed && rc == 0) rc = kExitFailure;
+  }
   auto notes = ReleaseSnapshots(g, released);
   for (const auto& n : notes) Info(g, n);
   out["notes"] = notes;
@@ -166,22 +210,93 @@ int RunDelete(const Globals& g, const po::variables_map& vm) {
   if (!repo.ok()) return Fail(repo.status());
   auto points = repo->ListPoints(v);
   if (!points.ok()) return Fail(points.status());
-  auto lock = repo::VmLock::Acquire(*repo, v, "delete " + point);
-  if (!lock.ok()) return Fail(lock.status());
-  auto st = repo::DeletePoints(*repo, *lock, v, {point});
-  if (!st.ok()) return Fail(st.status());
+  Result<repo::DeleteStats> st = Status::Ok();
+  {
+    auto lock = repo::VmLock::Acquire(*repo, v, "delete " + point);
+    if (!lock.ok()) return Fail(lock.status());
+    st = repo::DeletePoints(*repo, *lock, v, {point});
+    if (!st.ok()) return Fail(st.status());
+  }  // the lock (and its share of the store lock) goes before the collection
+  if (!g.json) {
+    Info(g, "deleted point " + point + " of VM " + v + ": " + std::to_string(st->layers_moved) +
+                " data file(s) handed to later points, " + HumanBytes(st->bytes_released) +
+                " released");
+  }
+  bool failed = false;
+  nlohmann::json gc = CollectAfterDelete(g, *repo, &failed);
   auto notes = ReleaseSnapshots(g, st->released_snapshots);
   if (g.json) {
     nlohmann::json out = StatsJson(*st);
     out["vm"] = v;
+    out["gc"] = gc;
     out["notes"] = notes;
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
-    Info(g, "deleted point " + point + " of VM " + v + ": " + std::to_string(st->layers_moved) +
-                " data file(s) handed to later points, " + HumanBytes(st->bytes_released) +
-                " released");
     for (const auto& n : notes) Info(g, n);
   }
+  return failed ? kExitFailure : 0;
+}
+
+int RunGc(const Globals& g, const po::variables_map&) {
+  auto repo = OpenRepo(g, /*create=*/false);
+  if (!repo.ok()) return Fail(repo.status());
+  auto st = repo::CollectGarbage(*repo);
+  if (!st.ok()) return Fail(st.status());
+  if (st->skipped) {
+    return Fail(Status::Busy("other commands are using the repository " + repo->path() +
+                             "; try again when they are done"));
+  }
+  if (g.json) {
+    std::cout << GcJson(*st).dump(2) << "\n";
+  } else {
+    Info(g, GcText(*st));
+  }
+  return 0;
+}
+
+int RunCompression(const Globals& g, const po::variables_map& vm) {
+  auto repo = OpenRepo(g, /*create=*/false);
+  if (!repo.ok()) return Fail(repo.status());
+  repo::RepoConfig c = repo->config();
+  auto describe = [](const repo::RepoConfig& rc) {
+    if (rc.version != repo::kStoreRepoFormatVersion) {
+      return std::string("none (format 1: blocks are stored verbatim until the next write "
+                         "converts the repository)");
+    }
+    return rc.compress ? "zstd level " + std::to_string(rc.level) : std::string("none");
+  };
+  if (!vm.count("level")) {
+    std::printf("%s\n", describe(c).c_str());
+    return 0;
+  }
+  const std::string arg = vm["level"].as<std::string>();
+  repo::RepoConfig next;
+  if (arg == "none") {
+    next.compress = false;
+  } else {
+    int level = 0;
+    size_t used = 0;
+    try {
+      level = std::stoi(arg, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != arg.size() || level == 0 || level < kMinZstdLevel || level > kMaxZstdLevel) {
+      std::fprintf(stderr,
+                   "cbt-backup compression: LEVEL is a zstd level from %d to %d (not 0), or "
+                   "none\n",
+                   kMinZstdLevel, kMaxZstdLevel);
+      return kExitUsage;
+    }
+    next.level = level;
+  }
+  // Under the store lock, shared: no collection reads the config meanwhile
+  // (none does), and a conversion by a writer is not lost.
+  auto lock = repo::StoreLock::Shared(*repo);
+  if (!lock.ok()) return Fail(lock.status());
+  Status st = repo->WriteConfig(next);
+  if (!st.ok()) return Fail(st);
+  Info(g, "new blocks are stored with " + describe(next) + "; stored blocks keep theirs");
   return 0;
 }
 
@@ -204,6 +319,23 @@ Command PruneCommand() {
                 "dry-run,n", "only show what would be removed");
           },
           RunPrune};
+}
+
+Command GcCommand() {
+  return {"gc", "release the stored blocks that no point reads (prune and delete do it too)",
+          "[--json]", [](po::options_description&, po::positional_options_description&) {},
+          RunGc};
+}
+
+Command CompressionCommand() {
+  return {"compression", "show, or set, how new blocks of the repository are compressed",
+          "[LEVEL|none]",
+          [](po::options_description& d, po::positional_options_description& p) {
+            d.add_options()("level", po::value<std::string>(),
+                            "a zstd level (-7..19, not 0; default 3), or none");
+            p.add("level", 1);
+          },
+          RunCompression};
 }
 
 Command DeleteCommand() {

@@ -180,6 +180,12 @@ int RunJob(const Globals& global, const po::variables_map& vm) {
       }
     }
   }
+  nlohmann::json gc_json = nullptr;
+  if (pruned > 0) {
+    bool failed = false;
+    gc_json = CollectAfterDelete(g, *repo, &failed);
+    if (failed) prune_failed = true;
+  }
   auto notes = ReleaseSnapshots(g, released);
   for (const auto& n : notes) Info(g, n);
   outcome.seconds = MonotonicSeconds() - t0;
@@ -190,6 +196,7 @@ int RunJob(const Globals& global, const po::variables_map& vm) {
                           {"backups", ResultsJson(outcome.results)},
                           {"prune", prune_json},
                           {"pruned_points", pruned},
+                          {"gc", gc_json},
                           {"notes", notes}};
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     std::fflush(stdout);

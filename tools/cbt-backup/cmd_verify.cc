@@ -44,6 +44,12 @@ int Run(const Globals& g, const po::variables_map& vm) {
                           {"bytes_checked", report.bytes_checked},
                           {"ok", report.problems.empty()},
                           {"problems", nlohmann::json::array()}};
+    if (report.store_checked) {
+      out["store"] = {{"stored_blocks", report.stored_blocks},
+                      {"stored_bytes", report.stored_bytes},
+                      {"unreferenced_blocks", report.unreferenced_blocks},
+                      {"unreferenced_bytes", report.unreferenced_bytes}};
+    }
     for (const auto& p : report.problems) {
       out["problems"].push_back({{"vm", p.vm},
                                  {"point", p.point},
@@ -57,6 +63,12 @@ int Run(const Globals& g, const po::variables_map& vm) {
                 std::to_string(report.disks) + " disk(s), " +
                 std::to_string(report.blocks_checked) + " blocks (" +
                 HumanBytes(report.bytes_checked) + "): no damage");
+  }
+  if (!g.json && report.store_checked) {
+    Info(g, "store: " + std::to_string(report.stored_blocks) + " stored block(s) referenced (" +
+                HumanBytes(report.stored_bytes) + "), " +
+                std::to_string(report.unreferenced_blocks) + " unreferenced (" +
+                HumanBytes(report.unreferenced_bytes) + ", released by the next gc)");
   }
   if (!report.problems.empty()) {
     std::fprintf(stderr, "cbt-backup: verify found %zu problem(s); the first: %s\n",

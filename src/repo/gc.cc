@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "repo/gc.h"
+
+#include "repo/block_store.h"
+#include "repo/disk_file.h"
+#include "repo/layout.h"
+#include "util/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <functional>
+#include <set>
+
+namespace cbt::repo {
+
+namespace {
+
+bool EndsWith(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// "<16 hex><suffix>" -> the id.
+bool ParseHexName(const std::string& name, const std::string& suffix, uint64_t* id) {
+  if (name.size() != 16 + suffix.size() || !EndsWith(name, suffix)) return false;
+  uint64_t v = 0;
+  for (int i = 0; i < 16; ++i) {
+    const char c = name[i];
+    if (c >= '0' && c <= '9') {
+      v = v << 4 | static_cast<uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      v = v << 4 | static_cast<uint64_t>(c - 'a' + 10);
+    } else {
+      return false;
+    }
+  }
+  *id = v;
+  return true;
+}
+
+Result<std::vector<IndexEntry>> ReadEntries(const std::string& path, uint32_t* version) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
+  if (!S_ISREG(st.st_mode)) return Status::Corruption(path + " is not a regular file");
+  CBT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  return DiskFile::ParseEntries(bytes, path, version);
+}
+
+void AddLive(LiveSet* live, const IndexEntry& e, const RefSite& site) {
+  live->emplace(std::make_pair(e.pack, e.offset), LiveBlock{e.stored_size, e.checksum, site});
+}
+
+// Every DATA entry of every disk file in `dir`, except those in `skip`.
+Status AddAll(LiveSet* live, const std::string& dir, const std::string& vm,
+              const std::string& name, const std::set<std::string>& skip) {
+  CBT_ASSIGN_OR_RETURN(auto files, ListDir(dir));
+  for (const auto& f : files) {
+    if (!EndsWith(f, kDiskFileSuffix) || skip.count(f) > 0) continue;
+    uint32_t version = 0;
+    CBT_ASSIGN_OR_RETURN(auto entries, ReadEntries(JoinPath(dir, f), &version));
+    if (version != kPackedDiskFormatVersion) continue;
+    for (const auto& e : entries) {
+      if (e.kind == EntryKind::kData) AddLive(live, e, {vm, name, f, e.block});
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<LiveSet> CollectReferences(const Repository& repo) {
+  LiveSet live;
+  CBT_ASSIGN_OR_RETURN(auto vms, repo.ListVms());
+  for (const auto& vm : vms) {
+    const std::string vm_dir = VmDir(repo.path(), vm);
+    CBT_ASSIGN_OR_RETURN(auto names, ListDir(vm_dir));
+    for (const auto& name : names) {
+      const std::string dir = JoinPath(vm_dir, name);
+      if (!IsRealDirectory(dir) || ParseTempPointName(name)) continue;
+      if (!IsTimestamp(name)) {
+        // An interrupted delete's directory, or a stranger: every entry.
+        CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, {}));
+        continue;
+      }
+      auto m = repo.ReadManifest(vm, name);
+      if (!m.ok()) {
+        CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, {}));
+        continue;
+      }
+      std::set<std::string> named;
+      for (const auto& d : m->disks) {
+        // The point's own file first, then its layers newest first: an
+        // entry a file before it covers is never read (as in prune.cc).
+        std::vector<bool> covered(BlockCount(d.virtual_size), false);
+        for (const auto& f : d.Files()) {
+          named.insert(f);
+          uint32_t version = 0;
+          CBT_ASSIGN_OR_RETURN(auto entries, ReadEntries(JoinPath(dir, f), &version));
+          for (const auto& e : entries) {
+            if (e.block >= covered.size()) {
+              return Status::Corruption(JoinPath(dir, f) + ": block beyond the disk's size");
+            }
+            if (version == kPackedDiskFormatVersion && e.kind == EntryKind::kData &&
+                !covered[e.block]) {
+              AddLive(&live, e, {vm, name, f, e.block});
+            }
+          }
+          for (const auto& e : entries) covered[e.block] = true;
+        }
+      }
+      CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, named));
+    }
+  }
+  return live;
+}
+
+namespace {
+
+// Calls fn(id, path, allocated bytes) for every regular file named like a
+// pack under REPO/packs.
+Status ForEachPackFile(const Repository& repo,
+                       const std::function<void(uint64_t, const std::string&, uint64_t)>& fn) {
+  const std::string root = JoinPath(repo.path(), kPacksDir);
+  if (!PathExists(root)) return Status::Ok();
+  if (!IsRealDirectory(root)) return Status::Corruption(root + " is not a directory");
+  CBT_ASSIGN_OR_RETURN(auto subdirs, ListDir(root));
+  for (const auto& sub : subdirs) {
+    const std::string dir = JoinPath(root, sub);
+    if (sub.size() != 2 || !IsRealDirectory(dir)) continue;
+    CBT_ASSIGN_OR_RETURN(auto names, ListDir(dir));
+    for (const auto& n : names) {
+      uint64_t id = 0;
+      if (!ParseHexName(n, ".pack", &id) || PackIdHex(id).substr(0, 2) != sub) continue;
+      const std::string path = JoinPath(dir, n);
+      struct stat st;
+      if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
+      fn(id, path, static_cast<uint64_t>(st.st_blocks) * 512);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::vector<PackInfo>> ListPacks(const Repository& repo) {
+  std::vector<PackInfo> out;
+  CBT_RETURN_IF_ERROR(
+      ForEachPackFile(repo, [&out](uint64_t id, const std::string& path, uint64_t allocated) {
+        PackInfo p;
+        p.id = id;
+        p.path = path;
+        p.allocated = allocated;
+        auto pack = Pack::Open(p.path, p.id);
+        if (pack.ok()) {
+          auto table = (*pack)->Table();
+          if (table.ok()) {
+            p.finished = true;
+            p.table = std::move(*table);
+          } else {
+            p.error = table.status().message();
+          }
+        } else {
+          p.error = pack.status().message();
+        }
+        out.push_back(std::move(p));
+      }));
+  std::sort(out.begin(), out.end(),
+            [](const PackInfo& a, const PackInfo& b) { return a.id < b.id; });
+  return out;
+}
+
+Result<bool> IsReleased(const PackInfo& pack, const PackRecord& rec) {
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(pack.path));
+  std::string bytes(rec.stored_size, '\0');
+  CBT_RETURN_IF_ERROR(PreadAll(fd.get(), bytes.data(), bytes.size(), rec.offset, pack.path));
+  return IsAllZero(bytes.data(), bytes.size());
+}
+
+Result<RepoUsage> MeasureUsage(const Repository& repo) {
+  RepoUsage u;
+  auto allocated = [](const std::string& path) -> uint64_t {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+  };
+  CBT_RETURN_IF_ERROR(ForEachPackFile(
+      repo, [&u](uint64_t, const std::string&, uint64_t bytes) { u.packs += bytes; }));
+  const std::string index_dir = JoinPath(repo.path(), kIndexDir);
+  if (IsRealDirectory(index_dir)) {
+    CBT_ASSIGN_OR_RETURN(auto names, ListDir(index_dir));
+    for (const auto& n : names) u.indexes += allocated(JoinPath(index_dir, n));
+  }
+  CBT_ASSIGN_OR_RETURN(auto vms, repo.ListVms());
+  for (const auto& vm : vms) {
+    CBT_ASSIGN_OR_RETURN(auto points, repo.ListPoints(vm));
+    for (const auto& p : points) {
+      const std::string dir = repo.PointPath(vm, p);
+      CBT_ASSIGN_OR_RETURN(auto names, ListDir(dir));
+      for (const auto& n : names) {
+        if (EndsWith(n, kDiskFileSuffix)) u.disk_files += allocated(JoinPath(dir, n));
+      }
+    }
+  }
+  return u;
+}
+
+Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options) {
+  GcStats stats;
+  auto lock = StoreLock::Exclusive(repo);
+  if (!lock.ok()) {
+    if (lock.status().code() != Status::Code::kBusy) return lock.status();
+    stats.skipped = true;
+    return stats;
+  }
+  auto step = [&options](const char* name) {
+    return !options.after_step || options.after_step(name);
+  };
+  const std::string index_dir = JoinPath(repo.path(), kIndexDir);
+  if (!PathExists(JoinPath(repo.path(), kPacksDir)) && !PathExists(index_dir)) return stats;
+
+  CBT_ASSIGN_OR_RETURN(LiveSet live, CollectReferences(repo));
+  CBT_ASSIGN_OR_RETURN(auto packs, ListPacks(repo));
+
+  // Which packs hold live blocks, and the index of those blocks, from the
+  // packs' own tables (they carry the content keys).
+  std::vector<IndexRecord> records;
+  std::set<uint64_t> live_packs;
+  for (const auto& [where, b] : live) live_packs.insert(where.first);
+  bool dead_found = false;
+  for (const auto& p : packs) {
+    if (!p.finished) {
+      dead_found = dead_found || live_packs.count(p.id) == 0;
+      continue;
+    }
+    for (const auto& r : p.table) {
+      auto it = live.find({p.id, r.offset});
+      if (it != live.end() && it->second.stored_size == r.stored_size &&
+          it->second.checksum == r.checksum) {
+        records.push_back({r.key, BlockRef{p.id, r.offset, r.stored_size, r.checksum}});
+        ++stats.live_blocks;
+        stats.live_bytes += r.stored_size;
+      } else {
+        dead_found = true;
+      }
+    }
+  }
+  std::stable_sort(records.begin(), records.end(),
+                   [](const IndexRecord& a, const IndexRecord& b) { return a.key < b.key; });
+  records.erase(std::unique(records.begin(), records.end(),
+                            [](const IndexRecord& a, const IndexRecord& b) { return a.key == b.key; }),
+                records.end());
+
+  // (1) and (2): the new index, then the old ones go.
+  std::vector<std::string> old_indexes, strays;
+  if (PathExists(index_dir)) {
+    if (!IsRealDirectory(index_dir)) return Status::Corruption(index_dir + " is not a directory");
+    CBT_ASSIGN_OR_RETURN(auto names, ListDir(index_dir));
+    for (const auto& n : names) {
+      uint64_t id;
+      (ParseHexName(n, ".idx", &id) ? old_indexes : strays).push_back(JoinPath(index_dir, n));
+    }
+  }
+  if (dead_found || old_indexes.size() > 1) {
+    if (!records.empty()) {
+      CBT_RETURN_IF_ERROR(MakeDir(index_dir));
+      uint64_t id = 0;
+      CBT_RETURN_IF_ERROR(RandomBytes(&id, sizeof id));
+      CBT_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(repo.path(), id), EncodeIndex(records)));
+      CBT_RETURN_IF_ERROR(FsyncDir(index_dir));
+    }
+    if (!step("index-written")) return stats;
+    for (const auto& path : old_indexes) {
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno(errno, path);
+      ++stats.indexes_replaced;
+    }
+    if (!old_indexes.empty()) CBT_RETURN_IF_ERROR(FsyncDir(index_dir));
+    if (!step("indexes-removed")) return stats;
+  }
+
+  // (3): release the dead blocks.
+  std::set<std::string> touched_dirs;
+  for (const auto& p : packs) {
+    const std::string dir = p.path.substr(0, p.path.find_last_of('/'));
+    if (live_packs.count(p.id) == 0) {
+      if (p.finished) {
+        for (const auto& r : p.table) {
+          CBT_ASSIGN_OR_RETURN(bool released, IsReleased(p, r));
+          if (!released) ++stats.blocks_released;
+        }
+      }
+      if (::unlink(p.path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno(errno, p.path);
+      ++stats.packs_removed;
+      stats.bytes_freed += p.allocated;
+      touched_dirs.insert(dir);
+      continue;
+    }
+    if (!p.finished) continue;  // verify reports what refers to it
+    std::vector<const PackRecord*> dead;
+    for (const auto& r : p.table) {
+      // Referred to, even with another size or checksum (damage verify
+      // reports): kept as evidence, never punched.
+      if (live.count({p.id, r.offset}) > 0) continue;
+      CBT_ASSIGN_OR_RETURN(bool released, IsReleased(p, r));
+      if (!released) dead.push_back(&r);
+    }
+    if (dead.empty()) continue;
+    int fd = ::open(p.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return Status::FromErrno(errno, p.path);
+    UniqueFd owner(fd);
+    for (const PackRecord* r : dead) {
+      if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(r->offset),
+                      static_cast<off_t>(r->stored_size)) != 0) {
+        // Without hole punching the space stays taken until the pack has no
+        // live block left: correct, only larger.
+        if (errno == EOPNOTSUPP) break;
+        return Status::FromErrno(errno, p.path);
+      }
+      ++stats.blocks_released;
+    }
+    CBT_RETURN_IF_ERROR(Fsync(fd, p.path));
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_blocks) * 512 < p.allocated) {
+      stats.bytes_freed += p.allocated - static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  for (const auto& d : touched_dirs) CBT_RETURN_IF_ERROR(FsyncDir(d));
+  if (!step("packs-released")) return stats;
+  // Temporaries of index writers that died.
+  for (const auto& path : strays) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) ::unlink(path.c_str());
+  }
+  return stats;
+}
+
+}  // namespace cbt::repo
