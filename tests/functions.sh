@@ -306,3 +306,41 @@ finally:
 PY
   XAPI_ORIGINATOR=${XAPI_ORIGINATOR:-} python3 "$WORK/xapi.py" "$WORK/pw" "$@"
 }
+
+# stored_block REPO FILE [SKIP]: where a block of disk file FILE (version 2)
+# is kept in the block store, as "PACK OFFSET SIZE DISK-OFFSET": the data
+# entry after SKIP others (default 0) whose stored block no other entry of
+# the repository names, so that damaging it damages that one block of that
+# one point (docs/FORMAT.md, disk files of version 2 and packs).
+stored_block() {
+  python3 - "$@" <<'PY'
+import glob, os, struct, sys
+repo, target = sys.argv[1], os.path.realpath(sys.argv[2])
+skip = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+def entries(path):
+    b = open(path, "rb").read()
+    if len(b) < 4096 or b[:8] != b"CBTDISK\0" or struct.unpack_from("<I", b, 8)[0] != 2:
+        return []
+    count, index = struct.unpack_from("<Q", b, 48)[0], struct.unpack_from("<Q", b, 64)[0]
+    out = []
+    for i in range(count):
+        blk, kind, size, pack, off, _ = struct.unpack_from("<QIIQQQ", b, index + 48 * i)
+        if kind == 1:
+            out.append((blk, size, pack, off))
+    return out
+uses = {}
+for f in glob.glob(os.path.join(repo, "*", "*", "*.cbd")):
+    for blk, size, pack, off in entries(f):
+        uses[(pack, off)] = uses.get((pack, off), 0) + 1
+for blk, size, pack, off in entries(target):
+    if uses[(pack, off)] != 1:
+        continue
+    if skip > 0:
+        skip -= 1
+        continue
+    h = "%016x" % pack
+    print(os.path.join(repo, "packs", h[:2], h + ".pack"), off, size, blk * 65536)
+    sys.exit(0)
+sys.exit("no block of %s is stored for it alone" % target)
+PY
+}

@@ -18,7 +18,9 @@ namespace {
 // References against the packs' tables (see VerifyReport).
 template <typename AddFn>
 void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add) {
-  auto live = repo::CollectReferences(repo);
+  // Files that cannot be read were reported by the per-point checks.
+  std::vector<std::string> unreadable;
+  auto live = repo::CollectReferences(repo, &unreadable);
   if (!live.ok()) {
     add({"", "", "", -1, "references: " + live.status().message()});
     return;
@@ -40,9 +42,9 @@ void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add)
       why = it->second->error;
     } else {
       const auto& table = it->second->table;
-      auto rec = std::lower_bound(
-          table.begin(), table.end(), where.second,
-          [](const repo::PackRecord& r, uint64_t off) { return r.offset < off; });
+      auto rec =
+          std::lower_bound(table.begin(), table.end(), where.second,
+                           [](const repo::PackRecord& r, uint64_t off) { return r.offset < off; });
       if (rec == table.end() || rec->offset != where.second) {
         why = "pack " + repo::PackIdHex(where.first) + " has no block at offset " +
               std::to_string(where.second);
@@ -68,9 +70,8 @@ void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add)
       ++report->unreferenced_blocks;
       report->unreferenced_bytes += r.stored_size;
     }
-    if (!p.finished && !std::any_of(live->begin(), live->end(), [&p](const auto& kv) {
-          return kv.first.first == p.id;
-        })) {
+    if (!p.finished && !std::any_of(live->begin(), live->end(),
+                                    [&p](const auto& kv) { return kv.first.first == p.id; })) {
       // A pack its writer never finished: all of it is garbage.
       ++report->unreferenced_blocks;
       report->unreferenced_bytes += p.allocated;
@@ -154,7 +155,7 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
             Status s = (*file)->ReadBlock(e, buf.get());
             if (!s.ok()) {
               add({v, p, d.vdi_uuid, static_cast<int64_t>(e.block * repo::kBlockSize),
-                   !s.IsCorruption()    ? s.message()
+                   !s.IsCorruption()   ? s.message()
                    : (*file)->packed() ? path + ": " + s.message()
                                        : path + ": stored block checksum mismatch"});
             }

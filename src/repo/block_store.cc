@@ -129,7 +129,7 @@ size_t BlockStore::KeyHash::operator()(const ContentKey& k) const {
 
 Result<std::unique_ptr<BlockStore>> BlockStore::Open(const std::string& repo,
                                                      const StoreOptions& options) {
-  if (options.level < kMinZstdLevel || options.level > kMaxZstdLevel) {
+  if (options.level < kMinZstdLevel || options.level > kMaxZstdLevel || options.level == 0) {
     return Status::InvalidArgument("zstd level " + std::to_string(options.level) + " is outside " +
                                    std::to_string(kMinZstdLevel) + ".." +
                                    std::to_string(kMaxZstdLevel));

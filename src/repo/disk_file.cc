@@ -61,8 +61,7 @@ DiskFileWriter::DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uin
       store_(store) {}
 
 Result<std::unique_ptr<DiskFileWriter>> DiskFileWriter::Create(const std::string& path,
-                                                               FileKind kind,
-                                                               uint64_t virtual_size,
+                                                               FileKind kind, uint64_t virtual_size,
                                                                BlockStore* store) {
   CBT_ASSIGN_OR_RETURN(UniqueFd fd, CreateExclusive(path));
   // An all-zero header marks the file as unfinished until Finish() runs.
@@ -181,7 +180,8 @@ Status DiskFileWriter::AddData(uint64_t block, const void* data) {
     if (slot_ == nullptr) slot_ = store_->NewSlot();
     uint64_t added = 0;
     CBT_ASSIGN_OR_RETURN(BlockRef ref, slot_->Put(static_cast<const char*>(data), &added));
-    entries_.push_back({block, EntryKind::kData, ref.offset, ref.checksum, ref.stored_size, ref.pack});
+    entries_.push_back(
+        {block, EntryKind::kData, ref.offset, ref.checksum, ref.stored_size, ref.pack});
     added_bytes_ += added;
     ++data_blocks_;
     return Status::Ok();
@@ -238,7 +238,8 @@ Status DiskFileWriter::AddRef(uint64_t block, const BlockRef& ref, uint64_t adde
     return Status::InvalidArgument(path_ + ": a version-1 disk file holds no references");
   }
   CBT_RETURN_IF_ERROR(CheckBlock(block));
-  entries_.push_back({block, EntryKind::kData, ref.offset, ref.checksum, ref.stored_size, ref.pack});
+  entries_.push_back(
+      {block, EntryKind::kData, ref.offset, ref.checksum, ref.stored_size, ref.pack});
   added_bytes_ += added;
   ++data_blocks_;
   return Status::Ok();
@@ -387,9 +388,10 @@ Result<ParsedFile> Parse(const unsigned char* h, uint64_t size,
       e.checksum = LoadLe64(p + 24);
       clean = LoadLe32(p + 12) == 0 &&
               (e.kind != EntryKind::kZero || (e.offset == 0 && e.checksum == 0));
-      placed = e.kind != EntryKind::kData ||
-               (e.offset >= kHeaderSize && index_offset >= kHeaderSize + kBlockSize &&
-                e.offset <= index_offset - kBlockSize && (e.offset - kHeaderSize) % kBlockSize == 0);
+      placed =
+          e.kind != EntryKind::kData ||
+          (e.offset >= kHeaderSize && index_offset >= kHeaderSize + kBlockSize &&
+           e.offset <= index_offset - kBlockSize && (e.offset - kHeaderSize) % kBlockSize == 0);
     }
     const bool ordered = i == 0 || e.block > out.entries.back().block;
     const bool valid_kind = e.kind == EntryKind::kData || e.kind == EntryKind::kZero;
@@ -427,12 +429,12 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path,
   unsigned char h[kHeaderSize];
   CBT_RETURN_IF_ERROR(PreadAll(fd.get(), h, sizeof h, 0, path));
   const int raw_fd = fd.get();
-  CBT_ASSIGN_OR_RETURN(ParsedFile parsed,
-                       Parse(h, size,
-                             [&](void* buf, size_t len, uint64_t off) {
-                               return PreadAll(raw_fd, buf, len, off, path);
-                             },
-                             path));
+  CBT_ASSIGN_OR_RETURN(ParsedFile parsed, Parse(
+                                              h, size,
+                                              [&](void* buf, size_t len, uint64_t off) {
+                                                return PreadAll(raw_fd, buf, len, off, path);
+                                              },
+                                              path));
   auto file = std::shared_ptr<DiskFile>(new DiskFile());
   file->entries_ = std::move(parsed.entries);
   file->path_ = path;
@@ -446,8 +448,7 @@ Result<std::shared_ptr<const DiskFile>> DiskFile::Open(const std::string& path,
 }
 
 Result<std::vector<IndexEntry>> DiskFile::ParseEntries(std::string_view bytes,
-                                                       const std::string& what,
-                                                       uint32_t* version) {
+                                                       const std::string& what, uint32_t* version) {
   if (bytes.size() < kHeaderSize) return Status::Corruption(what + ": shorter than its header");
   auto read = [&](void* buf, size_t len, uint64_t off) -> Status {
     if (off > bytes.size() || len > bytes.size() - off) {

@@ -52,14 +52,25 @@ void AddLive(LiveSet* live, const IndexEntry& e, const RefSite& site) {
   live->emplace(std::make_pair(e.pack, e.offset), LiveBlock{e.stored_size, e.checksum, site});
 }
 
+// Reads a disk file's entries; a file that cannot be read is an error, or,
+// with `unreadable`, listed there and read as no entries.
+Result<std::vector<IndexEntry>> Entries(const std::string& path, uint32_t* version,
+                                        std::vector<std::string>* unreadable) {
+  auto entries = ReadEntries(path, version);
+  if (entries.ok() || unreadable == nullptr) return entries;
+  unreadable->push_back(entries.status().message());
+  *version = 0;
+  return std::vector<IndexEntry>{};
+}
+
 // Every DATA entry of every disk file in `dir`, except those in `skip`.
-Status AddAll(LiveSet* live, const std::string& dir, const std::string& vm,
-              const std::string& name, const std::set<std::string>& skip) {
+Status AddAll(LiveSet* live, const std::string& dir, const std::string& vm, const std::string& name,
+              const std::set<std::string>& skip, std::vector<std::string>* unreadable) {
   CBT_ASSIGN_OR_RETURN(auto files, ListDir(dir));
   for (const auto& f : files) {
     if (!EndsWith(f, kDiskFileSuffix) || skip.count(f) > 0) continue;
     uint32_t version = 0;
-    CBT_ASSIGN_OR_RETURN(auto entries, ReadEntries(JoinPath(dir, f), &version));
+    CBT_ASSIGN_OR_RETURN(auto entries, Entries(JoinPath(dir, f), &version, unreadable));
     if (version != kPackedDiskFormatVersion) continue;
     for (const auto& e : entries) {
       if (e.kind == EntryKind::kData) AddLive(live, e, {vm, name, f, e.block});
@@ -70,7 +81,7 @@ Status AddAll(LiveSet* live, const std::string& dir, const std::string& vm,
 
 }  // namespace
 
-Result<LiveSet> CollectReferences(const Repository& repo) {
+Result<LiveSet> CollectReferences(const Repository& repo, std::vector<std::string>* unreadable) {
   LiveSet live;
   CBT_ASSIGN_OR_RETURN(auto vms, repo.ListVms());
   for (const auto& vm : vms) {
@@ -81,12 +92,12 @@ Result<LiveSet> CollectReferences(const Repository& repo) {
       if (!IsRealDirectory(dir) || ParseTempPointName(name)) continue;
       if (!IsTimestamp(name)) {
         // An interrupted delete's directory, or a stranger: every entry.
-        CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, {}));
+        CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, {}, unreadable));
         continue;
       }
       auto m = repo.ReadManifest(vm, name);
       if (!m.ok()) {
-        CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, {}));
+        CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, {}, unreadable));
         continue;
       }
       std::set<std::string> named;
@@ -97,7 +108,7 @@ Result<LiveSet> CollectReferences(const Repository& repo) {
         for (const auto& f : d.Files()) {
           named.insert(f);
           uint32_t version = 0;
-          CBT_ASSIGN_OR_RETURN(auto entries, ReadEntries(JoinPath(dir, f), &version));
+          CBT_ASSIGN_OR_RETURN(auto entries, Entries(JoinPath(dir, f), &version, unreadable));
           for (const auto& e : entries) {
             if (e.block >= covered.size()) {
               return Status::Corruption(JoinPath(dir, f) + ": block beyond the disk's size");
@@ -110,7 +121,7 @@ Result<LiveSet> CollectReferences(const Repository& repo) {
           for (const auto& e : entries) covered[e.block] = true;
         }
       }
-      CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, named));
+      CBT_RETURN_IF_ERROR(AddAll(&live, dir, vm, name, named, unreadable));
     }
   }
   return live;
@@ -248,9 +259,10 @@ Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options)
   }
   std::stable_sort(records.begin(), records.end(),
                    [](const IndexRecord& a, const IndexRecord& b) { return a.key < b.key; });
-  records.erase(std::unique(records.begin(), records.end(),
-                            [](const IndexRecord& a, const IndexRecord& b) { return a.key == b.key; }),
-                records.end());
+  records.erase(
+      std::unique(records.begin(), records.end(),
+                  [](const IndexRecord& a, const IndexRecord& b) { return a.key == b.key; }),
+      records.end());
 
   // (1) and (2): the new index, then the old ones go.
   std::vector<std::string> old_indexes, strays;

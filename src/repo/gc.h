@@ -55,9 +55,11 @@ using LiveSet = std::map<std::pair<uint64_t, uint64_t>, LiveBlock>;
 // Every readable reference of the repository (see above).  Corruption
 // naming the file if a disk file of a committed point or of an interrupted
 // delete cannot be parsed: a collection must never decide from part of
-// the references.  A point whose manifest cannot be read counts every
-// entry of every disk file in it.
-Result<LiveSet> CollectReferences(const Repository& repo);
+// the references.  With `unreadable`, such files are listed there instead
+// and skipped (for verify, which reports them itself).  A point whose
+// manifest cannot be read counts every entry of every disk file in it.
+Result<LiveSet> CollectReferences(const Repository& repo,
+                                  std::vector<std::string>* unreadable = nullptr);
 
 // A pack of the store as found on disk.
 struct PackInfo {
@@ -94,9 +96,9 @@ struct GcOptions {
 };
 
 struct GcStats {
-  bool skipped = false;         // another command held the store lock
-  uint64_t live_blocks = 0;     // stored blocks some point reads
-  uint64_t live_bytes = 0;      // their stored bytes
+  bool skipped = false;          // another command held the store lock
+  uint64_t live_blocks = 0;      // stored blocks some point reads
+  uint64_t live_bytes = 0;       // their stored bytes
   uint64_t blocks_released = 0;  // dead blocks punched out or removed now
   uint64_t packs_removed = 0;
   uint64_t indexes_replaced = 0;  // old index files removed

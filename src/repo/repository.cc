@@ -35,8 +35,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <optional>
 #include <ctime>
+#include <optional>
 
 namespace cbt::repo {
 
@@ -355,8 +355,7 @@ Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, 
   CBT_ASSIGN_OR_RETURN(RepoConfig config, ParseConfig(text, JoinPath(repo.path(), kConfigFile)));
   if (config.version != kStoreRepoFormatVersion) {
     config = RepoConfig();
-    CBT_RETURN_IF_ERROR(
-        WriteFileAtomic(JoinPath(repo.path(), kConfigFile), EncodeConfig(config)));
+    CBT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(repo.path(), kConfigFile), EncodeConfig(config)));
     CBT_RETURN_IF_ERROR(FsyncDir(repo.path()));
   }
   StoreOptions options;

@@ -97,9 +97,7 @@ class Repository {
 
  private:
   Repository(std::string path, RepoConfig config)
-      : path_(std::move(path)),
-        config_(config),
-        packs_(std::make_shared<const PackCache>(path_)) {}
+      : path_(std::move(path)), config_(config), packs_(std::make_shared<const PackCache>(path_)) {}
   std::string path_;
   RepoConfig config_;
   std::shared_ptr<const PackCache> packs_;

@@ -143,10 +143,10 @@ after=$(find "$REPO/$VM" -path "*2026010[123]*" -type f -exec stat -c '%n %Y %s'
 [ "$before" = "$after" ] || fail "committed files changed"
 [ "$sums_before" = "$(find "$REPO/$VM" -path "*2026010[123]*" -name '*.cbd' -exec sha256sum {} + | sort)" ] || fail "committed data changed"
 
-# Corrupt one stored data block of point 2's ext4 overlay.
+# Corrupt one stored data block of point 2's ext4 overlay, in its pack.
 umount_cbtfs "$MNT"
-file="$REPO/$VM/20260102T000000Z/$D1.cbd"
-printf '\xff\xfe' | dd of="$file" bs=1 seek=$((4096 + 77)) conv=notrunc status=none
+read -r pack at _ _ < <(stored_block "$REPO" "$REPO/$VM/20260102T000000Z/$D1.cbd")
+printf '\xff\xfe' | dd of="$pack" bs=1 seek=$((at + 7)) conv=notrunc status=none
 rc=0
 "$CBT_BACKUP" verify --repo "$REPO" --json >"$WORK/verify.json" 2>/dev/null || rc=$?
 [ $rc -ne 0 ] || fail "verify did not fail on a corrupted block"

@@ -128,8 +128,9 @@ count_vdis() { "$SIMCTL" vdis | python3 -c 'import json,sys; print(len(json.load
 # A damaged block deep in the point makes the client stop mid-upload.
 cp -a "$WORK/repo" "$WORK/repo-damaged"
 f="$WORK/repo-damaged/$VM/${POINTS[0]}/$V1.cbd"
-size=$(stat -c %s "$f")
-printf '\xff\xff\xff\xff' | dd of="$f" bs=1 seek=$(( (size / 2) / 65536 * 65536 + 100 )) conv=notrunc status=none
+n=$(python3 -c 'import struct,sys; b=open(sys.argv[1],"rb").read(); print(struct.unpack_from("<Q",b,56)[0])' "$f")
+read -r pack at _ _ < <(stored_block "$WORK/repo-damaged" "$f" $((n / 2)))
+printf '\xff\xff\xff\xff' | dd of="$pack" bs=1 seek=$((at + 4)) conv=notrunc status=none
 before=$(count_vdis)
 msg=$(expect_fail "$CBT_BACKUP" --server "$SIM_URL" --ca-cert "$SIM_CA" --password-file "$WORK/pw" \
   --repo "$WORK/repo-damaged" restore --vm "$VM" --point "${POINTS[0]}" --sr "$SR" --format raw)

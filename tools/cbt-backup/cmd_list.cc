@@ -2,7 +2,6 @@
 #include "cli.h"
 
 #include "repo/gc.h"
-
 #include "util/text.h"
 
 #include <nlohmann/json.hpp>

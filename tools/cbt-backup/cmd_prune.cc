@@ -260,8 +260,9 @@ int RunCompression(const Globals& g, const po::variables_map& vm) {
   repo::RepoConfig c = repo->config();
   auto describe = [](const repo::RepoConfig& rc) {
     if (rc.version != repo::kStoreRepoFormatVersion) {
-      return std::string("none (format 1: blocks are stored verbatim until the next write "
-                         "converts the repository)");
+      return std::string(
+          "none (format 1: blocks are stored verbatim until the next write "
+          "converts the repository)");
     }
     return rc.compress ? "zstd level " + std::to_string(rc.level) : std::string("none");
   };
@@ -323,8 +324,7 @@ Command PruneCommand() {
 
 Command GcCommand() {
   return {"gc", "release the stored blocks that no point reads (prune and delete do it too)",
-          "[--json]", [](po::options_description&, po::positional_options_description&) {},
-          RunGc};
+          "[--json]", [](po::options_description&, po::positional_options_description&) {}, RunGc};
 }
 
 Command CompressionCommand() {

@@ -30,8 +30,8 @@ std::vector<Command> AllCommands() {
       cbt::cli::ImportLegacyCommand(), cbt::cli::ImportImageCommand(), cbt::cli::ListCommand(),
       cbt::cli::MountCommand(),        cbt::cli::UmountCommand(),      cbt::cli::PruneCommand(),
       cbt::cli::RestoreCommand(),      cbt::cli::VerifyCommand(),      cbt::cli::RunCommand(),
-      cbt::cli::JobsCommand(),         cbt::cli::StatusCommand(),
-      cbt::cli::GcCommand(),           cbt::cli::CompressionCommand()};
+      cbt::cli::JobsCommand(),         cbt::cli::StatusCommand(),      cbt::cli::GcCommand(),
+      cbt::cli::CompressionCommand()};
 }
 
 po::options_description GlobalOptions() {

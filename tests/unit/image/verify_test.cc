@@ -114,10 +114,15 @@ TEST_CASE("verify: a clean repository has no damage", "[verify]") {
 
 TEST_CASE("verify: a flipped byte in a data block names VM, point, disk and offset", "[verify]") {
   Fixture f;
-  // Block 2 of the base: the second data slot, after the header.
-  int fd = ::open(f.DiskPath(kBase).c_str(), O_RDWR);
+  // Block 2 of the base, where the block store keeps it.
+  auto base = f.repo->OpenDiskFile(f.DiskPath(kBase));
+  REQUIRE(base.ok());
+  REQUIRE((*base)->entries().size() == 2);
+  const IndexEntry e = (*base)->entries()[1];
+  REQUIRE(e.block == 2);
+  int fd = ::open(PackPath(f.repo->path(), e.pack).c_str(), O_RDWR);
   REQUIRE(fd >= 0);
-  const off_t at = kHeaderSize + kBlockSize + 10;
+  const off_t at = static_cast<off_t>(e.offset + 10);
   char c = 0;
   REQUIRE(::pread(fd, &c, 1, at) == 1);
   c = static_cast<char>(c ^ 0x01);

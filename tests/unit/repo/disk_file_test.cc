@@ -117,7 +117,7 @@ TEST_CASE("DiskFile: unknown version is refused as unsupported", "[repo]") {
   unsigned char h[kHeaderSize];
   int fd = ::open(path.c_str(), O_RDWR);
   REQUIRE(::pread(fd, h, sizeof h, 0) == kHeaderSize);
-  h[8] = 2;
+  h[8] = 3;
   uint64_t sum = Checksum(h, 80);
   for (int i = 0; i < 8; ++i) h[80 + i] = static_cast<unsigned char>(sum >> (8 * i));
   REQUIRE(::pwrite(fd, h, sizeof h, 0) == kHeaderSize);
@@ -125,7 +125,7 @@ TEST_CASE("DiskFile: unknown version is refused as unsupported", "[repo]") {
   auto f = DiskFile::Open(path);
   REQUIRE_FALSE(f.ok());
   CHECK(f.status().code() == Status::Code::kNotSupported);
-  CHECK(f.status().message().find("version 2") != std::string::npos);
+  CHECK(f.status().message().find("version 3") != std::string::npos);
 }
 
 TEST_CASE("DiskFile: an unfinished file is never valid", "[repo]") {

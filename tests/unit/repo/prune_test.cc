@@ -5,6 +5,7 @@
 
 #include "image/composed_image.h"
 #include "image/verify.h"
+#include "repo/gc.h"
 #include "repo/layout.h"
 #include "util/file.h"
 
@@ -223,12 +224,17 @@ TEST_CASE("Delete: base, middle and newest points go; the rest read back the sam
 
 TEST_CASE("Delete: dead blocks of taken-over files are released", "[prune]") {
   Fixture fx(3);
-  auto lock = VmLock::Acquire(*fx.repo, kVm, "test");
-  REQUIRE(lock.ok());
-  auto st = DeletePoints(*fx.repo, *lock, kVm, {Point(0), Point(1)});
-  REQUIRE(st.ok());
-  // The two deleted files of disk A hold blocks that point 2 overwrote.
-  CHECK(st->blocks_released > 0);
+  {
+    auto lock = VmLock::Acquire(*fx.repo, kVm, "test");
+    REQUIRE(lock.ok());
+    auto st = DeletePoints(*fx.repo, *lock, kVm, {Point(0), Point(1)});
+    REQUIRE(st.ok());
+  }
+  // The two deleted files of disk A refer to blocks that point 2 overwrote:
+  // the collection (which needs the VM lock gone) releases them.
+  auto gc = CollectGarbage(*fx.repo);
+  REQUIRE(gc.ok());
+  CHECK(gc->blocks_released > 0);
   fx.CheckRemaining();
 }
 
