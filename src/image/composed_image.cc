@@ -143,11 +143,12 @@ Result<std::shared_ptr<const ComposedImage>> ComposedImage::FromChain(
   return std::shared_ptr<const ComposedImage>(std::move(img));
 }
 
-Status ComposedImage::CorruptionAt(uint64_t block, uint32_t file) const {
+Status ComposedImage::CorruptionAt(uint64_t block, uint32_t file, const std::string& detail) const {
   return Status::Corruption("corrupted block in VM " + label_.vm + " point " + label_.point +
                             " disk " + label_.vdi + " at offset " +
                             std::to_string(block * kBlockSize) + " (stored in point " +
-                            file_points_[file] + ", " + chain_[file]->path() + ")");
+                            file_points_[file] + ", " + chain_[file]->path() +
+                            (detail.empty() ? "" : "; " + detail) + ")");
 }
 
 uint64_t ComposedImage::RunLength(uint64_t block, uint64_t max) const {
@@ -207,7 +208,7 @@ Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
     const DiskFile& f = *chain_[slot.file];
     if (in_block == 0 && n == kBlockSize && f.packed()) {
       Status s = f.ReadBlock(f.entries()[slot.entry], out);
-      if (s.IsCorruption()) return CorruptionAt(block, slot.file);
+      if (s.IsCorruption()) return CorruptionAt(block, slot.file, s.message());
       CBT_RETURN_IF_ERROR(s);
       return uint64_t{kBlockSize};
     }
@@ -220,7 +221,7 @@ Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
     }
     if (!scratch) scratch.reset(new char[kBlockSize]);
     Status s = f.ReadBlock(f.entries()[slot.entry], scratch.get());
-    if (s.IsCorruption()) return CorruptionAt(block, slot.file);
+    if (s.IsCorruption()) return CorruptionAt(block, slot.file, f.packed() ? s.message() : "");
     CBT_RETURN_IF_ERROR(s);
     std::memcpy(out, scratch.get() + in_block, n);
     return n;

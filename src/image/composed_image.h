@@ -132,7 +132,8 @@ class ComposedImage {
   };
 
   ComposedImage() = default;
-  Status CorruptionAt(uint64_t block, uint32_t file) const;
+  // `detail` (if any) says more, e.g. which pack and offset failed.
+  Status CorruptionAt(uint64_t block, uint32_t file, const std::string& detail = "") const;
   // Blocks, at most `max` (>= 1), in the run from `block` (a data block)
   // whose blocks follow one another in the same file.
   uint64_t RunLength(uint64_t block, uint64_t max) const;

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "image/verify.h"
 
+#include "repo/block_store.h"
 #include "repo/disk_file.h"
 #include "repo/gc.h"
 #include "repo/layout.h"
 #include "util/file.h"
+
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <map>
@@ -15,53 +18,115 @@ namespace cbt::image {
 
 namespace {
 
-// References against the packs' tables (see VerifyReport).
+// The packs' tables, read once per pack: where a reference must land.
+class PackTables {
+ public:
+  explicit PackTables(const repo::Repository& repo) : repo_(repo) {}
+  // Why `e` (a DATA entry of a version-2 file) names no block of a
+  // finished pack, or empty if it does.
+  std::string Check(const repo::IndexEntry& e) {
+    auto it = tables_.find(e.pack);
+    if (it == tables_.end()) {
+      Table t;
+      auto pack = repo::Pack::Open(repo::PackPath(repo_.path(), e.pack), e.pack);
+      auto table =
+          pack.ok() ? (*pack)->Table() : Result<std::vector<repo::PackRecord>>(pack.status());
+      if (table.ok()) {
+        t.records = std::move(*table);
+      } else {
+        t.error = table.status().IsNotFound() ? "pack " + repo::PackIdHex(e.pack) + " is missing"
+                                              : table.status().message();
+      }
+      it = tables_.emplace(e.pack, std::move(t)).first;
+    }
+    const Table& t = it->second;
+    if (!t.error.empty()) return t.error;
+    auto rec =
+        std::lower_bound(t.records.begin(), t.records.end(), e.offset,
+                         [](const repo::PackRecord& r, uint64_t off) { return r.offset < off; });
+    if (rec == t.records.end() || rec->offset != e.offset) {
+      return "pack " + repo::PackIdHex(e.pack) + " has no block at offset " +
+             std::to_string(e.offset);
+    }
+    if (rec->stored_size != e.stored_size || rec->checksum != e.checksum) {
+      return "pack " + repo::PackIdHex(e.pack) + " holds another block at offset " +
+             std::to_string(e.offset);
+    }
+    return "";
+  }
+
+ private:
+  struct Table {
+    std::vector<repo::PackRecord> records;
+    std::string error;
+  };
+  const repo::Repository& repo_;
+  std::map<uint64_t, Table> tables_;
+};
+
+// The store as a whole (see VerifyReport): index files, and the stored
+// blocks no point reads.
 template <typename AddFn>
 void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add) {
-  // Files that cannot be read were reported by the per-point checks.
+  auto packs = repo::ListPacks(repo);
+  if (!packs.ok()) {
+    add({"", "", "", -1, "packs: " + packs.status().message()});
+    return;
+  }
+  std::map<std::pair<uint64_t, uint64_t>, const repo::PackRecord*> by_place;
+  for (const auto& p : *packs) {
+    for (const auto& r : p.table) by_place[{p.id, r.offset}] = &r;
+  }
+  // Every index file must parse, and name blocks the packs hold: a writer
+  // trusts what it finds there.
+  const std::string index_dir = JoinPath(repo.path(), repo::kIndexDir);
+  if (PathExists(index_dir)) {
+    auto names = ListDir(index_dir);
+    for (const auto& n : names.ok() ? *names : std::vector<std::string>{}) {
+      uint64_t id = 0;
+      if (!repo::ParseStoreFileName(n, ".idx", &id)) continue;
+      const std::string path = JoinPath(index_dir, n);
+      struct stat st;
+      if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        add({"", "", "", -1, path + " is not a regular file"});
+        continue;
+      }
+      auto bytes = ReadFile(path);
+      auto records = bytes.ok() ? repo::ParseIndex(*bytes, path)
+                                : Result<std::vector<repo::IndexRecord>>(bytes.status());
+      if (!records.ok()) {
+        add({"", "", "", -1, records.status().message()});
+        continue;
+      }
+      uint64_t wrong = 0;
+      for (const auto& r : *records) {
+        auto it = by_place.find({r.ref.pack, r.ref.offset});
+        if (it == by_place.end() || it->second->key != r.key ||
+            it->second->stored_size != r.ref.stored_size ||
+            it->second->checksum != r.ref.checksum) {
+          ++wrong;
+        }
+      }
+      if (wrong > 0) {
+        add({"", "", "", -1,
+             path + ": " + std::to_string(wrong) + " record(s) name blocks no pack holds"});
+      }
+    }
+  }
   std::vector<std::string> unreadable;
   auto live = repo::CollectReferences(repo, &unreadable);
   if (!live.ok()) {
     add({"", "", "", -1, "references: " + live.status().message()});
     return;
   }
-  auto packs = repo::ListPacks(repo);
-  if (!packs.ok()) {
-    add({"", "", "", -1, "packs: " + packs.status().message()});
-    return;
-  }
   report->store_checked = true;
-  std::map<uint64_t, const repo::PackInfo*> by_id;
-  for (const auto& p : *packs) by_id[p.id] = &p;
   for (const auto& [where, b] : *live) {
-    auto it = by_id.find(where.first);
-    std::string why;
-    if (it == by_id.end()) {
-      why = "pack " + repo::PackIdHex(where.first) + " is missing";
-    } else if (!it->second->finished) {
-      why = it->second->error;
-    } else {
-      const auto& table = it->second->table;
-      auto rec =
-          std::lower_bound(table.begin(), table.end(), where.second,
-                           [](const repo::PackRecord& r, uint64_t off) { return r.offset < off; });
-      if (rec == table.end() || rec->offset != where.second) {
-        why = "pack " + repo::PackIdHex(where.first) + " has no block at offset " +
-              std::to_string(where.second);
-      } else if (rec->stored_size != b.stored_size || rec->checksum != b.checksum) {
-        why = "pack " + repo::PackIdHex(where.first) + " holds another block at offset " +
-              std::to_string(where.second);
-      }
-    }
-    if (!why.empty()) {
-      add({b.site.vm, b.site.point, b.site.file.substr(0, 36),
-           static_cast<int64_t>(b.site.block * repo::kBlockSize),
-           b.site.file + ": missing stored block: " + why});
-      continue;
-    }
+    if (by_place.count(where) == 0) continue;  // reported for its point
     ++report->stored_blocks;
     report->stored_bytes += b.stored_size;
   }
+  // With a disk file that cannot be read, what is unreferenced is unknown.
+  if (!unreadable.empty()) return;
   for (const auto& p : *packs) {
     for (const auto& r : p.table) {
       if (live->count({p.id, r.offset}) > 0) continue;
@@ -95,6 +160,7 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
     vms.push_back(vm);
   }
   std::unique_ptr<char[]> buf(new char[repo::kBlockSize]);
+  PackTables tables(repo);
   for (const auto& v : vms) {
     CBT_ASSIGN_OR_RETURN(auto points, repo.ListPoints(v));
     if (!point.empty()) {
@@ -152,6 +218,16 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
             if (e.kind != repo::EntryKind::kData || covered[e.block]) continue;
             ++report->blocks_checked;
             report->bytes_checked += repo::kBlockSize;
+            if ((*file)->packed()) {
+              // Where the reference lands: a block of a finished pack's
+              // table, not merely bytes that happen to decode.
+              const std::string why = tables.Check(e);
+              if (!why.empty()) {
+                add({v, p, d.vdi_uuid, static_cast<int64_t>(e.block * repo::kBlockSize),
+                     path + ": missing stored block: " + why});
+                continue;
+              }
+            }
             Status s = (*file)->ReadBlock(e, buf.get());
             if (!s.ok()) {
               add({v, p, d.vdi_uuid, static_cast<int64_t>(e.block * repo::kBlockSize),

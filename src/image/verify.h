@@ -30,9 +30,11 @@ struct VerifyReport {
   uint64_t disks = 0;
   uint64_t blocks_checked = 0;
   uint64_t bytes_checked = 0;
-  // The block store (format 3), checked when the whole repository is
-  // verified: every reference names a block of a finished pack's table;
-  // stored blocks no point reads are counted, not problems.
+  // The block store (format 3).  Every reference of a point checked is
+  // checked against the table of its pack (a block of an unfinished or
+  // missing pack is a problem); when the whole repository is verified,
+  // every index file too, and stored blocks no point reads are counted,
+  // not problems.
   bool store_checked = false;
   uint64_t stored_blocks = 0;        // distinct stored blocks referenced
   uint64_t stored_bytes = 0;         // their stored (compressed) bytes

@@ -25,9 +25,20 @@ constexpr size_t kOffOffset = 40;
 constexpr size_t kOffStoredSize = 48;
 constexpr size_t kOffChecksum = 56;
 
-// "<16 hex>.idx" -> the id.
-bool ParseIndexName(const std::string& name, uint64_t* id) {
-  if (name.size() != 20 || name.compare(16, 4, ".idx") != 0) return false;
+Result<uint64_t> RandomId() {
+  uint64_t v = 0;
+  CBT_RETURN_IF_ERROR(RandomBytes(&v, sizeof v));
+  return v;
+}
+
+bool KeyLess(const IndexRecord& a, const IndexRecord& b) { return a.key < b.key; }
+
+}  // namespace
+
+bool ParseStoreFileName(const std::string& name, const std::string& suffix, uint64_t* id) {
+  if (name.size() != 16 + suffix.size() || name.compare(16, suffix.size(), suffix) != 0) {
+    return false;
+  }
   uint64_t v = 0;
   for (int i = 0; i < 16; ++i) {
     const char c = name[i];
@@ -42,16 +53,6 @@ bool ParseIndexName(const std::string& name, uint64_t* id) {
   *id = v;
   return true;
 }
-
-Result<uint64_t> RandomId() {
-  uint64_t v = 0;
-  CBT_RETURN_IF_ERROR(RandomBytes(&v, sizeof v));
-  return v;
-}
-
-bool KeyLess(const IndexRecord& a, const IndexRecord& b) { return a.key < b.key; }
-
-}  // namespace
 
 std::string PackPath(const std::string& repo, uint64_t pack) {
   const std::string hex = PackIdHex(pack);
@@ -141,7 +142,7 @@ Result<std::unique_ptr<BlockStore>> BlockStore::Open(const std::string& repo,
     CBT_ASSIGN_OR_RETURN(auto names, ListDir(dir));
     for (const auto& name : names) {
       uint64_t id;
-      if (!ParseIndexName(name, &id)) continue;  // temporaries of an interrupted writer
+      if (!ParseStoreFileName(name, ".idx", &id)) continue;  // temporaries of an interrupted writer
       const std::string path = JoinPath(dir, name);
       struct stat st;
       // Not a FIFO or device, which a read would hang on or never finish.
@@ -176,22 +177,37 @@ void BlockStore::Break(const Status& st) {
 }
 
 bool BlockStore::CheckLoaded(const ContentKey& key, const BlockRef& ref) {
-  std::shared_ptr<const Pack> pack;
+  std::shared_ptr<const CheckedPack> checked;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto c = checked_.find(key);
     if (c != checked_.end()) return c->second;
     auto p = packs_.find(ref.pack);
-    if (p != packs_.end()) pack = p->second;
+    if (p != packs_.end()) checked = p->second;
   }
-  if (!pack) {
+  if (!checked) {
+    auto fresh = std::make_shared<CheckedPack>();
     auto opened = Pack::Open(PackPath(repo_, ref.pack), ref.pack);
-    if (opened.ok()) pack = *opened;
+    if (opened.ok()) {
+      fresh->pack = *opened;
+      // A pack without a valid table was never finished: nothing in it may
+      // be referred to, whatever an index says.
+      auto table = fresh->pack->Table();
+      if (table.ok()) fresh->table = std::move(*table);
+    }
+    checked = fresh;
   }
-  std::string raw(kRawBlockSize, '\0');
-  const bool good = pack && pack->ReadBlock(ref, raw.data()).ok() && KeyOf(raw) == key;
+  const auto& table = checked->table;
+  auto rec = std::lower_bound(table.begin(), table.end(), ref.offset,
+                              [](const PackRecord& r, uint64_t off) { return r.offset < off; });
+  bool good = rec != table.end() && rec->offset == ref.offset && rec->key == key &&
+              rec->stored_size == ref.stored_size && rec->checksum == ref.checksum;
+  if (good) {
+    std::string raw(kRawBlockSize, '\0');
+    good = checked->pack->ReadBlock(ref, raw.data()).ok() && KeyOf(raw) == key;
+  }
   std::lock_guard<std::mutex> lock(mu_);
-  if (pack) packs_.emplace(ref.pack, pack);
+  packs_.emplace(ref.pack, checked);
   checked_.emplace(key, good);
   return good;
 }

@@ -60,6 +60,9 @@ struct IndexRecord {
   BlockRef ref;
 };
 
+// Parses "<16 lower-case hex digits><suffix>" (a pack or index file name)
+// into its id.
+bool ParseStoreFileName(const std::string& name, const std::string& suffix, uint64_t* id);
 // Paths of the store's files.
 std::string PackPath(const std::string& repo, uint64_t pack);
 std::string IndexPath(const std::string& repo, uint64_t id);
@@ -127,7 +130,8 @@ class BlockStore {
   // The known location of `key`, if any: stored by this writer, or named
   // by an index and checked (CheckLoaded) the first time.
   bool Find(const ContentKey& key, BlockRef* ref);
-  // True if the block at `ref` is readable and has content `key`.
+  // True if the block at `ref` is in its pack's table (so the pack was
+  // finished), readable, and has content `key`.
   bool CheckLoaded(const ContentKey& key, const BlockRef& ref);
   Status Broken() const;
   void Break(const Status& st);
@@ -150,7 +154,12 @@ class BlockStore {
   Status broken_;  // the first failure that may have lost data
   // Keys of loaded_ checked by reading their block: good or bad.
   std::unordered_map<ContentKey, bool, KeyHash> checked_;
-  std::unordered_map<uint64_t, std::shared_ptr<const Pack>> packs_;  // opened to check
+  // Packs opened to check, with their tables (empty if unfinished).
+  struct CheckedPack {
+    std::shared_ptr<const Pack> pack;
+    std::vector<PackRecord> table;
+  };
+  std::unordered_map<uint64_t, std::shared_ptr<const CheckedPack>> packs_;
   std::mutex flush_mu_;
 };
 

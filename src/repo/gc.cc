@@ -22,24 +22,6 @@ bool EndsWith(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-// "<16 hex><suffix>" -> the id.
-bool ParseHexName(const std::string& name, const std::string& suffix, uint64_t* id) {
-  if (name.size() != 16 + suffix.size() || !EndsWith(name, suffix)) return false;
-  uint64_t v = 0;
-  for (int i = 0; i < 16; ++i) {
-    const char c = name[i];
-    if (c >= '0' && c <= '9') {
-      v = v << 4 | static_cast<uint64_t>(c - '0');
-    } else if (c >= 'a' && c <= 'f') {
-      v = v << 4 | static_cast<uint64_t>(c - 'a' + 10);
-    } else {
-      return false;
-    }
-  }
-  *id = v;
-  return true;
-}
-
 Result<std::vector<IndexEntry>> ReadEntries(const std::string& path, uint32_t* version) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
@@ -143,7 +125,7 @@ Status ForEachPackFile(const Repository& repo,
     CBT_ASSIGN_OR_RETURN(auto names, ListDir(dir));
     for (const auto& n : names) {
       uint64_t id = 0;
-      if (!ParseHexName(n, ".pack", &id) || PackIdHex(id).substr(0, 2) != sub) continue;
+      if (!ParseStoreFileName(n, ".pack", &id) || PackIdHex(id).substr(0, 2) != sub) continue;
       const std::string path = JoinPath(dir, n);
       struct stat st;
       if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
@@ -271,7 +253,7 @@ Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options)
     CBT_ASSIGN_OR_RETURN(auto names, ListDir(index_dir));
     for (const auto& n : names) {
       uint64_t id;
-      (ParseHexName(n, ".idx", &id) ? old_indexes : strays).push_back(JoinPath(index_dir, n));
+      (ParseStoreFileName(n, ".idx", &id) ? old_indexes : strays).push_back(JoinPath(index_dir, n));
     }
   }
   if (dead_found || old_indexes.size() > 1) {

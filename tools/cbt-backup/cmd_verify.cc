@@ -13,6 +13,8 @@ namespace cbt::cli {
 namespace {
 
 std::string Describe(const image::VerifyProblem& p) {
+  // Damage to the block store's own files (an index) belongs to no point.
+  if (p.vm.empty()) return "block store: " + p.message;
   std::string s = "VM " + p.vm + " point " + p.point;
   if (!p.disk.empty()) s += " disk " + p.disk;
   if (p.offset >= 0) s += " offset " + std::to_string(p.offset);
