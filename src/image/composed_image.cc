@@ -167,6 +167,24 @@ uint64_t ComposedImage::RunLength(uint64_t block, uint64_t max) const {
   return run;
 }
 
+uint64_t ComposedImage::PackedRawRun(uint64_t block, uint64_t max) const {
+  const Slot first = map_[block];
+  const auto& entries = chain_[first.file]->entries();
+  const repo::IndexEntry& e0 = entries[first.entry];
+  if (e0.stored_size != kBlockSize) return 1;
+  uint64_t run = 1;
+  while (run < max) {
+    const Slot next = map_[block + run];
+    if (next.file != first.file) break;
+    const repo::IndexEntry& e = entries[next.entry];
+    if (e.pack != e0.pack || e.stored_size != kBlockSize ||
+        e.offset != e0.offset + run * kBlockSize)
+      break;
+    ++run;
+  }
+  return run;
+}
+
 Status ComposedImage::VerifyRun(const char* data, uint64_t block, uint64_t count) const {
   const uint32_t file = map_[block].file;
   const auto& entries = chain_[file]->entries();
@@ -207,6 +225,18 @@ Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
                         char* out) -> Result<uint64_t> {
     const DiskFile& f = *chain_[slot.file];
     if (in_block == 0 && n == kBlockSize && f.packed()) {
+      // Blocks stored raw, back to back in one pack (what did not
+      // compress, written in order): one read, checked in place.
+      const uint64_t run = PackedRawRun(block, end / kBlockSize - block);
+      if (run > 1) {
+        const repo::IndexEntry& e = f.entries()[slot.entry];
+        CBT_ASSIGN_OR_RETURN(auto pack, f.PackOf(e));
+        Status s = PreadAll(pack->fd(), out, run * kBlockSize, e.offset, pack->path());
+        if (s.IsCorruption()) return CorruptionAt(block, slot.file, s.message());
+        CBT_RETURN_IF_ERROR(s);
+        CBT_RETURN_IF_ERROR(VerifyRun(out, block, run));
+        return run * kBlockSize;
+      }
       Status s = f.ReadBlock(f.entries()[slot.entry], out);
       if (s.IsCorruption()) return CorruptionAt(block, slot.file, s.message());
       CBT_RETURN_IF_ERROR(s);

@@ -137,6 +137,9 @@ class ComposedImage {
   // Blocks, at most `max` (>= 1), in the run from `block` (a data block)
   // whose blocks follow one another in the same file.
   uint64_t RunLength(uint64_t block, uint64_t max) const;
+  // Blocks, at most `max` (>= 1), in the run from `block` (a data block of
+  // a version-2 file) stored raw and back to back in one pack.
+  uint64_t PackedRawRun(uint64_t block, uint64_t max) const;
   // Checks the `count` blocks of a run from `block`, read into `data`.
   Status VerifyRun(const char* data, uint64_t block, uint64_t count) const;
   // Fills `out` with the bytes [pos, end) of the disk, block by block:

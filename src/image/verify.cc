@@ -86,12 +86,7 @@ void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add)
       uint64_t id = 0;
       if (!repo::ParseStoreFileName(n, ".idx", &id)) continue;
       const std::string path = JoinPath(index_dir, n);
-      struct stat st;
-      if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        add({"", "", "", -1, path + " is not a regular file"});
-        continue;
-      }
-      auto bytes = ReadFile(path);
+      auto bytes = repo::ReadIndexFile(path);
       auto records = bytes.ok() ? repo::ParseIndex(*bytes, path)
                                 : Result<std::vector<repo::IndexRecord>>(bytes.status());
       if (!records.ok()) {

@@ -63,6 +63,23 @@ std::string IndexPath(const std::string& repo, uint64_t id) {
   return JoinPath(JoinPath(repo, kIndexDir), PackIdHex(id) + ".idx");
 }
 
+Result<std::string> ReadIndexFile(const std::string& path) {
+  struct stat st;
+  // Not a FIFO or device, which a read would hang on or never finish.
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return Status::Corruption(path + " is not a regular file");
+  }
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
+  CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
+  const off_t hole = ::lseek(fd.get(), 0, SEEK_HOLE);
+  if (hole >= 0 && static_cast<uint64_t>(hole) < size) {
+    return Status::Corruption(path + ": index file has a hole (damaged)");
+  }
+  std::string bytes(size, '\0');
+  CBT_RETURN_IF_ERROR(PreadAll(fd.get(), bytes.data(), bytes.size(), 0, path));
+  return bytes;
+}
+
 std::string EncodeIndex(std::vector<IndexRecord> records) {
   std::sort(records.begin(), records.end(), KeyLess);
   std::string out(kStoreIndexHeaderSize + records.size() * kStoreIndexEntrySize + 8, '\0');
@@ -144,12 +161,7 @@ Result<std::unique_ptr<BlockStore>> BlockStore::Open(const std::string& repo,
       uint64_t id;
       if (!ParseStoreFileName(name, ".idx", &id)) continue;  // temporaries of an interrupted writer
       const std::string path = JoinPath(dir, name);
-      struct stat st;
-      // Not a FIFO or device, which a read would hang on or never finish.
-      if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        return Status::Corruption(path + " is not a regular file");
-      }
-      CBT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+      CBT_ASSIGN_OR_RETURN(std::string bytes, ReadIndexFile(path));
       CBT_ASSIGN_OR_RETURN(auto records, ParseIndex(bytes, path));
       store->loaded_.insert(store->loaded_.end(), records.begin(), records.end());
     }
@@ -275,6 +287,10 @@ Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
   const std::string path = PackPath(repo_, id);
   const std::string dir = path.substr(0, path.find_last_of('/'));
   CBT_RETURN_IF_ERROR(MakeDirs(dir));
+  // A repository from elsewhere may hold links: never write through one.
+  for (const std::string& d : {JoinPath(repo_, kPacksDir), dir}) {
+    if (!IsRealDirectory(d)) return Status::Corruption(d + " is not a directory (a link?)");
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (std::find(pack_dirs_.begin(), pack_dirs_.end(), dir) == pack_dirs_.end()) {
@@ -368,6 +384,11 @@ Status BlockStore::Flush() {
   if (records.empty()) return Status::Ok();
   const std::string dir = JoinPath(repo_, kIndexDir);
   CBT_RETURN_IF_ERROR(MakeDir(dir));
+  if (!IsRealDirectory(dir)) {
+    Status st = Status::Corruption(dir + " is not a directory (a link?)");
+    Break(st);
+    return st;
+  }
   CBT_ASSIGN_OR_RETURN(uint64_t id, RandomId());
   Status st = WriteFileAtomic(IndexPath(repo_, id), EncodeIndex(records));
   if (st.ok()) st = FsyncDir(repo_);

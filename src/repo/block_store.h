@@ -67,6 +67,9 @@ bool ParseStoreFileName(const std::string& name, const std::string& suffix, uint
 std::string PackPath(const std::string& repo, uint64_t pack);
 std::string IndexPath(const std::string& repo, uint64_t id);
 
+// Reads index file `path`: Corruption unless it is a regular file with no
+// hole (a sparse file would claim any size without taking it).
+Result<std::string> ReadIndexFile(const std::string& path);
 // The bytes of an index file holding `records` (sorted here by key).
 std::string EncodeIndex(std::vector<IndexRecord> records);
 // Parses an index file; Corruption naming `what` unless the magic, length

@@ -344,8 +344,7 @@ Result<ParsedFile> Parse(const unsigned char* h, uint64_t size,
   const uint64_t data_blocks = LoadLe64(h + kOffDataBlocks);
   const uint64_t index_offset = LoadLe64(h + kOffIndexOffset);
   const uint64_t nblocks = BlockCount(virtual_size);
-  // Sizes above 2^62 would overflow offset arithmetic; no disk is that big.
-  if (virtual_size == 0 || virtual_size > (uint64_t{1} << 62)) {
+  if (virtual_size == 0 || virtual_size > kMaxVirtualSize) {
     return Status::Corruption(path + ": implausible virtual size " + std::to_string(virtual_size));
   }
   const uint64_t entry_size = packed ? kPackedIndexEntrySize : kIndexEntrySize;
@@ -454,7 +453,7 @@ Result<std::vector<IndexEntry>> DiskFile::ParseEntries(std::string_view bytes,
     if (off > bytes.size() || len > bytes.size() - off) {
       return Status::Corruption(what + ": truncated");
     }
-    std::memcpy(buf, bytes.data() + off, len);
+    if (len > 0) std::memcpy(buf, bytes.data() + off, len);  // an empty index has no buffer
     return Status::Ok();
   };
   CBT_ASSIGN_OR_RETURN(

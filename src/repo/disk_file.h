@@ -65,6 +65,11 @@ struct IndexEntry {
 uint64_t Checksum(const void* data, size_t len);
 // True if `len` bytes at `data` are all zero.
 bool IsAllZero(const void* data, size_t len);
+// The largest virtual size a repository file may claim: 256 TiB, far
+// above any VDI XenServer makes, and small enough that per-block maps of
+// a disk (one bit or slot per 64 KiB) stay allocatable when a damaged or
+// planted file claims the most.
+inline constexpr uint64_t kMaxVirtualSize = uint64_t{1} << 48;
 inline uint64_t BlockCount(uint64_t virtual_size) {
   return (virtual_size + kBlockSize - 1) / kBlockSize;
 }

@@ -26,8 +26,11 @@ Result<std::vector<IndexEntry>> ReadEntries(const std::string& path, uint32_t* v
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
   if (!S_ISREG(st.st_mode)) return Status::Corruption(path + " is not a regular file");
-  CBT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-  return DiskFile::ParseEntries(bytes, path, version);
+  // Open reads the header and index only: a version-1 file holds its
+  // blocks too, and may be hundreds of GiB.
+  CBT_ASSIGN_OR_RETURN(auto file, DiskFile::Open(path));
+  *version = file->version();
+  return file->entries();
 }
 
 void AddLive(LiveSet* live, const IndexEntry& e, const RefSite& site) {
@@ -129,6 +132,7 @@ Status ForEachPackFile(const Repository& repo,
       const std::string path = JoinPath(dir, n);
       struct stat st;
       if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
+      if (!S_ISREG(st.st_mode)) continue;  // no pack: never opened, never removed
       fn(id, path, static_cast<uint64_t>(st.st_blocks) * 512);
     }
   }

@@ -159,6 +159,7 @@ Result<Manifest> DecodeManifest(const std::string& text, const std::string& what
       d.snapshot_vdi_uuid = jd.value("snapshot_vdi_uuid", "");
       d.userdevice = jd.value("userdevice", "");
       d.virtual_size = Unsigned(jd, "virtual_size", std::nullopt);
+      if (d.virtual_size > kMaxVirtualSize) throw FieldError("'virtual_size' is implausibly large");
       d.file = jd.at("file").get<std::string>();
       std::string kind = jd.at("kind").get<std::string>();
       if (kind != "base" && kind != "overlay") {

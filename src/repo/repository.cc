@@ -76,22 +76,32 @@ namespace {
 
 Result<UniqueFd> LockStore(const Repository& repo, int op) {
   const std::string path = JoinPath(repo.path(), kStoreLockFile);
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, kFileMode);
-  if (fd < 0) {
-    if (errno == ELOOP) {
-      return Status::Corruption(path + " is a symbolic link; a lock is never taken through one");
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, kFileMode);
+    if (fd < 0) {
+      if (errno == ELOOP) {
+        return Status::Corruption(path + " is a symbolic link; a lock is never taken through one");
+      }
+      return Status::FromErrno(errno, path);
     }
-    return Status::FromErrno(errno, path);
-  }
-  UniqueFd owner(fd);
-  while (::flock(fd, op) != 0) {
-    if (errno == EINTR) continue;
-    if (errno == EWOULDBLOCK) {
-      return Status::Busy("other commands are using the repository " + repo.path());
+    UniqueFd owner(fd);
+    while (::flock(fd, op) != 0) {
+      if (errno == EINTR) continue;
+      if (errno == EWOULDBLOCK) {
+        return Status::Busy("other commands are using the repository " + repo.path());
+      }
+      return Status::FromErrno(errno, path);
     }
-    return Status::FromErrno(errno, path);
+    // Held on the file still named store.lock?  One removed or replaced
+    // meanwhile (by hand) would let a second holder in beside us.
+    struct stat mine, named;
+    if (::fstat(fd, &mine) != 0) return Status::FromErrno(errno, path);
+    if (::stat(path.c_str(), &named) == 0 && mine.st_ino == named.st_ino &&
+        mine.st_dev == named.st_dev) {
+      return owner;
+    }
   }
-  return owner;
+  return Status::Busy("could not take the lock " + path + " (it keeps changing)");
 }
 
 }  // namespace

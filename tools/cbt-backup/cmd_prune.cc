@@ -291,9 +291,9 @@ int RunCompression(const Globals& g, const po::variables_map& vm) {
     }
     next.level = level;
   }
-  // Under the store lock, shared: no collection reads the config meanwhile
-  // (none does), and a conversion by a writer is not lost.
-  auto lock = repo::StoreLock::Shared(*repo);
+  // Alone: a writer converting a format-1 repository meanwhile (it holds
+  // the store lock shared) would write its own config over this one.
+  auto lock = repo::StoreLock::Exclusive(*repo);
   if (!lock.ok()) return Fail(lock.status());
   Status st = repo->WriteConfig(next);
   if (!st.ok()) return Fail(st);
