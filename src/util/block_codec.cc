@@ -5,6 +5,7 @@
 #include <zstd.h>
 
 #include <memory>
+#include <vector>
 
 namespace cbt {
 
@@ -50,25 +51,23 @@ std::string KeyHex(const ContentKey& key) {
 bool Compress(std::string_view raw, int level, std::string* out) {
   out->clear();
   if (raw.empty()) return false;
-  // A frame one byte shorter than the block is the most that is kept; the
-  // bound stops zstd early instead of letting it write a longer frame.
-  out->resize(raw.size() - 1);
   ZSTD_CCtx* ctx = ThreadCCtx();
-  if (ctx == nullptr) {
-    out->clear();
-    return false;
-  }
+  if (ctx == nullptr) return false;
+  // A frame one byte shorter than the block is the most that is kept; the
+  // bound stops zstd early instead of letting it write a longer frame.  The
+  // frame goes to a per-thread buffer first: sizing *out to the bound would
+  // clear 64 KiB per block, most of a backup's blocks for nothing (those
+  // that do not shrink).
+  thread_local std::vector<char> buf;
+  if (buf.size() < raw.size() - 1) buf.resize(raw.size() - 1);
   ZSTD_CCtx_reset(ctx, ZSTD_reset_session_and_parameters);
   ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, level);
   // The raw size is in the frame, so a reader can check it before writing.
   ZSTD_CCtx_setParameter(ctx, ZSTD_c_contentSizeFlag, 1);
   ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 0);
-  const size_t n = ZSTD_compress2(ctx, out->data(), out->size(), raw.data(), raw.size());
-  if (ZSTD_isError(n) || n >= raw.size()) {
-    out->clear();
-    return false;
-  }
-  out->resize(n);
+  const size_t n = ZSTD_compress2(ctx, buf.data(), raw.size() - 1, raw.data(), raw.size());
+  if (ZSTD_isError(n) || n >= raw.size()) return false;
+  out->assign(buf.data(), n);
   return true;
 }
 
