@@ -41,10 +41,8 @@ class PackTables {
     }
     const Table& t = it->second;
     if (!t.error.empty()) return t.error;
-    auto rec =
-        std::lower_bound(t.records.begin(), t.records.end(), e.offset,
-                         [](const repo::PackRecord& r, uint64_t off) { return r.offset < off; });
-    if (rec == t.records.end() || rec->offset != e.offset) {
+    const repo::PackRecord* rec = repo::FindRecord(t.records, e.offset);
+    if (rec == nullptr) {
       return "pack " + repo::PackIdHex(e.pack) + " has no block at offset " +
              std::to_string(e.offset);
     }
@@ -123,9 +121,10 @@ void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add)
   // With a disk file that cannot be read, what is unreferenced is unknown.
   if (!unreadable.empty()) return;
   for (const auto& p : *packs) {
+    UniqueFd fd;
     for (const auto& r : p.table) {
       if (live->count({p.id, r.offset}) > 0) continue;
-      auto released = repo::IsReleased(p, r);
+      auto released = repo::IsReleased(p, r, &fd);
       if (released.ok() && *released) continue;
       ++report->unreferenced_blocks;
       report->unreferenced_bytes += r.stored_size;

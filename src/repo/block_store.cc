@@ -209,11 +209,9 @@ bool BlockStore::CheckLoaded(const ContentKey& key, const BlockRef& ref) {
     }
     checked = fresh;
   }
-  const auto& table = checked->table;
-  auto rec = std::lower_bound(table.begin(), table.end(), ref.offset,
-                              [](const PackRecord& r, uint64_t off) { return r.offset < off; });
-  bool good = rec != table.end() && rec->offset == ref.offset && rec->key == key &&
-              rec->stored_size == ref.stored_size && rec->checksum == ref.checksum;
+  const PackRecord* rec = FindRecord(checked->table, ref.offset);
+  bool good = rec != nullptr && rec->key == key && rec->stored_size == ref.stored_size &&
+              rec->checksum == ref.checksum;
   if (good) {
     std::string raw(kRawBlockSize, '\0');
     good = checked->pack->ReadBlock(ref, raw.data()).ok() && KeyOf(raw) == key;

@@ -168,10 +168,12 @@ Result<std::vector<PackInfo>> ListPacks(const Repository& repo) {
   return out;
 }
 
-Result<bool> IsReleased(const PackInfo& pack, const PackRecord& rec) {
-  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(pack.path));
+Result<bool> IsReleased(const PackInfo& pack, const PackRecord& rec, UniqueFd* fd) {
+  if (fd->get() < 0) {
+    CBT_ASSIGN_OR_RETURN(*fd, OpenRead(pack.path));
+  }
   std::string bytes(rec.stored_size, '\0');
-  CBT_RETURN_IF_ERROR(PreadAll(fd.get(), bytes.data(), bytes.size(), rec.offset, pack.path));
+  CBT_RETURN_IF_ERROR(PreadAll(fd->get(), bytes.data(), bytes.size(), rec.offset, pack.path));
   return IsAllZero(bytes.data(), bytes.size());
 }
 
@@ -281,10 +283,11 @@ Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options)
   std::set<std::string> touched_dirs;
   for (const auto& p : packs) {
     const std::string dir = p.path.substr(0, p.path.find_last_of('/'));
+    UniqueFd reader;  // for IsReleased
     if (live_packs.count(p.id) == 0) {
       if (p.finished) {
         for (const auto& r : p.table) {
-          CBT_ASSIGN_OR_RETURN(bool released, IsReleased(p, r));
+          CBT_ASSIGN_OR_RETURN(bool released, IsReleased(p, r, &reader));
           if (!released) ++stats.blocks_released;
         }
       }
@@ -300,7 +303,7 @@ Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options)
       // Referred to, even with another size or checksum (damage verify
       // reports): kept as evidence, never punched.
       if (live.count({p.id, r.offset}) > 0) continue;
-      CBT_ASSIGN_OR_RETURN(bool released, IsReleased(p, r));
+      CBT_ASSIGN_OR_RETURN(bool released, IsReleased(p, r, &reader));
       if (!released) dead.push_back(&r);
     }
     if (dead.empty()) continue;

@@ -24,6 +24,7 @@
 #define CBT_REPO_GC_H_
 
 #include "repo/repository.h"
+#include "util/file.h"
 #include "util/status.h"
 
 #include <cstdint>
@@ -77,8 +78,10 @@ Result<std::vector<PackInfo>> ListPacks(const Repository& repo);
 
 // True if the stored bytes at `rec` read as zeros: a block a collection
 // punched out (a stored block is a zstd frame, never all zeros, or a raw
-// block, never all zeros since zero blocks are not stored).
-Result<bool> IsReleased(const PackInfo& pack, const PackRecord& rec);
+// block, never all zeros since zero blocks are not stored).  `*fd` is the
+// pack's descriptor, opened on first use, so that a caller going through
+// a pack's records opens it once.
+Result<bool> IsReleased(const PackInfo& pack, const PackRecord& rec, UniqueFd* fd);
 
 // Bytes the filesystem holds for the repository's data (st_blocks).
 struct RepoUsage {

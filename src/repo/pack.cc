@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -214,6 +215,12 @@ Result<std::shared_ptr<const Pack>> Pack::Open(const std::string& path, uint64_t
                               PackIdHex(LoadLe64(h + kOffPackId)));
   }
   return std::shared_ptr<const Pack>(new Pack(std::move(fd), path, id, size));
+}
+
+const PackRecord* FindRecord(const std::vector<PackRecord>& table, uint64_t offset) {
+  auto rec = std::lower_bound(table.begin(), table.end(), offset,
+                              [](const PackRecord& r, uint64_t off) { return r.offset < off; });
+  return rec != table.end() && rec->offset == offset ? &*rec : nullptr;
 }
 
 Status DecodeBlock(std::string_view stored, uint64_t checksum, char* out, const std::string& what) {

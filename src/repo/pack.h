@@ -142,6 +142,10 @@ class Pack {
   uint64_t size_;
 };
 
+// The record of `table` (in offset order, as Pack::Table returns it) at
+// exactly `offset`, or nullptr.
+const PackRecord* FindRecord(const std::vector<PackRecord>& table, uint64_t offset);
+
 // Decodes the stored bytes of a block into `out` (kRawBlockSize bytes) and
 // checks `checksum`; `what` names the block in errors.
 Status DecodeBlock(std::string_view stored, uint64_t checksum, char* out, const std::string& what);
