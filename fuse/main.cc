@@ -10,6 +10,7 @@
 #include "readahead.h"
 #include "tree.h"
 
+#include "objstore/s3.h"
 #include "repo/repository.h"
 #include "util/file.h"
 
@@ -147,12 +148,16 @@ int main(int argc, char** argv) {
   if (!ReadMountArgs(argc, argv, &parsed)) return parsed.exit_code;
   const std::vector<std::string>& positional = parsed.positional;
   char real[PATH_MAX];
+  const bool on_store = cbt::objstore::IsS3Url(positional[0]);
   // The daemon changes to "/", so the repository path must be absolute.
-  if (::realpath(positional[0].c_str(), real) == nullptr) {
+  if (!on_store && ::realpath(positional[0].c_str(), real) == nullptr) {
     std::fprintf(stderr, "cbtfs: repository %s: %s\n", positional[0].c_str(), std::strerror(errno));
     return 1;
   }
-  auto repo = cbt::repo::Repository::Open(real, /*create=*/false);
+  const char* ca_bundle = std::getenv("AWS_CA_BUNDLE");
+  auto repo = on_store ? cbt::repo::Repository::OpenS3(positional[0], /*create=*/false,
+                                                      ca_bundle != nullptr ? ca_bundle : "")
+                       : cbt::repo::Repository::Open(real, /*create=*/false);
   if (!repo.ok()) {
     std::fprintf(stderr, "cbtfs: %s\n", repo.status().message().c_str());
     return 1;

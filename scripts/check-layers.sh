@@ -12,16 +12,17 @@ cd "$(dirname "$0")/.."
 # Folder -> the src/ folders it may include besides itself.
 declare -A allowed=(
   [util]=""
-  [repo]="util"
-  [image]="repo util"
+  [repo]="objstore util"
+  [image]="repo objstore util"
   [local]="image repo util"
+  [objstore]="util"
   [xapi]="util"
   [nbd]="util"
   [stream]="image repo util"
   [backup]="image nbd repo util xapi"
   [restore]="stream image repo util xapi"
 )
-src_folders="util repo image local xapi nbd stream backup restore"
+src_folders="util objstore repo image local xapi nbd stream backup restore"
 allowed[fuse]="$src_folders"
 allowed[tools]="$src_folders"
 

@@ -231,7 +231,7 @@ Result<size_t> ComposedImage::Read(void* buf, size_t len, uint64_t off) const {
       if (run > 1) {
         const repo::IndexEntry& e = f.entries()[slot.entry];
         CBT_ASSIGN_OR_RETURN(auto pack, f.PackOf(e));
-        Status s = PreadAll(pack->fd(), out, run * kBlockSize, e.offset, pack->path());
+        Status s = pack->ReadRange(out, run * kBlockSize, e.offset);
         if (s.IsCorruption()) return CorruptionAt(block, slot.file, s.message());
         CBT_RETURN_IF_ERROR(s);
         CBT_RETURN_IF_ERROR(VerifyRun(out, block, run));
@@ -415,8 +415,7 @@ void ComposedImage::Prefetch(uint64_t off, uint64_t len, bool leave_single_run) 
     if (r.pack) pack_done.push_back(r);
   }
   for (const PackRun& r : pack_done) {
-    ::posix_fadvise(r.pack->fd(), static_cast<off_t>(r.start), static_cast<off_t>(r.end - r.start),
-                    POSIX_FADV_WILLNEED);
+    r.pack->WillNeed(r.start, r.end);
   }
   if (leave_single_run && done.size() == 1 && HasBigReadahead(chain_[done[0].file]->fd())) return;
   for (const Run& r : done) {

@@ -28,7 +28,7 @@ class PackTables {
     auto it = tables_.find(e.pack);
     if (it == tables_.end()) {
       Table t;
-      auto pack = repo::Pack::Open(repo::PackPath(repo_.path(), e.pack), e.pack);
+      auto pack = repo_.packs()->Get(e.pack);
       auto table =
           pack.ok() ? (*pack)->Table() : Result<std::vector<repo::PackRecord>>(pack.status());
       if (table.ok()) {

@@ -199,7 +199,8 @@ bool BlockStore::CheckLoaded(const ContentKey& key, const BlockRef& ref) {
   }
   if (!checked) {
     auto fresh = std::make_shared<CheckedPack>();
-    auto opened = Pack::Open(PackPath(repo_, ref.pack), ref.pack);
+    auto opened = options_.packs ? options_.packs->Get(ref.pack)
+                                 : Pack::Open(PackPath(repo_, ref.pack), ref.pack);
     if (opened.ok()) {
       fresh->pack = *opened;
       // A pack without a valid table was never finished: nothing in it may
@@ -270,7 +271,11 @@ Result<std::shared_ptr<const Pack>> PackCache::Get(uint64_t id) const {
     auto it = open_.find(id);
     if (it != open_.end()) return it->second;
   }
-  CBT_ASSIGN_OR_RETURN(auto pack, Pack::Open(PackPath(repo_, id), id));
+  auto opened = Pack::Open(PackPath(repo_, id), id);
+  if (!opened.ok() && opened.status().IsNotFound() && remote_) {
+    opened = Pack::OpenRemote(remote_, id);
+  }
+  CBT_ASSIGN_OR_RETURN(auto pack, std::move(opened));
   std::lock_guard<std::mutex> lock(mu_);
   if (open_.size() >= kMaxOpen) {
     for (auto it = open_.begin(); it != open_.end();) {
@@ -294,6 +299,7 @@ Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
     if (std::find(pack_dirs_.begin(), pack_dirs_.end(), dir) == pack_dirs_.end()) {
       pack_dirs_.push_back(dir);
     }
+    created_packs_.push_back(id);
   }
   return PackWriter::Create(path, id);
 }
@@ -390,6 +396,10 @@ Status BlockStore::Flush() {
   CBT_ASSIGN_OR_RETURN(uint64_t id, RandomId());
   Status st = WriteFileAtomic(IndexPath(repo_, id), EncodeIndex(records));
   if (st.ok()) st = FsyncDir(repo_);
+  if (st.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    written_indexes_.push_back(IndexPath(repo_, id));
+  }
   // Whether the index is durable is unknown: nothing may refer to its blocks.
   if (!st.ok()) Break(st);
   return st;
@@ -398,6 +408,16 @@ Status BlockStore::Flush() {
 StoreStats BlockStore::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
+}
+
+std::vector<uint64_t> BlockStore::created_packs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return created_packs_;
+}
+
+std::vector<std::string> BlockStore::written_indexes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return written_indexes_;
 }
 
 size_t BlockStore::known_blocks() const {

@@ -77,10 +77,16 @@ std::string EncodeIndex(std::vector<IndexRecord> records);
 // NotSupported for an unknown version.
 Result<std::vector<IndexRecord>> ParseIndex(std::string_view bytes, const std::string& what);
 
+class PackCache;
+
 struct StoreOptions {
   bool compress = true;                 // false: blocks are stored raw
   int level = 3;                        // zstd level of new blocks
   uint64_t pack_target = 128ull << 20;  // a pack is finished once this large
+  // Where packs named by index files are opened for the reuse check: the
+  // repository's cache (which also reads packs on an object store); null:
+  // the files of `repo`.
+  std::shared_ptr<const PackCache> packs;
 };
 
 struct StoreStats {
@@ -125,6 +131,10 @@ class BlockStore {
   Status Flush();
 
   StoreStats stats() const;
+  // Ids of the packs this writer created, and the index files its Flushes
+  // wrote (paths), in order.
+  std::vector<uint64_t> created_packs() const;
+  std::vector<std::string> written_indexes() const;
   // Blocks known (loaded and stored).
   size_t known_blocks() const;
 
@@ -153,6 +163,8 @@ class BlockStore {
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> free_slots_;
   std::vector<std::string> pack_dirs_;  // to fsync at Flush
+  std::vector<uint64_t> created_packs_;
+  std::vector<std::string> written_indexes_;
   StoreStats stats_;
   Status broken_;  // the first failure that may have lost data
   // Keys of loaded_ checked by reading their block: good or bad.
@@ -171,7 +183,10 @@ class BlockStore {
 // closed first).  Thread-safe.
 class PackCache {
  public:
-  explicit PackCache(std::string repo) : repo_(std::move(repo)) {}
+  // The packs of the repository at `repo`; with `remote`, a pack that is
+  // not a file there is read from the object store.
+  explicit PackCache(std::string repo, std::shared_ptr<const Remote> remote = nullptr)
+      : repo_(std::move(repo)), remote_(std::move(remote)) {}
   // Pack `id`; NotFound if it does not exist (released by a collection, or
   // lost), Corruption if its header does not name it.
   Result<std::shared_ptr<const Pack>> Get(uint64_t id) const;
@@ -180,6 +195,7 @@ class PackCache {
  private:
   static constexpr size_t kMaxOpen = 1024;
   std::string repo_;
+  std::shared_ptr<const Remote> remote_;
   mutable std::mutex mu_;
   mutable std::unordered_map<uint64_t, std::shared_ptr<const Pack>> open_;
 };

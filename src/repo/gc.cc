@@ -118,6 +118,19 @@ namespace {
 // pack under REPO/packs.
 Status ForEachPackFile(const Repository& repo,
                        const std::function<void(uint64_t, const std::string&, uint64_t)>& fn) {
+  if (repo.remote()) {
+    // On an object store: its pack objects, named by their URL.
+    CBT_ASSIGN_OR_RETURN(auto objects, repo.remote()->client().List(std::string(kPacksDir) + "/"));
+    for (const auto& o : objects) {
+      const auto slash = o.key.rfind('/');
+      uint64_t id = 0;
+      if (!ParseStoreFileName(o.key.substr(slash + 1), ".pack", &id) || o.key != PackKey(id)) {
+        continue;
+      }
+      fn(id, repo.location() + "/" + o.key, o.size);
+    }
+    return Status::Ok();
+  }
   const std::string root = JoinPath(repo.path(), kPacksDir);
   if (!PathExists(root)) return Status::Ok();
   if (!IsRealDirectory(root)) return Status::Corruption(root + " is not a directory");
@@ -144,12 +157,12 @@ Status ForEachPackFile(const Repository& repo,
 Result<std::vector<PackInfo>> ListPacks(const Repository& repo) {
   std::vector<PackInfo> out;
   CBT_RETURN_IF_ERROR(
-      ForEachPackFile(repo, [&out](uint64_t id, const std::string& path, uint64_t allocated) {
+      ForEachPackFile(repo, [&out, &repo](uint64_t id, const std::string& path, uint64_t allocated) {
         PackInfo p;
         p.id = id;
         p.path = path;
         p.allocated = allocated;
-        auto pack = Pack::Open(p.path, p.id);
+        auto pack = repo.remote() ? Pack::OpenRemote(repo.remote(), p.id) : Pack::Open(p.path, p.id);
         if (pack.ok()) {
           auto table = (*pack)->Table();
           if (table.ok()) {
@@ -169,6 +182,8 @@ Result<std::vector<PackInfo>> ListPacks(const Repository& repo) {
 }
 
 Result<bool> IsReleased(const PackInfo& pack, const PackRecord& rec, UniqueFd* fd) {
+  // Nothing is ever punched out of an object.
+  if (objstore::IsS3Url(pack.path)) return false;
   if (fd->get() < 0) {
     CBT_ASSIGN_OR_RETURN(*fd, OpenRead(pack.path));
   }
@@ -187,7 +202,11 @@ Result<RepoUsage> MeasureUsage(const Repository& repo) {
   CBT_RETURN_IF_ERROR(ForEachPackFile(
       repo, [&u](uint64_t, const std::string&, uint64_t bytes) { u.packs += bytes; }));
   const std::string index_dir = JoinPath(repo.path(), kIndexDir);
-  if (IsRealDirectory(index_dir)) {
+  if (repo.remote()) {
+    CBT_ASSIGN_OR_RETURN(auto objects,
+                         repo.remote()->client().List(std::string(kIndexDir) + "/"));
+    for (const auto& o : objects) u.indexes += o.size;
+  } else if (IsRealDirectory(index_dir)) {
     CBT_ASSIGN_OR_RETURN(auto names, ListDir(index_dir));
     for (const auto& n : names) u.indexes += allocated(JoinPath(index_dir, n));
   }
@@ -207,6 +226,10 @@ Result<RepoUsage> MeasureUsage(const Repository& repo) {
 
 Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options) {
   GcStats stats;
+  if (repo.remote()) {
+    return Status::NotSupported("garbage collection of a repository on an object store is not "
+                                "available yet: no stored block was released");
+  }
   auto lock = StoreLock::Exclusive(repo);
   if (!lock.ok()) {
     if (lock.status().code() != Status::Code::kBusy) return lock.status();

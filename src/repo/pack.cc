@@ -2,6 +2,7 @@
 #include "repo/pack.h"
 
 #include "repo/disk_file.h"
+#include "repo/remote.h"
 #include "util/endian.h"
 
 #include <fcntl.h>
@@ -186,6 +187,32 @@ Result<std::vector<PackRecord>> ParsePackTable(std::string_view table, uint64_t 
   return out;
 }
 
+namespace {
+
+// Checks a pack's header (`h`, kPackHeaderSize bytes) names pack `id`.
+Status CheckHeader(const char* h, uint64_t id, const std::string& what) {
+  if (std::memcmp(h, kPackMagic, sizeof kPackMagic) != 0) {
+    return Status::Corruption(what + ": not a pack (bad magic)");
+  }
+  if (LoadLe64(h + kOffHeaderChecksum) != Checksum(h, kOffHeaderChecksum)) {
+    return Status::Corruption(what + ": pack header checksum mismatch");
+  }
+  if (LoadLe32(h + kOffVersion) != kPackVersion) {
+    return Status::NotSupported(what + ": pack version " +
+                                std::to_string(LoadLe32(h + kOffVersion)) + " is not supported");
+  }
+  if (LoadLe32(h + kOffHeaderSize) != kPackHeaderSize) {
+    return Status::Corruption(what + ": pack header size is not 4096");
+  }
+  if (LoadLe64(h + kOffPackId) != id) {
+    return Status::Corruption(what + ": the header names pack " +
+                              PackIdHex(LoadLe64(h + kOffPackId)));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<std::shared_ptr<const Pack>> Pack::Open(const std::string& path, uint64_t id) {
   // A FIFO planted under a pack's name would block the open forever.
   struct stat st;
@@ -197,24 +224,39 @@ Result<std::shared_ptr<const Pack>> Pack::Open(const std::string& path, uint64_t
   if (size < kPackHeaderSize) return Status::Corruption(path + ": pack shorter than its header");
   char h[kPackHeaderSize];
   CBT_RETURN_IF_ERROR(PreadAll(fd.get(), h, sizeof h, 0, path));
-  if (std::memcmp(h, kPackMagic, sizeof kPackMagic) != 0) {
-    return Status::Corruption(path + ": not a pack (bad magic)");
-  }
-  if (LoadLe64(h + kOffHeaderChecksum) != Checksum(h, kOffHeaderChecksum)) {
-    return Status::Corruption(path + ": pack header checksum mismatch");
-  }
-  if (LoadLe32(h + kOffVersion) != kPackVersion) {
-    return Status::NotSupported(path + ": pack version " +
-                                std::to_string(LoadLe32(h + kOffVersion)) + " is not supported");
-  }
-  if (LoadLe32(h + kOffHeaderSize) != kPackHeaderSize) {
-    return Status::Corruption(path + ": pack header size is not 4096");
-  }
-  if (LoadLe64(h + kOffPackId) != id) {
-    return Status::Corruption(path + ": the header names pack " +
-                              PackIdHex(LoadLe64(h + kOffPackId)));
-  }
+  CBT_RETURN_IF_ERROR(CheckHeader(h, id, path));
   return std::shared_ptr<const Pack>(new Pack(std::move(fd), path, id, size));
+}
+
+
+Result<std::shared_ptr<const Pack>> Pack::OpenRemote(std::shared_ptr<const Remote> remote,
+                                                     uint64_t id) {
+  const std::string key = PackKey(id);
+  const std::string what = remote->client().url().ToString() + "/" + key;
+  CBT_ASSIGN_OR_RETURN(uint64_t size, remote->SizeOf(key));
+  if (size < kPackHeaderSize) return Status::Corruption(what + ": pack shorter than its header");
+  char h[kPackHeaderSize];
+  CBT_RETURN_IF_ERROR(remote->ReadAt(key, size, h, sizeof h, 0));
+  CBT_RETURN_IF_ERROR(CheckHeader(h, id, what));
+  auto pack = std::shared_ptr<Pack>(new Pack(UniqueFd(), what, id, size));
+  pack->remote_ = std::move(remote);
+  pack->key_ = key;
+  return std::shared_ptr<const Pack>(std::move(pack));
+}
+
+Status Pack::ReadRange(char* out, uint64_t len, uint64_t off) const {
+  if (remote_) return remote_->ReadAt(key_, size_, out, len, off);
+  return PreadAll(fd_.get(), out, len, off, path_);
+}
+
+void Pack::WillNeed(uint64_t start, uint64_t end) const {
+  if (end <= start) return;
+  if (remote_) {
+    remote_->Prefetch(key_, size_, start, end);
+    return;
+  }
+  ::posix_fadvise(fd_.get(), static_cast<off_t>(start), static_cast<off_t>(end - start),
+                  POSIX_FADV_WILLNEED);
 }
 
 const PackRecord* FindRecord(const std::vector<PackRecord>& table, uint64_t offset) {
@@ -241,7 +283,7 @@ Result<std::string> Pack::ReadStored(const BlockRef& ref) const {
     return Status::Corruption(what + ": block reference outside the pack");
   }
   std::string stored(ref.stored_size, '\0');
-  CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), stored.data(), stored.size(), ref.offset, path_));
+  CBT_RETURN_IF_ERROR(ReadRange(stored.data(), stored.size(), ref.offset));
   return stored;
 }
 
@@ -257,13 +299,14 @@ Status Pack::ReadBlock(const BlockRef& ref, char* out) const {
     // A pack its writer is still filling (a backup checking a disk before
     // its commit) has grown since it was opened.
     struct stat st;
-    const uint64_t now = ::fstat(fd_.get(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+    const uint64_t now =
+        !remote_ && ::fstat(fd_.get(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
     if (ref.offset > now || ref.stored_size > now - ref.offset) {
       return Status::Corruption(what() + ": block reference outside the pack");
     }
   }
   if (ref.stored_size == kRawBlockSize) {
-    CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), out, kRawBlockSize, ref.offset, path_));
+    CBT_RETURN_IF_ERROR(ReadRange(out, kRawBlockSize, ref.offset));
     if (Checksum(out, kRawBlockSize) != ref.checksum) {
       return Status::Corruption(what() + ": checksum mismatch");
     }
@@ -271,7 +314,7 @@ Status Pack::ReadBlock(const BlockRef& ref, char* out) const {
   }
   thread_local std::string stored;
   stored.resize(ref.stored_size);
-  CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), stored.data(), ref.stored_size, ref.offset, path_));
+  CBT_RETURN_IF_ERROR(ReadRange(stored.data(), ref.stored_size, ref.offset));
   if (Status st = Decompress(stored, out, kRawBlockSize); !st.ok()) {
     return Status::Corruption(what() + ": " + st.message());
   }
@@ -286,17 +329,18 @@ Result<std::vector<PackRecord>> Pack::Table() const {
     return Status::Corruption(path_ + ": no pack trailer (a pack that was never finished?)");
   }
   char t[kPackTrailerSize];
-  CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), t, sizeof t, size_ - kPackTrailerSize, path_));
+  CBT_RETURN_IF_ERROR(ReadRange(t, sizeof t, size_ - kPackTrailerSize));
   CBT_ASSIGN_OR_RETURN(auto geometry, ParsePackTrailer({t, sizeof t}, size_, path_));
   const auto [table_offset, count] = geometry;
   // A table is written out in full: a hole in it (a sparse file claiming
   // a huge table) is damage, found before allocating for it.
-  const off_t hole = ::lseek(fd_.get(), static_cast<off_t>(table_offset), SEEK_HOLE);
+  const off_t hole =
+      remote_ ? -1 : ::lseek(fd_.get(), static_cast<off_t>(table_offset), SEEK_HOLE);
   if (hole >= 0 && static_cast<uint64_t>(hole) < table_offset + count * kPackEntrySize) {
     return Status::Corruption(path_ + ": the pack's table has a hole (damaged)");
   }
   std::string table(count * kPackEntrySize, '\0');
-  CBT_RETURN_IF_ERROR(PreadAll(fd_.get(), table.data(), table.size(), table_offset, path_));
+  CBT_RETURN_IF_ERROR(ReadRange(table.data(), table.size(), table_offset));
   return ParsePackTable(table, count, table_offset, LoadLe64(t + kOffTableChecksum), path_);
 }
 

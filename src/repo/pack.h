@@ -33,6 +33,8 @@
 
 namespace cbt::repo {
 
+class Remote;
+
 inline constexpr char kPackMagic[8] = {'C', 'B', 'T', 'P', 'A', 'C', 'K', '\0'};
 inline constexpr char kPackTrailerMagic[8] = {'C', 'B', 'T', 'P', 'E', 'N', 'D', '\0'};
 inline constexpr uint32_t kPackVersion = 1;
@@ -118,6 +120,11 @@ class Pack {
   // Opens `path` (not through a symbolic link) and checks its header,
   // which must name pack `id`.  The table is read only by Table().
   static Result<std::shared_ptr<const Pack>> Open(const std::string& path, uint64_t id);
+  // Opens pack `id` of a repository on an object store (repo/remote.h):
+  // reads go through the store's chunk cache.  NotFound if the store does
+  // not have it.
+  static Result<std::shared_ptr<const Pack>> OpenRemote(std::shared_ptr<const Remote> remote,
+                                                        uint64_t id);
 
   // Reads the block at `ref` into `out` (kRawBlockSize bytes):
   // decompressed if stored compressed, then checked against ref.checksum.
@@ -128,15 +135,23 @@ class Pack {
   // The pack's table; Corruption if the pack was not finished.
   Result<std::vector<PackRecord>> Table() const;
 
+  // `len` bytes of the pack at `off`, as they are stored.
+  Status ReadRange(char* out, uint64_t len, uint64_t off) const;
+  // Tells the source that [start, end) will be read soon: the kernel's
+  // read-ahead for a file, ranged GETs in the background for an object.
+  void WillNeed(uint64_t start, uint64_t end) const;
+
   uint64_t id() const { return id_; }
   uint64_t file_size() const { return size_; }
+  // The file's path, or the object's s3:// URL.
   const std::string& path() const { return path_; }
-  int fd() const { return fd_.get(); }
 
  private:
   Pack(UniqueFd fd, std::string path, uint64_t id, uint64_t size)
       : fd_(std::move(fd)), path_(std::move(path)), id_(id), size_(size) {}
-  UniqueFd fd_;
+  UniqueFd fd_;  // -1 for a pack on an object store
+  std::shared_ptr<const Remote> remote_;
+  std::string key_;  // the object's key, for a pack on an object store
   std::string path_;
   uint64_t id_;
   uint64_t size_;

@@ -299,7 +299,6 @@ Result<std::vector<std::string>> ReadJournal(const std::string& path) {
 Result<DeleteStats> DeletePoints(const Repository& repo, const VmLock& lock, const std::string& vm,
                                  const std::vector<std::string>& points,
                                  const DeleteOptions& options) {
-  (void)lock;
   DeleteStats stats;
   std::vector<std::string> sorted = points;
   std::sort(sorted.begin(), sorted.end());
@@ -325,6 +324,13 @@ Result<DeleteStats> DeletePoints(const Repository& repo, const VmLock& lock, con
   CBT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(run.vm_dir, kJournalFile), j.dump(2) + "\n"));
   if (!run.Step("journal")) return Stopped();
   CBT_RETURN_IF_ERROR(RunJournal(run, sorted, /*recovering=*/false));
+  if (repo.remote()) {
+    // The store follows the working copy: new layers and manifests first,
+    // then the removed points (Remote::PublishVm).  A crash before this
+    // leaves the store as it was, and the next sync brings the points back.
+    CBT_RETURN_IF_ERROR(lock.Check());
+    CBT_RETURN_IF_ERROR(repo.remote()->PublishVm(repo.path(), vm));
+  }
   return stats;
 }
 

@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <ctime>
 #include <optional>
 
@@ -58,6 +59,45 @@ Result<Repository> Repository::Open(const std::string& path, bool create) {
   return Repository(path, parsed);
 }
 
+Result<Repository> Repository::OpenS3(const std::string& url, bool create,
+                                      const std::string& ca_cert) {
+  CBT_ASSIGN_OR_RETURN(objstore::S3Url parsed, objstore::ParseS3Url(url));
+  CBT_ASSIGN_OR_RETURN(objstore::S3Settings settings, objstore::SettingsFromEnvironment(ca_cert));
+  CBT_ASSIGN_OR_RETURN(auto client, objstore::S3Client::Create(settings, parsed));
+  CBT_ASSIGN_OR_RETURN(std::string work, WorkingCopyDir(settings, parsed));
+  uint64_t cache_mb = 512;
+  if (const char* v = std::getenv("CBT_S3_CACHE_MB"); v != nullptr && std::atoll(v) > 0) {
+    cache_mb = static_cast<uint64_t>(std::atoll(v));
+  }
+  auto remote = std::make_shared<const Remote>(std::move(client), cache_mb << 20);
+  auto config_text = remote->client().Get(kConfigFile);
+  if (!config_text.ok() && config_text.status().IsNotFound()) {
+    if (!create) {
+      return Status::NotFound(url + " is not a cbt-backup repository (no " +
+                              std::string(kConfigFile) + ")");
+    }
+    // Of two hosts creating it at once, both end up with the first's.
+    config_text = remote->PutRootFileIfAbsent(kConfigFile, EncodeConfig());
+  }
+  if (!config_text.ok()) return config_text.status();
+  CBT_ASSIGN_OR_RETURN(RepoConfig config, ParseConfig(*config_text, url + "/" + kConfigFile));
+  if (config.version != kStoreRepoFormatVersion) {
+    return Status::NotSupported(url + ": a repository on an object store must be of format " +
+                                std::to_string(kStoreRepoFormatVersion));
+  }
+  CBT_RETURN_IF_ERROR(remote->SyncDown(work, "", false));
+  CBT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(work, kConfigFile), *config_text));
+  Repository repo(work, config, remote);
+  repo.location_ = parsed.ToString();
+  return repo;
+}
+
+Result<Repository> Repository::OpenAny(const std::string& location, bool create,
+                                       const std::string& ca_cert) {
+  if (objstore::IsS3Url(location)) return OpenS3(location, create, ca_cert);
+  return Open(location, create);
+}
+
 Result<std::shared_ptr<const DiskFile>> Repository::OpenDiskFile(const std::string& path) const {
   return DiskFile::Open(path, packs_);
 }
@@ -66,6 +106,7 @@ Status Repository::WriteConfig(const RepoConfig& config) {
   if (config.version != kStoreRepoFormatVersion) {
     return Status::InvalidArgument("only a format-3 config is ever written");
   }
+  if (remote_) CBT_RETURN_IF_ERROR(remote_->client().Put(kConfigFile, EncodeConfig(config)).status());
   CBT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(path_, kConfigFile), EncodeConfig(config)));
   CBT_RETURN_IF_ERROR(FsyncDir(path_));
   config_ = config;
@@ -127,6 +168,13 @@ Result<std::string> Repository::Id(bool create) const {
       return id;
     }
     if (!text.status().IsNotFound() || !create) return text.status();
+    if (remote_) {
+      // One id for every host writing to the store: the first one made.
+      CBT_ASSIGN_OR_RETURN(std::string fresh, NewUuid());
+      CBT_ASSIGN_OR_RETURN(std::string stored, remote_->PutRootFileIfAbsent(kIdFile, fresh + "\n"));
+      CBT_RETURN_IF_ERROR(WriteFileAtomic(file, stored));
+      continue;
+    }
     // Written to a temporary, then linked: link() never replaces, so of two
     // processes creating it at once, the second reads the first's.
     CBT_ASSIGN_OR_RETURN(std::string fresh, NewUuid());
@@ -290,6 +338,7 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
   // holding a VM lock.
   CBT_ASSIGN_OR_RETURN(StoreLock store, StoreLock::Shared(repo));
   const std::string lock_path = JoinPath(vm_dir, kLockFile);
+  int sync_waits = 0;
   for (int attempt = 0; attempt < 10; ++attempt) {
     int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, kFileMode);
     if (fd < 0) {
@@ -304,6 +353,12 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) return Status::FromErrno(errno, lock_path);
       auto text = ReadFile(lock_path);
+      if (repo.remote() && text.ok() && text->empty() && attempt < 9) {
+        // The working copy's sync holds it for a moment (repo/remote.h).
+        ::usleep(200 * 1000);
+        attempt = std::max(attempt - 1, 0);
+        if (++sync_waits < 300) continue;
+      }
       return Status::Busy("VM " + vm + " is locked by " + DescribeHolder(text.ok() ? *text : "") +
                           "; wait for it to finish");
     }
@@ -323,6 +378,14 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
     if (::ftruncate(fd, 0) != 0) return Status::FromErrno(errno, lock_path);
     CBT_RETURN_IF_ERROR(PwriteAll(fd, text.data(), text.size(), 0, lock_path));
     VmLock lock(std::move(store), lock_path, std::move(owner));
+    if (repo.remote()) {
+      // The store's lock, then the VM's points as the store has them now:
+      // another host may have written or deleted some since the open.
+      CBT_ASSIGN_OR_RETURN(lock.lease_,
+                           objstore::Lease::Acquire(&repo.remote()->client(), vm + "/" + kLockFile,
+                                                    info.dump(), objstore::DefaultLeaseSeconds()));
+      CBT_RETURN_IF_ERROR(repo.remote()->SyncDown(repo.path(), vm, true));
+    }
     // We hold the lock: any temporary here was left by a writer that died,
     // and a journal by a delete that died (finished here, before anything
     // else reads or writes the VM's points).
@@ -338,12 +401,23 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
       }
     }
     CBT_RETURN_IF_ERROR(FinishInterruptedDelete(repo, vm));
+    if (repo.remote()) {
+      // Finishes a delete another host left half-published, and removes
+      // objects of points that never got their manifest.
+      CBT_RETURN_IF_ERROR(repo.remote()->PublishVm(repo.path(), vm));
+    }
     return lock;
   }
   return Status::Busy("could not take the lock " + lock_path + " (it keeps changing)");
 }
 
+Status VmLock::Check() const {
+  if (lease_) return lease_->Check();
+  return Status::Ok();
+}
+
 VmLock::~VmLock() {
+  lease_.reset();  // the store's lock before the local one
   if (!path_.empty()) {
     // Unlink while still holding the flock, so no one can take a lock on a
     // file that is about to disappear without noticing (see Acquire).
@@ -354,7 +428,6 @@ VmLock::~VmLock() {
 Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, const VmLock& lock,
                                                         const std::string& vm,
                                                         const std::string& point) {
-  (void)lock;
   if (!IsTimestamp(point)) return Status::InvalidArgument("'" + point + "' is not a timestamp");
   std::string vm_dir = VmDir(repo.path(), vm);
   std::string final_dir = PointDir(repo.path(), vm, point);
@@ -371,11 +444,16 @@ Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, 
   StoreOptions options;
   options.compress = config.compress;
   options.level = config.level;
+  options.packs = repo.packs();
   CBT_ASSIGN_OR_RETURN(auto store, BlockStore::Open(repo.path(), options));
   std::string temp = JoinPath(vm_dir, TempPointName(point, ::getpid()));
   CBT_RETURN_IF_ERROR(RemoveTree(temp));
   CBT_RETURN_IF_ERROR(MakeDir(temp));
-  return std::unique_ptr<PointWriter>(new PointWriter(vm_dir, temp, final_dir, std::move(store)));
+  auto writer =
+      std::unique_ptr<PointWriter>(new PointWriter(vm_dir, temp, final_dir, std::move(store)));
+  writer->repo_ = &repo;
+  writer->lock_ = &lock;
+  return writer;
 }
 
 PointWriter::~PointWriter() {
@@ -416,6 +494,24 @@ Status PointWriter::Commit(const Manifest& manifest) {
   // Entries of the temporary must be durable before the rename publishes it.
   CBT_RETURN_IF_ERROR(FsyncDir(temp_dir_));
   if (PathExists(final_dir_)) return Status::Exists(final_dir_ + " appeared meanwhile");
+  if (repo_ != nullptr && repo_->remote()) {
+    // On an object store the point is visible once its manifest is
+    // uploaded; the working copy follows.
+    const auto& remote = *repo_->remote();
+    const auto indexes = store_->written_indexes();
+    for (size_t i = 0; i < indexes.size(); ++i) {
+      CBT_RETURN_IF_ERROR(remote.PublishStore(repo_->path(),
+                                              i == 0 ? store_->created_packs()
+                                                     : std::vector<uint64_t>{},
+                                              indexes[i]));
+    }
+    if (indexes.empty()) {
+      CBT_RETURN_IF_ERROR(remote.PublishStore(repo_->path(), store_->created_packs(), ""));
+    }
+    const std::string vm = vm_dir_.substr(vm_dir_.rfind('/') + 1);
+    CBT_RETURN_IF_ERROR(remote.PublishPoint(vm, manifest.point, temp_dir_,
+                                            [this] { return lock_->Check(); }));
+  }
   if (::rename(temp_dir_.c_str(), final_dir_.c_str()) != 0) {
     return Status::FromErrno(errno, final_dir_);
   }

@@ -16,6 +16,8 @@
 #include "repo/block_store.h"
 #include "repo/disk_file.h"
 #include "repo/manifest.h"
+#include "repo/remote.h"
+#include "objstore/lease.h"
 #include "util/file.h"
 #include "util/status.h"
 
@@ -51,8 +53,24 @@ class Repository {
   // created (0700) with a fresh config.  NotFound if missing and !create;
   // NotSupported if its format version is unknown.
   static Result<Repository> Open(const std::string& path, bool create);
+  // Opens the repository at `url` (s3://BUCKET/PREFIX) on an object store
+  // (repo/remote.h): settings from the environment
+  // (objstore::SettingsFromEnvironment, trusting `ca_cert` if not empty),
+  // the working copy brought in step.  With `create`, a store without a
+  // repository gets a fresh config.  NotFound if there is none and
+  // !create; NotSupported unless its format is 3.
+  static Result<Repository> OpenS3(const std::string& url, bool create,
+                                   const std::string& ca_cert);
+  // Open or OpenS3, as `location` says.
+  static Result<Repository> OpenAny(const std::string& location, bool create,
+                                    const std::string& ca_cert);
 
+  // The directory: the repository, or its working copy if on a store.
   const std::string& path() const { return path_; }
+  // What the user named: path(), or the s3:// URL.
+  const std::string& location() const { return location_; }
+  // The object store of a repository on one, else null.
+  const std::shared_ptr<const Remote>& remote() const { return remote_; }
   // The config as it was read at Open.
   const RepoConfig& config() const { return config_; }
   // The packs of the block store, for readers of version-2 disk files.
@@ -96,10 +114,16 @@ class Repository {
                                                        UnreadableManifest unreadable) const;
 
  private:
-  Repository(std::string path, RepoConfig config)
-      : path_(std::move(path)), config_(config), packs_(std::make_shared<const PackCache>(path_)) {}
+  Repository(std::string path, RepoConfig config, std::shared_ptr<const Remote> remote = nullptr)
+      : path_(std::move(path)),
+        location_(path_),
+        config_(config),
+        remote_(std::move(remote)),
+        packs_(std::make_shared<const PackCache>(path_, remote_)) {}
   std::string path_;
+  std::string location_;
   RepoConfig config_;
+  std::shared_ptr<const Remote> remote_;
   std::shared_ptr<const PackCache> packs_;
 };
 
@@ -143,7 +167,10 @@ class VmLock {
   static Result<VmLock> Acquire(const Repository& repo, const std::string& vm,
                                 const std::string& command);
   VmLock(VmLock&& other) noexcept
-      : store_(std::move(other.store_)), path_(std::move(other.path_)), fd_(std::move(other.fd_)) {
+      : store_(std::move(other.store_)),
+        path_(std::move(other.path_)),
+        fd_(std::move(other.fd_)),
+        lease_(std::move(other.lease_)) {
     other.path_.clear();
   }
   VmLock& operator=(VmLock&&) = delete;
@@ -151,6 +178,9 @@ class VmLock {
   ~VmLock();
 
   const std::string& path() const { return path_; }
+  // Ok while the lock is held; on an object store, Aborted once its lease
+  // was lost.  Writers check it right before they make anything visible.
+  Status Check() const;
 
  private:
   VmLock(std::optional<StoreLock> store, std::string path, UniqueFd fd)
@@ -158,6 +188,9 @@ class VmLock {
   std::optional<StoreLock> store_;  // released after the VM lock
   std::string path_;
   UniqueFd fd_;  // holds the flock; closing it releases the lock
+  // On an object store: the VM's lock object there (<vm>/lock), taken
+  // after the local flock and released before it.
+  std::unique_ptr<objstore::Lease> lease_;
 };
 
 // Writes one new point into a temporary directory and commits it with a
@@ -195,6 +228,8 @@ class PointWriter {
         temp_dir_(std::move(temp_dir)),
         final_dir_(std::move(final_dir)),
         store_(std::move(store)) {}
+  const Repository* repo_ = nullptr;
+  const VmLock* lock_ = nullptr;
   std::string vm_dir_;
   std::string temp_dir_;
   std::string final_dir_;

@@ -1,13 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "xapi/http.h"
 
+#include "util/curl_api.h"
 #include "util/interrupt.h"
-#include "util/lazy_lib.h"
-
-// The calls go through pointers bound at run time (LazyLibrary), so the
-// type-checking macros that wrap curl_easy_setopt cannot apply.
-#define CURL_DISABLE_TYPECHECK 1
-#include <curl/curl.h>
 
 #include <algorithm>
 #include <cctype>
@@ -15,44 +10,6 @@
 namespace cbt::xapi {
 
 namespace {
-
-// libcurl's entry points, bound on first use.
-struct CurlApi {
-  decltype(&::curl_global_init) global_init = nullptr;
-  decltype(&::curl_easy_init) easy_init = nullptr;
-  decltype(&::curl_easy_setopt) easy_setopt = nullptr;
-  decltype(&::curl_easy_perform) easy_perform = nullptr;
-  decltype(&::curl_easy_getinfo) easy_getinfo = nullptr;
-  decltype(&::curl_easy_cleanup) easy_cleanup = nullptr;
-  decltype(&::curl_easy_reset) easy_reset = nullptr;
-  decltype(&::curl_easy_strerror) easy_strerror = nullptr;
-  decltype(&::curl_slist_append) slist_append = nullptr;
-  decltype(&::curl_slist_free_all) slist_free_all = nullptr;
-};
-
-CurlApi g_curl;
-
-// Loads libcurl and initialises it once.  Every HttpClient is created
-// through this, so the other functions may use g_curl.
-Status LoadCurl() {
-  static LazyLibrary lib("libcurl.so.4");
-  static Status status = [] {
-    CBT_RETURN_IF_ERROR(lib.Load());
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.global_init, "curl_global_init"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_init, "curl_easy_init"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_setopt, "curl_easy_setopt"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_perform, "curl_easy_perform"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_getinfo, "curl_easy_getinfo"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_cleanup, "curl_easy_cleanup"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_reset, "curl_easy_reset"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.easy_strerror, "curl_easy_strerror"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.slist_append, "curl_slist_append"));
-    CBT_RETURN_IF_ERROR(lib.Bind(&g_curl.slist_free_all, "curl_slist_free_all"));
-    g_curl.global_init(CURL_GLOBAL_DEFAULT);
-    return Status::Ok();
-  }();
-  return status;
-}
 
 size_t WriteBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
   static_cast<std::string*>(userdata)->append(ptr, size * nmemb);
@@ -192,43 +149,43 @@ Result<std::unique_ptr<HttpClient>> HttpClient::ForUrl(const std::string& url,
 }
 
 HttpClient::~HttpClient() {
-  if (rpc_ != nullptr) g_curl.easy_cleanup(static_cast<CURL*>(rpc_));
+  if (rpc_ != nullptr) Curl().easy_cleanup(static_cast<CURL*>(rpc_));
 }
 
 Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) {
   CURL* curl = static_cast<CURL*>(handle);
   HttpResponse resp;
-  g_curl.easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
-  g_curl.easy_setopt(curl, CURLOPT_WRITEDATA, &resp.body);
-  g_curl.easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
-  g_curl.easy_setopt(curl, CURLOPT_HEADERDATA, &resp.headers);
-  g_curl.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  g_curl.easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
+  Curl().easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
+  Curl().easy_setopt(curl, CURLOPT_WRITEDATA, &resp.body);
+  Curl().easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
+  Curl().easy_setopt(curl, CURLOPT_HEADERDATA, &resp.headers);
+  Curl().easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  Curl().easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
   // A transfer that stalls (a host gone silent, a handler that stopped
   // reading) fails instead of hanging.
-  g_curl.easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  g_curl.easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_seconds));
-  g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
-  g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+  Curl().easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  Curl().easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_seconds));
+  Curl().easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+  Curl().easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
   struct curl_blob blob;
   if (!options_.ca_pem.empty()) {
     blob.data = const_cast<char*>(options_.ca_pem.data());
     blob.len = options_.ca_pem.size();
     blob.flags = CURL_BLOB_NOCOPY;
-    g_curl.easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
+    Curl().easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
   } else if (!options_.ca_cert.empty()) {
-    g_curl.easy_setopt(curl, CURLOPT_CAINFO, options_.ca_cert.c_str());
+    Curl().easy_setopt(curl, CURLOPT_CAINFO, options_.ca_cert.c_str());
   }
   char errbuf[CURL_ERROR_SIZE] = {};
-  g_curl.easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode rc = g_curl.easy_perform(curl);
+  Curl().easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode rc = Curl().easy_perform(curl);
   if (rc == CURLE_ABORTED_BY_CALLBACK && Interrupted()) return CheckInterrupted();
   if (rc != CURLE_OK) {
     // A server that redirects an upload answers before reading the body and
     // closes: the send then fails, but the answer was read.
-    g_curl.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
+    Curl().easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
     if (resp.status >= 300 && resp.status < 400 && resp.headers.count("location")) return resp;
-    std::string detail = errbuf[0] ? errbuf : g_curl.easy_strerror(rc);
+    std::string detail = errbuf[0] ? errbuf : Curl().easy_strerror(rc);
     if (rc == CURLE_OPERATION_TIMEDOUT) {
       detail += " (no progress for " + std::to_string(options_.stall_seconds) +
                 " s; --http-timeout sets the limit)";
@@ -240,7 +197,7 @@ Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) 
     }
     return Status::IoError(what + " " + base_url_ + ": " + detail + hint);
   }
-  g_curl.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
+  Curl().easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.status);
   return resp;
 }
 
@@ -258,62 +215,62 @@ Result<HttpResponse> HttpClient::Post(const std::string& path, const std::string
   // connection per call would have reported an error instead.  Snapshots
   // carry our name, so the next backup's clean-up removes such a one.
   if (rpc_ == nullptr) {
-    rpc_ = g_curl.easy_init();
+    rpc_ = Curl().easy_init();
     if (rpc_ == nullptr) return Status::IoError("curl_easy_init failed");
   }
   CURL* curl = static_cast<CURL*>(rpc_);
   std::string url = base_url_ + path;
-  g_curl.easy_setopt(curl, CURLOPT_URL, url.c_str());
-  g_curl.easy_setopt(curl, CURLOPT_POST, 1L);
-  g_curl.easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-  g_curl.easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+  Curl().easy_setopt(curl, CURLOPT_URL, url.c_str());
+  Curl().easy_setopt(curl, CURLOPT_POST, 1L);
+  Curl().easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+  Curl().easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
   struct curl_slist* hdrs = nullptr;
-  hdrs = g_curl.slist_append(hdrs, ("Content-Type: " + content_type).c_str());
-  hdrs = g_curl.slist_append(hdrs, "Expect:");
-  g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-  g_curl.easy_setopt(curl, CURLOPT_TIMEOUT, static_cast<long>(options_.call_seconds));
+  hdrs = Curl().slist_append(hdrs, ("Content-Type: " + content_type).c_str());
+  hdrs = Curl().slist_append(hdrs, "Expect:");
+  Curl().easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+  Curl().easy_setopt(curl, CURLOPT_TIMEOUT, static_cast<long>(options_.call_seconds));
   auto r = Perform(curl, "cannot reach");
   // Clears every option, so the kept handle holds no pointer into this call
   // (body, headers, response); its connections stay.
-  g_curl.easy_reset(curl);
-  g_curl.slist_free_all(hdrs);
+  Curl().easy_reset(curl);
+  Curl().slist_free_all(hdrs);
   return r;
 }
 
 Result<HttpResponse> HttpClient::Get(const std::string& path_and_query) {
   std::lock_guard<std::mutex> g(mu_);
-  CURL* curl = g_curl.easy_init();
+  CURL* curl = Curl().easy_init();
   if (curl == nullptr) return Status::IoError("curl_easy_init failed");
   std::string url = base_url_ + path_and_query;
-  g_curl.easy_setopt(curl, CURLOPT_URL, url.c_str());
-  g_curl.easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-  g_curl.easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortOnInterrupt);
+  Curl().easy_setopt(curl, CURLOPT_URL, url.c_str());
+  Curl().easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  Curl().easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortOnInterrupt);
   auto r = Perform(curl, "GET failed on");
-  g_curl.easy_cleanup(curl);
+  Curl().easy_cleanup(curl);
   return r;
 }
 
 Result<HttpResponse> HttpClient::Put(const std::string& path_and_query, uint64_t length,
                                      const std::function<int64_t(char*, size_t)>& source) {
   std::lock_guard<std::mutex> g(mu_);
-  CURL* curl = g_curl.easy_init();
+  CURL* curl = Curl().easy_init();
   if (curl == nullptr) return Status::IoError("curl_easy_init failed");
   std::string url = base_url_ + path_and_query;
   PutSource src{&source};
-  g_curl.easy_setopt(curl, CURLOPT_URL, url.c_str());
-  g_curl.easy_setopt(curl, CURLOPT_UPLOAD, 1L);
-  g_curl.easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(length));
-  g_curl.easy_setopt(curl, CURLOPT_READFUNCTION, ReadBody);
-  g_curl.easy_setopt(curl, CURLOPT_READDATA, &src);
-  g_curl.easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
+  Curl().easy_setopt(curl, CURLOPT_URL, url.c_str());
+  Curl().easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+  Curl().easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(length));
+  Curl().easy_setopt(curl, CURLOPT_READFUNCTION, ReadBody);
+  Curl().easy_setopt(curl, CURLOPT_READDATA, &src);
+  Curl().easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
   struct curl_slist* hdrs = nullptr;
-  hdrs = g_curl.slist_append(hdrs, "Expect:");
-  g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-  g_curl.easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-  g_curl.easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortOnInterrupt);
+  hdrs = Curl().slist_append(hdrs, "Expect:");
+  Curl().easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+  Curl().easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  Curl().easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortOnInterrupt);
   auto r = Perform(curl, "PUT failed on");
-  g_curl.slist_free_all(hdrs);
-  g_curl.easy_cleanup(curl);
+  Curl().slist_free_all(hdrs);
+  Curl().easy_cleanup(curl);
   if (src.aborted) return Status::Aborted("upload aborted by its source");
   return r;
 }

@@ -37,7 +37,7 @@ int Fail(const Status& status) {
 }
 
 Result<repo::Repository> OpenRepo(const Globals& g, bool create) {
-  return repo::Repository::Open(g.repo, create);
+  return repo::Repository::OpenAny(g.repo, create, g.ca_cert);
 }
 
 void WarnInterruptedDeletes(const repo::Repository& repo) {

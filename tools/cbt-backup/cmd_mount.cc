@@ -206,7 +206,10 @@ int RunMount(const Globals& g, const po::variables_map& vm) {
   }
   const std::string fsdir = JoinPath(dir, kCbtfsDir);
   if (Status s = MakeDir(fsdir); !s.ok()) return Fail(s);
-  const std::string repo_abs = Absolute(repo->path());
+  // A repository on an object store is mounted by its URL (cbtfs reads the
+  // same AWS_* settings, and the --ca-cert file as AWS_CA_BUNDLE).
+  if (repo->remote() && !g.ca_cert.empty()) ::setenv("AWS_CA_BUNDLE", g.ca_cert.c_str(), 1);
+  const std::string repo_abs = repo->remote() ? repo->location() : Absolute(repo->path());
   if (Run({CbtfsBinary(), "mount", repo_abs, fsdir}, nullptr) != 0) {
     ::rmdir(fsdir.c_str());
     ::rmdir(dir.c_str());

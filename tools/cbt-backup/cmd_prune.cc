@@ -61,6 +61,12 @@ std::string GcText(const repo::GcStats& st) {
 }  // namespace
 
 nlohmann::json CollectAfterDelete(const Globals& g, const repo::Repository& repo, bool* failed) {
+  if (repo.remote()) {
+    const char* why = "the stored blocks of deleted points stay in the object store (garbage "
+                      "collection there is not available yet)";
+    if (!g.json) Info(g, why);
+    return {{"skipped", why}};
+  }
   auto st = repo::CollectGarbage(repo);
   if (!st.ok()) {
     std::fprintf(stderr, "cbt-backup: gc failed: %s\n", st.status().message().c_str());
