@@ -6,11 +6,11 @@
 // mount point and runs fuse_main with the handlers of ops.h; `umount` runs
 // fusermount3.  What a mount shows and how: tree.h (the paths, the caches),
 // description.h (point.txt), ops.h (the handlers, O_DIRECT), readahead.h.
+#include "objstore/s3.h"
 #include "ops.h"
 #include "readahead.h"
 #include "tree.h"
 
-#include "objstore/s3.h"
 #include "repo/repository.h"
 #include "util/file.h"
 
@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   }
   const char* ca_bundle = std::getenv("AWS_CA_BUNDLE");
   auto repo = on_store ? cbt::repo::Repository::OpenS3(positional[0], /*create=*/false,
-                                                      ca_bundle != nullptr ? ca_bundle : "")
+                                                       ca_bundle != nullptr ? ca_bundle : "")
                        : cbt::repo::Repository::Open(real, /*create=*/false);
   if (!repo.ok()) {
     std::fprintf(stderr, "cbtfs: %s\n", repo.status().message().c_str());

@@ -10,6 +10,7 @@ PACKAGES=(
   python3 openssl gnutls-bin e2fsprogs util-linux qemu-utils bc
   fdisk gdisk lvm2 xfsprogs libmount-dev
   scdoc man-db systemd dpkg-dev bash-completion
+  ceph-mon ceph-osd ceph-base ceph-common radosgw
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

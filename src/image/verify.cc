@@ -78,11 +78,24 @@ void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add)
   // Every index file must parse, and name blocks the packs hold: a writer
   // trusts what it finds there.
   const std::string index_dir = JoinPath(repo.path(), repo::kIndexDir);
+  // On an object store, the index files it holds (the working copy may
+  // keep one of a writer that died before publishing it).
+  std::optional<std::set<std::string>> published;
+  if (repo.remote()) {
+    auto listed = repo.remote()->client().List(std::string(repo::kIndexDir) + "/");
+    if (!listed.ok()) {
+      add({"", "", "", -1, "index files: " + listed.status().message()});
+      return;
+    }
+    published.emplace();
+    for (const auto& o : *listed) published->insert(o.key.substr(o.key.rfind('/') + 1));
+  }
   if (PathExists(index_dir)) {
     auto names = ListDir(index_dir);
     for (const auto& n : names.ok() ? *names : std::vector<std::string>{}) {
       uint64_t id = 0;
       if (!repo::ParseStoreFileName(n, ".idx", &id)) continue;
+      if (published && published->count(n) == 0) continue;
       const std::string path = JoinPath(index_dir, n);
       auto bytes = repo::ReadIndexFile(path);
       auto records = bytes.ok() ? repo::ParseIndex(*bytes, path)

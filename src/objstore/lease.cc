@@ -22,15 +22,21 @@ namespace {
 std::string Describe(const std::string& body) {
   auto j = nlohmann::json::parse(body, nullptr, false);
   if (!j.is_object()) return "an unreadable holder";
-  auto s = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : "?"; };
-  std::string pid = j.contains("pid") && j["pid"].is_number() ? std::to_string(j["pid"].get<long>()) : "?";
+  auto s = [&](const char* k) {
+    return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : "?";
+  };
+  std::string pid =
+      j.contains("pid") && j["pid"].is_number() ? std::to_string(j["pid"].get<long>()) : "?";
   return s("command") + " (pid " + pid + " on " + s("host") + ", since " + s("started") + ")";
 }
 
 }  // namespace
 
 Lease::Lease(S3Client* client, std::string key, std::string body, std::string etag, int seconds)
-    : client_(client), key_(std::move(key)), body_(std::move(body)), etag_(std::move(etag)),
+    : client_(client),
+      key_(std::move(key)),
+      body_(std::move(body)),
+      etag_(std::move(etag)),
       seconds_(seconds) {
   renewer_ = std::thread([this] { Renew(); });
 }
@@ -64,8 +70,7 @@ Result<std::unique_ptr<Lease>> Lease::Acquire(S3Client* client, const std::strin
                         ? held["lease_seconds"].get<int64_t>()
                         : 120;
     const ObjectHead& h = **head;
-    if (h.server_time == 0 || h.last_modified == 0 ||
-        h.server_time <= h.last_modified + lease) {
+    if (h.server_time == 0 || h.last_modified == 0 || h.server_time <= h.last_modified + lease) {
       return Status::Busy("locked by " + Describe(*text) + " (" + client->url().ToString() + "/" +
                           key + ")");
     }

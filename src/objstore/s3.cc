@@ -4,8 +4,9 @@
 #include "util/curl_api.h"
 #include "util/interrupt.h"
 
-#include <openssl/evp.h>
 #include <pugixml.hpp>
+
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,8 +39,7 @@ std::string Trim(std::string s) {
 
 // The keys of section `section` of an INI file (the AWS credentials and
 // config files); empty if the file or section is missing.
-std::map<std::string, std::string> IniSection(const std::string& path,
-                                              const std::string& section) {
+std::map<std::string, std::string> IniSection(const std::string& path, const std::string& section) {
   std::map<std::string, std::string> out;
   std::ifstream in(path);
   if (!in) return out;
@@ -160,7 +160,8 @@ int AbortOnInterrupt(void*, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 
 std::string Base64(const unsigned char* data, size_t n) {
   std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+  int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
   out.resize(static_cast<size_t>(len));
   return out;
 }
@@ -229,8 +230,9 @@ Result<S3Url> ParseS3Url(std::string_view s) {
   const bool bucket_ok =
       url.bucket.size() >= 3 && url.bucket.size() <= 63 &&
       std::all_of(url.bucket.begin(), url.bucket.end(),
-                  [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                                      c == '.' || c == '-'; }) &&
+                  [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
+                  }) &&
       std::isalnum(static_cast<unsigned char>(url.bucket.front())) &&
       std::isalnum(static_cast<unsigned char>(url.bucket.back()));
   if (!bucket_ok) {
@@ -285,6 +287,8 @@ Result<S3Settings> SettingsFromEnvironment(const std::string& ca_cert) {
   while (!s.endpoint.empty() && s.endpoint.back() == '/') s.endpoint.pop_back();
   s.path_style = !s.endpoint.empty() && Env("CBT_S3_ADDRESSING_STYLE") != "virtual";
   s.ca_cert = ca_cert.empty() ? Env("AWS_CA_BUNDLE") : ca_cert;
+  // AWS_MAX_ATTEMPTS, as the AWS command line reads it.
+  if (int n = std::atoi(Env("AWS_MAX_ATTEMPTS").c_str()); n >= 1) s.attempts = n;
   return s;
 }
 
@@ -400,7 +404,8 @@ void S3Client::ReturnHandle(void* h) {
 
 std::string S3Client::UrlFor(const std::string& key, const std::string& query) const {
   std::string path;
-  if (!key.empty()) path = "/" + UriEncode(url_.prefix.empty() ? key : url_.prefix + "/" + key, false);
+  if (!key.empty())
+    path = "/" + UriEncode(url_.prefix.empty() ? key : url_.prefix + "/" + key, false);
   if (path.empty()) path = "/";
   return host_base_ + path + (query.empty() ? "" : "?" + query);
 }
@@ -606,6 +611,16 @@ Result<std::string> S3Client::Put(const std::string& key, std::string_view data,
   req.headers = PutHeaders(options, md5);
   req.body = data;
   CBT_ASSIGN_OR_RETURN(auto r, Perform(req));
+  const std::string& tag = options.if_match;
+  if (r.status == 412 && tag.size() > 2 && tag.front() == '"' && tag.back() == '"') {
+    // Ceph's gateway (16.x) compares If-Match with the ETag unquoted, so
+    // the standard quoted form never matches there.  Asking again with the
+    // bare value is safe: a store that compares it quoted refuses it too.
+    PutOptions bare = options;
+    bare.if_match = tag.substr(1, tag.size() - 2);
+    req.headers = PutHeaders(bare, md5);
+    CBT_ASSIGN_OR_RETURN(r, Perform(req));
+  }
   if (r.status >= 300) return ErrorFromResponse(r, "PUT " + url_.ToString() + "/" + key);
   return r.headers["etag"];
 }
@@ -668,7 +683,8 @@ Result<std::vector<ObjectInfo>> S3Client::List(const std::string& prefix) {
     }
     if (std::string(root.child_value("IsTruncated")) != "true") break;
     token = root.child_value("NextContinuationToken");
-    if (token.empty()) return Status::IoError("listing " + url_.ToString() + ": truncated without a token");
+    if (token.empty())
+      return Status::IoError("listing " + url_.ToString() + ": truncated without a token");
   }
   std::sort(out.begin(), out.end(),
             [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });

@@ -59,9 +59,9 @@ struct S3Settings {
   std::string access_key;
   std::string secret_key;
   std::string session_token;
-  int attempts = 8;           // tries per request, the first included
-  int stall_seconds = 60;     // a transfer below 1 byte/s this long fails
-  int connect_seconds = 15;   // per connection attempt
+  int attempts = 8;          // tries per request, the first included
+  int stall_seconds = 60;    // a transfer below 1 byte/s this long fails
+  int connect_seconds = 15;  // per connection attempt
 };
 
 // The settings from the environment, as the AWS command line reads them:
@@ -72,7 +72,8 @@ struct S3Settings {
 //   AWS_CONFIG_FILE (default ~/.aws/config), else us-east-1;
 //   AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else the profile's
 //   `endpoint_url`: a non-AWS endpoint, addressed path-style unless
-//   CBT_S3_ADDRESSING_STYLE=virtual.
+//   CBT_S3_ADDRESSING_STYLE=virtual;
+//   AWS_MAX_ATTEMPTS: tries per request (default 8).
 // `ca_cert` (from --ca-cert) is used as given, else AWS_CA_BUNDLE.
 // InvalidArgument, saying what is missing, without credentials.
 Result<S3Settings> SettingsFromEnvironment(const std::string& ca_cert);

@@ -156,26 +156,26 @@ Status ForEachPackFile(const Repository& repo,
 
 Result<std::vector<PackInfo>> ListPacks(const Repository& repo) {
   std::vector<PackInfo> out;
-  CBT_RETURN_IF_ERROR(
-      ForEachPackFile(repo, [&out, &repo](uint64_t id, const std::string& path, uint64_t allocated) {
-        PackInfo p;
-        p.id = id;
-        p.path = path;
-        p.allocated = allocated;
-        auto pack = repo.remote() ? Pack::OpenRemote(repo.remote(), p.id) : Pack::Open(p.path, p.id);
-        if (pack.ok()) {
-          auto table = (*pack)->Table();
-          if (table.ok()) {
-            p.finished = true;
-            p.table = std::move(*table);
-          } else {
-            p.error = table.status().message();
-          }
-        } else {
-          p.error = pack.status().message();
-        }
-        out.push_back(std::move(p));
-      }));
+  CBT_RETURN_IF_ERROR(ForEachPackFile(repo, [&out, &repo](uint64_t id, const std::string& path,
+                                                          uint64_t allocated) {
+    PackInfo p;
+    p.id = id;
+    p.path = path;
+    p.allocated = allocated;
+    auto pack = repo.remote() ? Pack::OpenRemote(repo.remote(), p.id) : Pack::Open(p.path, p.id);
+    if (pack.ok()) {
+      auto table = (*pack)->Table();
+      if (table.ok()) {
+        p.finished = true;
+        p.table = std::move(*table);
+      } else {
+        p.error = table.status().message();
+      }
+    } else {
+      p.error = pack.status().message();
+    }
+    out.push_back(std::move(p));
+  }));
   std::sort(out.begin(), out.end(),
             [](const PackInfo& a, const PackInfo& b) { return a.id < b.id; });
   return out;
@@ -203,8 +203,7 @@ Result<RepoUsage> MeasureUsage(const Repository& repo) {
       repo, [&u](uint64_t, const std::string&, uint64_t bytes) { u.packs += bytes; }));
   const std::string index_dir = JoinPath(repo.path(), kIndexDir);
   if (repo.remote()) {
-    CBT_ASSIGN_OR_RETURN(auto objects,
-                         repo.remote()->client().List(std::string(kIndexDir) + "/"));
+    CBT_ASSIGN_OR_RETURN(auto objects, repo.remote()->client().List(std::string(kIndexDir) + "/"));
     for (const auto& o : objects) u.indexes += o.size;
   } else if (IsRealDirectory(index_dir)) {
     CBT_ASSIGN_OR_RETURN(auto names, ListDir(index_dir));
@@ -227,8 +226,9 @@ Result<RepoUsage> MeasureUsage(const Repository& repo) {
 Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options) {
   GcStats stats;
   if (repo.remote()) {
-    return Status::NotSupported("garbage collection of a repository on an object store is not "
-                                "available yet: no stored block was released");
+    return Status::NotSupported(
+        "garbage collection of a repository on an object store is not "
+        "available yet: no stored block was released");
   }
   auto lock = StoreLock::Exclusive(repo);
   if (!lock.ok()) {

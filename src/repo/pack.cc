@@ -228,7 +228,6 @@ Result<std::shared_ptr<const Pack>> Pack::Open(const std::string& path, uint64_t
   return std::shared_ptr<const Pack>(new Pack(std::move(fd), path, id, size));
 }
 
-
 Result<std::shared_ptr<const Pack>> Pack::OpenRemote(std::shared_ptr<const Remote> remote,
                                                      uint64_t id) {
   const std::string key = PackKey(id);
@@ -334,8 +333,7 @@ Result<std::vector<PackRecord>> Pack::Table() const {
   const auto [table_offset, count] = geometry;
   // A table is written out in full: a hole in it (a sparse file claiming
   // a huge table) is damage, found before allocating for it.
-  const off_t hole =
-      remote_ ? -1 : ::lseek(fd_.get(), static_cast<off_t>(table_offset), SEEK_HOLE);
+  const off_t hole = remote_ ? -1 : ::lseek(fd_.get(), static_cast<off_t>(table_offset), SEEK_HOLE);
   if (hole >= 0 && static_cast<uint64_t>(hole) < table_offset + count * kPackEntrySize) {
     return Status::Corruption(path_ + ": the pack's table has a hole (damaged)");
   }

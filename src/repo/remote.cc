@@ -5,10 +5,10 @@
 #include "repo/layout.h"
 #include "util/file.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -154,7 +154,8 @@ Result<std::string> WorkingCopyDir(const objstore::S3Settings& settings,
 }
 
 Remote::Remote(std::unique_ptr<objstore::S3Client> client, uint64_t cache_bytes)
-    : client_(std::move(client)), cache_bytes_(std::max<uint64_t>(cache_bytes, 8 * kRemoteChunkSize)) {}
+    : client_(std::move(client)),
+      cache_bytes_(std::max<uint64_t>(cache_bytes, 8 * kRemoteChunkSize)) {}
 
 Remote::~Remote() {
   {
@@ -447,7 +448,8 @@ Status Remote::SyncDown(const std::string& root, const std::string& only_vm,
           }
         }
         if (committed) continue;
-        const std::string gone = JoinPath(vm_dir, ".sync-del-" + std::to_string(::getpid()) + "-" + n);
+        const std::string gone =
+            JoinPath(vm_dir, ".sync-del-" + std::to_string(::getpid()) + "-" + n);
         if (::rename(p.c_str(), gone.c_str()) == 0) (void)RemoveTree(gone);
       }
     }

@@ -26,6 +26,7 @@
 #define CBT_REPO_REMOTE_H_
 
 #include "objstore/s3.h"
+
 #include "util/status.h"
 
 #include <condition_variable>
@@ -58,8 +59,7 @@ class Remote {
   // HEAD).  NotFound if it does not exist.
   Result<uint64_t> SizeOf(const std::string& key) const;
   // `len` bytes at `off` of the immutable object `key` of `size` bytes.
-  Status ReadAt(const std::string& key, uint64_t size, char* out, uint64_t len,
-                uint64_t off) const;
+  Status ReadAt(const std::string& key, uint64_t size, char* out, uint64_t len, uint64_t off) const;
   // Starts fetching [start, end) of `key` into the cache, without waiting.
   void Prefetch(const std::string& key, uint64_t size, uint64_t start, uint64_t end) const;
 
@@ -92,7 +92,8 @@ class Remote {
   // Uploads a small file of the repository root (config.json, id) unless
   // the store has one; then downloads the store's (which may be another
   // host's).  Returns the store's content.
-  Result<std::string> PutRootFileIfAbsent(const std::string& name, const std::string& content) const;
+  Result<std::string> PutRootFileIfAbsent(const std::string& name,
+                                          const std::string& content) const;
 
  private:
   struct Chunk {
@@ -105,7 +106,8 @@ class Remote {
   using ChunkKey = std::pair<std::string, uint64_t>;
   struct ChunkKeyHash {
     size_t operator()(const ChunkKey& k) const {
-      return std::hash<std::string>()(k.first) ^ (std::hash<uint64_t>()(k.second) * 0x9e3779b97f4a7c15ULL);
+      return std::hash<std::string>()(k.first) ^
+             (std::hash<uint64_t>()(k.second) * 0x9e3779b97f4a7c15ULL);
     }
   };
 

@@ -106,7 +106,8 @@ Status Repository::WriteConfig(const RepoConfig& config) {
   if (config.version != kStoreRepoFormatVersion) {
     return Status::InvalidArgument("only a format-3 config is ever written");
   }
-  if (remote_) CBT_RETURN_IF_ERROR(remote_->client().Put(kConfigFile, EncodeConfig(config)).status());
+  if (remote_)
+    CBT_RETURN_IF_ERROR(remote_->client().Put(kConfigFile, EncodeConfig(config)).status());
   CBT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(path_, kConfigFile), EncodeConfig(config)));
   CBT_RETURN_IF_ERROR(FsyncDir(path_));
   config_ = config;
@@ -457,7 +458,14 @@ Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, 
 }
 
 PointWriter::~PointWriter() {
-  if (!committed_) (void)RemoveTree(temp_dir_);
+  if (committed_) return;
+  (void)RemoveTree(temp_dir_);
+  if (repo_ != nullptr && repo_->remote()) {
+    // Never published: the store may hold some of the packs (garbage for
+    // a collection), the working copy keeps none of it.
+    for (const auto& index : store_->written_indexes()) ::unlink(index.c_str());
+    for (uint64_t id : store_->created_packs()) ::unlink(PackPath(repo_->path(), id).c_str());
+  }
 }
 
 Result<std::unique_ptr<DiskFileWriter>> PointWriter::CreateDisk(const std::string& vdi,
@@ -500,17 +508,15 @@ Status PointWriter::Commit(const Manifest& manifest) {
     const auto& remote = *repo_->remote();
     const auto indexes = store_->written_indexes();
     for (size_t i = 0; i < indexes.size(); ++i) {
-      CBT_RETURN_IF_ERROR(remote.PublishStore(repo_->path(),
-                                              i == 0 ? store_->created_packs()
-                                                     : std::vector<uint64_t>{},
-                                              indexes[i]));
+      CBT_RETURN_IF_ERROR(remote.PublishStore(
+          repo_->path(), i == 0 ? store_->created_packs() : std::vector<uint64_t>{}, indexes[i]));
     }
     if (indexes.empty()) {
       CBT_RETURN_IF_ERROR(remote.PublishStore(repo_->path(), store_->created_packs(), ""));
     }
     const std::string vm = vm_dir_.substr(vm_dir_.rfind('/') + 1);
-    CBT_RETURN_IF_ERROR(remote.PublishPoint(vm, manifest.point, temp_dir_,
-                                            [this] { return lock_->Check(); }));
+    CBT_RETURN_IF_ERROR(
+        remote.PublishPoint(vm, manifest.point, temp_dir_, [this] { return lock_->Check(); }));
   }
   if (::rename(temp_dir_.c_str(), final_dir_.c_str()) != 0) {
     return Status::FromErrno(errno, final_dir_);

@@ -13,11 +13,12 @@
 #ifndef CBT_REPO_REPOSITORY_H_
 #define CBT_REPO_REPOSITORY_H_
 
+#include "objstore/lease.h"
+
 #include "repo/block_store.h"
 #include "repo/disk_file.h"
 #include "repo/manifest.h"
 #include "repo/remote.h"
-#include "objstore/lease.h"
 #include "util/file.h"
 #include "util/status.h"
 
@@ -59,8 +60,7 @@ class Repository {
   // the working copy brought in step.  With `create`, a store without a
   // repository gets a fresh config.  NotFound if there is none and
   // !create; NotSupported unless its format is 3.
-  static Result<Repository> OpenS3(const std::string& url, bool create,
-                                   const std::string& ca_cert);
+  static Result<Repository> OpenS3(const std::string& url, bool create, const std::string& ca_cert);
   // Open or OpenS3, as `location` says.
   static Result<Repository> OpenAny(const std::string& location, bool create,
                                     const std::string& ca_cert);

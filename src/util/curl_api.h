@@ -11,9 +11,9 @@
 #define CBT_UTIL_CURL_API_H_
 
 #define CURL_DISABLE_TYPECHECK 1
-#include <curl/curl.h>
-
 #include "util/status.h"
+
+#include <curl/curl.h>
 
 namespace cbt {
 

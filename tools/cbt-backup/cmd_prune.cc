@@ -62,8 +62,9 @@ std::string GcText(const repo::GcStats& st) {
 
 nlohmann::json CollectAfterDelete(const Globals& g, const repo::Repository& repo, bool* failed) {
   if (repo.remote()) {
-    const char* why = "the stored blocks of deleted points stay in the object store (garbage "
-                      "collection there is not available yet)";
+    const char* why =
+        "the stored blocks of deleted points stay in the object store (garbage "
+        "collection there is not available yet)";
     if (!g.json) Info(g, why);
     return {{"skipped", why}};
   }
