@@ -62,6 +62,19 @@ class PackTables {
   std::map<uint64_t, Table> tables_;
 };
 
+// Why object `key` of a repository on an object store with Object Lock is
+// not protected by it, or "" if it is (retained, in any mode).
+std::string NotLocked(const repo::Repository& repo, const std::string& key) {
+  auto head = repo.remote()->client().Head(key);
+  const std::string url = repo.location() + "/" + key;
+  if (!head.ok()) return url + ": " + head.status().message();
+  if (!head->has_value()) return url + " is missing";
+  if ((*head)->lock_mode.empty() || (*head)->retain_until.empty()) {
+    return url + " should be locked (S3 Object Lock) but is not";
+  }
+  return "";
+}
+
 // The store as a whole (see VerifyReport): index files, and the stored
 // blocks no point reads.
 template <typename AddFn>
@@ -72,6 +85,12 @@ void CheckStore(const repo::Repository& repo, VerifyReport* report, AddFn&& add)
     return;
   }
   std::map<std::pair<uint64_t, uint64_t>, const repo::PackRecord*> by_place;
+  if (repo.remote() && repo.remote()->retention_days() > 0) {
+    for (const auto& p : *packs) {
+      const std::string why = NotLocked(repo, repo::PackKey(p.id));
+      if (!why.empty()) add({"", "", "", -1, why});
+    }
+  }
   for (const auto& p : *packs) {
     for (const auto& r : p.table) by_place[{p.id, r.offset}] = &r;
   }
@@ -197,6 +216,14 @@ Status VerifyRepository(const repo::Repository& repo, const std::string& vm,
       }
       if (!PathExists(JoinPath(repo.PointPath(v, p), repo::kMetadataFile))) {
         add({v, p, "", -1, "VM metadata file is missing"});
+      }
+      if (repo.remote() && repo.remote()->retention_days() > 0) {
+        // Object Lock is on: every object of the point must be retained.
+        auto names = ListDir(repo.PointPath(v, p));
+        for (const auto& n : names.ok() ? *names : std::vector<std::string>{}) {
+          const std::string why = NotLocked(repo, v + "/" + p + "/" + n);
+          if (!why.empty()) add({v, p, "", -1, why});
+        }
       }
       for (const auto& d : m->disks) {
         ++report->disks;

@@ -213,6 +213,9 @@ std::string EncodeConfig(const RepoConfig& config) {
   if (config.version >= kStoreRepoFormatVersion) {
     j["compression"] = config.compress ? json{{"algorithm", "zstd"}, {"level", config.level}}
                                        : json{{"algorithm", "none"}};
+    if (config.lock_days > 0) {
+      j["object_lock"] = {{"mode", config.lock_mode}, {"days", config.lock_days}};
+    }
   }
   return j.dump(2) + "\n";
 }
@@ -233,6 +236,22 @@ Result<RepoConfig> ParseConfig(const std::string& text, const std::string& what)
   }
   c.version = static_cast<int>(version);
   if (version == kRepoFormatVersion) return c;
+  if (j.contains("object_lock")) {
+    const json& lock = j["object_lock"];
+    if (!lock.is_object() || !lock.contains("mode") || !lock["mode"].is_string() ||
+        !lock.contains("days") || !lock["days"].is_number_integer()) {
+      return Status::Corruption(what + ": repository config has no valid object_lock");
+    }
+    const std::string mode = lock["mode"].get<std::string>();
+    const int64_t days = lock["days"].get<int64_t>();
+    if ((mode != "GOVERNANCE" && mode != "COMPLIANCE") || days < 1 || days > 36500) {
+      return Status::Corruption(what +
+                                ": object_lock needs mode GOVERNANCE or COMPLIANCE and "
+                                "1 to 36500 days");
+    }
+    c.lock_mode = mode;
+    c.lock_days = static_cast<int>(days);
+  }
   const json* comp = j.contains("compression") ? &j["compression"] : nullptr;
   if (comp == nullptr || !comp->is_object() || !comp->contains("algorithm") ||
       !(*comp)["algorithm"].is_string()) {

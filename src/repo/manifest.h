@@ -101,6 +101,11 @@ struct RepoConfig {
   int version = kStoreRepoFormatVersion;
   bool compress = true;  // "zstd"; false: "none"
   int level = 3;         // zstd level of new blocks
+  // S3 Object Lock of a repository on an object store: data objects are
+  // written retained for `lock_days` in `lock_mode` ("GOVERNANCE" or
+  // "COMPLIANCE"); 0: not locked.
+  int lock_days = 0;
+  std::string lock_mode;
 };
 
 std::string EncodeConfig(const RepoConfig& config = RepoConfig());

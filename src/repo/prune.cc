@@ -310,6 +310,17 @@ Result<DeleteStats> DeletePoints(const Repository& repo, const VmLock& lock, con
       if (!d.snapshot_vdi_uuid.empty()) stats.released_snapshots.push_back(d.snapshot_vdi_uuid);
     }
   }
+  if (repo.remote()) {
+    // Object Lock: nothing retained is removed, nor half of a delete done.
+    for (const auto& p : sorted) {
+      CBT_ASSIGN_OR_RETURN(std::string until, repo.remote()->RetainedUntil(vm, p));
+      if (!until.empty()) {
+        return Status::Busy("point " + p + " of VM " + vm +
+                            " is retained by S3 Object Lock until " + until +
+                            "; it can be deleted after that");
+      }
+    }
+  }
   // Every later point's manifest is read during the delete; one that cannot
   // be read would stop it half way, so refuse now, before anything changes.
   CBT_ASSIGN_OR_RETURN(auto all, repo.ListPoints(vm));

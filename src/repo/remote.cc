@@ -288,6 +288,25 @@ void Remote::Prefetch(const std::string& key, uint64_t size, uint64_t start, uin
   work_cv_.notify_all();
 }
 
+objstore::PutOptions Remote::DataPut() const {
+  objstore::PutOptions o;
+  if (lock_days_ > 0) {
+    o.lock_mode = lock_mode_;
+    o.retain_until = objstore::FormatIsoTime(static_cast<int64_t>(::time(nullptr)) +
+                                             int64_t{lock_days_} * 86400);
+  }
+  return o;
+}
+
+Result<std::string> Remote::RetainedUntil(const std::string& vm, const std::string& point) const {
+  CBT_ASSIGN_OR_RETURN(auto head, client_->Head(vm + "/" + point + "/" + kManifestFile));
+  if (!head.has_value() || head->retain_until.empty()) return std::string();
+  auto until = objstore::ParseIsoTime(head->retain_until);
+  const int64_t now = head->server_time != 0 ? head->server_time : ::time(nullptr);
+  if (!until.has_value() || *until <= now) return std::string();
+  return objstore::FormatIsoTime(*until);
+}
+
 Result<std::string> Remote::PutRootFileIfAbsent(const std::string& name,
                                                 const std::string& content) const {
   objstore::PutOptions opt;
@@ -463,7 +482,7 @@ Status Remote::PublishStore(const std::string& root, const std::vector<uint64_t>
     const std::string path = PackPath(root, packs[i]);
     CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
     CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
-    objstore::PutOptions opt;
+    objstore::PutOptions opt = DataPut();
     opt.if_none_match = true;  // pack ids are random: an existing one is not ours
     auto put = client_->PutFile(PackKey(packs[i]), fd.get(), size, opt);
     if (!put.ok()) return put.status();
@@ -474,7 +493,7 @@ Status Remote::PublishStore(const std::string& root, const std::vector<uint64_t>
   if (!index_file.empty()) {
     CBT_ASSIGN_OR_RETURN(std::string data, ReadFile(index_file));
     const std::string name = index_file.substr(index_file.rfind('/') + 1);
-    CBT_RETURN_IF_ERROR(client_->Put("index/" + name, data).status());
+    CBT_RETURN_IF_ERROR(client_->Put("index/" + name, data, DataPut()).status());
   }
   // The store has them now; readers in this process that opened the local
   // file keep it, later ones read the store.
@@ -495,11 +514,11 @@ Status Remote::PublishPoint(const std::string& vm, const std::string& point,
     const std::string path = JoinPath(temp_dir, files[i]);
     CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
     CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
-    return client_->PutFile(prefix + files[i], fd.get(), size).status();
+    return client_->PutFile(prefix + files[i], fd.get(), size, DataPut()).status();
   }));
   CBT_ASSIGN_OR_RETURN(std::string manifest, ReadFile(JoinPath(temp_dir, kManifestFile)));
   CBT_RETURN_IF_ERROR(before_manifest());
-  objstore::PutOptions opt;
+  objstore::PutOptions opt = DataPut();
   opt.if_none_match = true;
   auto put = client_->Put(prefix + kManifestFile, manifest, opt);
   if (!put.ok() && put.status().code() == Status::Code::kExists) {
@@ -535,7 +554,7 @@ Status Remote::PublishVm(const std::string& root, const std::string& vm) const {
     return ParallelFor(list.size(), kUploaders, [&](size_t i) -> Status {
       CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(list[i].second));
       CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), list[i].second));
-      return client_->PutFile(list[i].first, fd.get(), size).status();
+      return client_->PutFile(list[i].first, fd.get(), size, DataPut()).status();
     });
   };
   CBT_RETURN_IF_ERROR(upload(uploads));

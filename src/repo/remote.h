@@ -53,6 +53,19 @@ class Remote {
 
   objstore::S3Client& client() const { return *client_; }
 
+  // S3 Object Lock: data objects written from now on (packs, index files,
+  // the files of points) are retained for `days` days in `mode`
+  // ("GOVERNANCE" or "COMPLIANCE"); 0 days: none.  Call before sharing.
+  void SetRetention(const std::string& mode, int days) {
+    lock_mode_ = mode;
+    lock_days_ = days;
+  }
+  int retention_days() const { return lock_days_; }
+  // When the objects of `point` of `vm` may be removed: "" if now (not
+  // retained, or retention over), else the retain-until date (ISO 8601),
+  // read from its manifest object, the last of them written.
+  Result<std::string> RetainedUntil(const std::string& vm, const std::string& point) const;
+
   // --- Reading objects through the cache ---
 
   // The size of the immutable object `key` (from the last listing, else a
@@ -117,8 +130,13 @@ class Remote {
   void Worker() const;
   void EvictLocked() const;
 
+  // The options of a PUT of a data object: retained if Object Lock is on.
+  objstore::PutOptions DataPut() const;
+
   std::unique_ptr<objstore::S3Client> client_;
   uint64_t cache_bytes_;
+  std::string lock_mode_;
+  int lock_days_ = 0;
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;       // a chunk became ready

@@ -69,7 +69,7 @@ Result<Repository> Repository::OpenS3(const std::string& url, bool create,
   if (const char* v = std::getenv("CBT_S3_CACHE_MB"); v != nullptr && std::atoll(v) > 0) {
     cache_mb = static_cast<uint64_t>(std::atoll(v));
   }
-  auto remote = std::make_shared<const Remote>(std::move(client), cache_mb << 20);
+  auto remote = std::make_shared<Remote>(std::move(client), cache_mb << 20);
   auto config_text = remote->client().Get(kConfigFile);
   if (!config_text.ok() && config_text.status().IsNotFound()) {
     if (!create) {
@@ -85,6 +85,7 @@ Result<Repository> Repository::OpenS3(const std::string& url, bool create,
     return Status::NotSupported(url + ": a repository on an object store must be of format " +
                                 std::to_string(kStoreRepoFormatVersion));
   }
+  remote->SetRetention(config.lock_mode, config.lock_days);
   CBT_RETURN_IF_ERROR(remote->SyncDown(work, "", false));
   CBT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(work, kConfigFile), *config_text));
   Repository repo(work, config, remote);

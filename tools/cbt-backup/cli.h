@@ -76,6 +76,7 @@ Command JobsCommand();
 Command StatusCommand();
 Command GcCommand();
 Command CompressionCommand();
+Command ObjectLockCommand();
 
 // What a required option is called in the message when it is missing:
 // {"vm", "--vm UUID"} prints "--vm UUID is required".

@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <iostream>
 #include <stdexcept>
@@ -93,6 +95,18 @@ PruneOutcome PruneVm(const Globals& g, const repo::Repository& repo, const std::
     return out;
   }
   auto decisions = repo::ApplyKeepPolicy(*points, policy);
+  if (repo.remote() && repo.remote()->retention_days() > 0) {
+    // Object Lock: a point still retained is kept, saying until when.
+    for (auto& d : decisions) {
+      if (d.keep()) continue;
+      auto until = repo.remote()->RetainedUntil(v, d.point);
+      if (!until.ok()) {
+        out.status = until.status();
+        return out;
+      }
+      if (!until->empty()) d.reasons.push_back("retained by Object Lock until " + *until);
+    }
+  }
   out.decided = true;
   std::vector<std::string> doomed;
   for (const auto& d : decisions) {
@@ -279,6 +293,8 @@ int RunCompression(const Globals& g, const po::variables_map& vm) {
   }
   const std::string arg = vm["level"].as<std::string>();
   repo::RepoConfig next;
+  next.lock_days = c.lock_days;
+  next.lock_mode = c.lock_mode;
   if (arg == "none") {
     next.compress = false;
   } else {
@@ -308,7 +324,74 @@ int RunCompression(const Globals& g, const po::variables_map& vm) {
   return 0;
 }
 
+int RunObjectLock(const Globals& g, const po::variables_map& vm) {
+  auto repo = OpenRepo(g, /*create=*/false);
+  if (!repo.ok()) return Fail(repo.status());
+  repo::RepoConfig c = repo->config();
+  auto describe = [](const repo::RepoConfig& rc) {
+    if (rc.lock_days == 0) return std::string("none");
+    std::string mode = rc.lock_mode;
+    std::transform(mode.begin(), mode.end(), mode.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    return std::to_string(rc.lock_days) + " day(s), " + mode + " mode";
+  };
+  if (!vm.count("days")) {
+    std::printf("%s\n", describe(c).c_str());
+    return 0;
+  }
+  if (!repo->remote()) {
+    return Fail(Status::InvalidArgument(
+        "Object Lock is a setting of a repository on an object store (s3://...)"));
+  }
+  const std::string arg = vm["days"].as<std::string>();
+  std::string mode = vm.count("mode") ? vm["mode"].as<std::string>() : "governance";
+  std::transform(mode.begin(), mode.end(), mode.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+  if (mode != "GOVERNANCE" && mode != "COMPLIANCE") {
+    std::fprintf(stderr, "cbt-backup object-lock: --mode is governance or compliance\n");
+    return kExitUsage;
+  }
+  if (arg == "none") {
+    c.lock_days = 0;
+    c.lock_mode.clear();
+  } else {
+    int days = 0;
+    size_t used = 0;
+    try {
+      days = std::stoi(arg, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != arg.size() || days < 1 || days > 36500) {
+      std::fprintf(stderr, "cbt-backup object-lock: DAYS is 1 to 36500, or none\n");
+      return kExitUsage;
+    }
+    c.lock_days = days;
+    c.lock_mode = mode;
+  }
+  Status st = repo->WriteConfig(c);
+  if (!st.ok()) return Fail(st);
+  Info(g, "objects written from now on are retained for " + describe(c) +
+              "; objects already written keep their retention");
+  return 0;
+}
+
 }  // namespace
+
+Command ObjectLockCommand() {
+  return {"object-lock",
+          "show, or set, how long the data objects of a repository on S3 are retained by "
+          "S3 Object Lock",
+          "[DAYS|none] [--mode governance|compliance]",
+          [](po::options_description& d, po::positional_options_description& p) {
+            d.add_options()("days", po::value<std::string>(),
+                            "days each new object is retained, or none")(
+                "mode", po::value<std::string>(),
+                "governance (default) or compliance (not even the account's root can shorten it)");
+            p.add("days", 1);
+          },
+          RunObjectLock};
+}
 
 Command PruneCommand() {
   return {"prune", "remove points that no --keep-* rule keeps (the newest is always kept)",
