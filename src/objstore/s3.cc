@@ -344,6 +344,7 @@ Status ErrorFromResponse(const S3Client::Response& r, const std::string& what) {
   std::string detail = "HTTP " + std::to_string(r.status);
   if (!code.empty()) detail += " " + code;
   if (!message.empty()) detail += ": " + message;
+  if (r.attempts > 1) detail += " (after " + std::to_string(r.attempts) + " attempts)";
   if (r.status == 404) return Status::NotFound(what + ": not found (" + detail + ")");
   if (r.status == 412) return Status::Exists(what + ": condition failed (" + detail + ")");
   if (r.status == 507 || code == "QuotaExceeded" || code == "EntityTooLarge" ||
@@ -528,6 +529,7 @@ Result<S3Client::Response> S3Client::Perform(const Request& req) {
       Curl().easy_cleanup(static_cast<CURL*>(h));
     }
     if (!retryable || attempt >= settings_.attempts) {
+      if (r.ok()) r->attempts = attempt;
       if (!r.ok() && attempt > 1) {
         return Status::IoError(r.status().message() + " (after " + std::to_string(attempt) +
                                " attempts)");

@@ -133,6 +133,7 @@ class S3Client {
 
   struct Response {
     long status = 0;
+    int attempts = 1;                            // tries it took (retried answers included)
     std::map<std::string, std::string> headers;  // lower-case names
     std::string body;
   };
