@@ -56,28 +56,16 @@ Result<std::unique_ptr<Lease>> Lease::Acquire(S3Client* client, const std::strin
     }
     if (put.status().code() != Status::Code::kExists) return put.status();
     // Held, or left by a holder that died: read it and its age.
-    auto head = client->Head(key);
-    if (!head.ok()) return head.status();
-    if (!head->has_value()) continue;  // released meanwhile: try again
-    auto text = client->Get(key);
-    if (!text.ok()) {
-      if (text.status().IsNotFound()) continue;
-      return text.status();
-    }
-    auto held = nlohmann::json::parse(*text, nullptr, false);
-    int64_t lease = held.is_object() && held.contains("lease_seconds") &&
-                            held["lease_seconds"].is_number_integer()
-                        ? held["lease_seconds"].get<int64_t>()
-                        : 120;
-    const ObjectHead& h = **head;
-    if (h.server_time == 0 || h.last_modified == 0 || h.server_time <= h.last_modified + lease) {
-      return Status::Busy("locked by " + Describe(*text) + " (" + client->url().ToString() + "/" +
+    CBT_ASSIGN_OR_RETURN(auto state, InspectLease(client, key));
+    if (!state.has_value()) continue;  // released meanwhile: try again
+    if (state->live) {
+      return Status::Busy("locked by " + state->holder + " (" + client->url().ToString() + "/" +
                           key + ")");
     }
     // Expired: take it over, conditional on the stale ETag, so that of two
     // contenders only one succeeds.
     PutOptions takeover;
-    takeover.if_match = h.etag;
+    takeover.if_match = state->etag;
     auto taken = client->Put(key, body, takeover);
     if (taken.ok()) {
       return std::unique_ptr<Lease>(new Lease(client, key, body, *taken, lease_seconds));
@@ -85,6 +73,30 @@ Result<std::unique_ptr<Lease>> Lease::Acquire(S3Client* client, const std::strin
     if (taken.status().code() != Status::Code::kExists) return taken.status();
   }
   return Status::Busy("could not take " + key + " (it keeps changing hands)");
+}
+
+Result<std::optional<LeaseState>> InspectLease(S3Client* client, const std::string& key) {
+  auto head = client->Head(key);
+  if (!head.ok()) return head.status();
+  if (!head->has_value()) return std::optional<LeaseState>();
+  auto text = client->Get(key);
+  if (!text.ok()) {
+    if (text.status().IsNotFound()) return std::optional<LeaseState>();
+    return text.status();
+  }
+  auto held = nlohmann::json::parse(*text, nullptr, false);
+  const int64_t lease = held.is_object() && held.contains("lease_seconds") &&
+                                held["lease_seconds"].is_number_integer()
+                            ? held["lease_seconds"].get<int64_t>()
+                            : 120;
+  const ObjectHead& h = **head;
+  LeaseState state;
+  state.holder = Describe(*text);
+  state.etag = h.etag;
+  // Without both times the lease cannot be judged stale: taken as live.
+  state.live =
+      h.server_time == 0 || h.last_modified == 0 || h.server_time <= h.last_modified + lease;
+  return std::optional<LeaseState>(state);
 }
 
 void Lease::Renew() {

@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -66,6 +67,15 @@ class Lease {
   bool stop_ = false;
   std::thread renewer_;
 };
+
+// The state of lock object `key`: nullopt if it does not exist, else
+// whether its lease is live (by the store's clock) and who holds it.
+struct LeaseState {
+  bool live = false;
+  std::string holder;  // "command (pid P on HOST, since T)"
+  std::string etag;
+};
+Result<std::optional<LeaseState>> InspectLease(S3Client* client, const std::string& key);
 
 // The lease length in seconds: CBT_S3_LEASE_SECONDS if set (at least 3),
 // else 120.

@@ -6,6 +6,8 @@
 #include "repo/layout.h"
 #include "util/file.h"
 
+#include <nlohmann/json.hpp>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -223,13 +225,127 @@ Result<RepoUsage> MeasureUsage(const Repository& repo) {
   return u;
 }
 
+namespace {
+
+// The index records of the live blocks of finished packs (sorted by key,
+// one per key), counting them in `stats`; `*dead_found` tells whether any
+// stored block is not live.
+std::vector<IndexRecord> LiveIndex(const LiveSet& live, const std::vector<PackInfo>& packs,
+                                   const std::set<uint64_t>& live_packs, GcStats* stats,
+                                   bool* dead_found) {
+  std::vector<IndexRecord> records;
+  for (const auto& p : packs) {
+    if (!p.finished) {
+      *dead_found = *dead_found || live_packs.count(p.id) == 0;
+      continue;
+    }
+    for (const auto& r : p.table) {
+      auto it = live.find({p.id, r.offset});
+      if (it != live.end() && it->second.stored_size == r.stored_size &&
+          it->second.checksum == r.checksum) {
+        records.push_back({r.key, BlockRef{p.id, r.offset, r.stored_size, r.checksum}});
+        ++stats->live_blocks;
+        stats->live_bytes += r.stored_size;
+      } else {
+        *dead_found = true;
+      }
+    }
+  }
+  std::stable_sort(records.begin(), records.end(),
+                   [](const IndexRecord& a, const IndexRecord& b) { return a.key < b.key; });
+  records.erase(
+      std::unique(records.begin(), records.end(),
+                  [](const IndexRecord& a, const IndexRecord& b) { return a.key == b.key; }),
+      records.end());
+  return records;
+}
+
+std::string ThisHost() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+// Garbage collection of a repository on an object store (docs/FORMAT.md
+// 19.2, rule 6): under locks/gc, with no writer registered on any host, the
+// working copy brought in step, a new index object of the live blocks, the
+// old index objects removed, then every pack without a live block (unless
+// Object Lock still retains it).  Nothing is punched: a pack with one live
+// block stays whole.
+Result<GcStats> CollectGarbageRemote(const Repository& repo, const GcOptions& options) {
+  GcStats stats;
+  const Remote& remote = *repo.remote();
+  nlohmann::json holder = {{"host", ThisHost()},
+                           {"pid", static_cast<long>(::getpid())},
+                           {"command", "gc"},
+                           {"started", FormatTimestamp(std::time(nullptr))}};
+  std::string busy;
+  CBT_ASSIGN_OR_RETURN(auto lock, remote.LockForCollection(holder.dump(), &busy));
+  if (!lock) {
+    stats.skipped = true;
+    stats.skipped_because = busy;
+    return stats;
+  }
+  auto step = [&options](const char* name) {
+    return !options.after_step || options.after_step(name);
+  };
+  CBT_RETURN_IF_ERROR(remote.SyncDown(repo.path(), "", false));
+  CBT_ASSIGN_OR_RETURN(LiveSet live, CollectReferences(repo));
+  CBT_ASSIGN_OR_RETURN(auto packs, ListPacks(repo));
+  std::set<uint64_t> live_packs;
+  for (const auto& [where, b] : live) live_packs.insert(where.first);
+  bool dead_found = false;
+  std::vector<IndexRecord> records = LiveIndex(live, packs, live_packs, &stats, &dead_found);
+
+  CBT_ASSIGN_OR_RETURN(auto old_indexes, remote.client().List(std::string(kIndexDir) + "/"));
+  if (dead_found || old_indexes.size() > 1) {
+    CBT_RETURN_IF_ERROR(lock->Check());
+    if (!records.empty()) {
+      uint64_t id = 0;
+      CBT_RETURN_IF_ERROR(RandomBytes(&id, sizeof id));
+      const std::string data = EncodeIndex(records);
+      CBT_RETURN_IF_ERROR(remote.client()
+                              .Put(std::string(kIndexDir) + "/" + PackIdHex(id) + ".idx", data)
+                              .status());
+      CBT_RETURN_IF_ERROR(MakeDir(JoinPath(repo.path(), kIndexDir)));
+      CBT_RETURN_IF_ERROR(WriteFileAtomic(IndexPath(repo.path(), id), data));
+    }
+    if (!step("index-written")) return stats;
+    for (const auto& o : old_indexes) {
+      CBT_RETURN_IF_ERROR(remote.client().Delete(o.key));
+      ::unlink(JoinPath(repo.path(), o.key).c_str());
+      ++stats.indexes_replaced;
+    }
+    if (!step("indexes-removed")) return stats;
+  }
+  for (const auto& p : packs) {
+    if (live_packs.count(p.id) != 0) continue;
+    CBT_RETURN_IF_ERROR(lock->Check());
+    const std::string key = PackKey(p.id);
+    if (remote.retention_days() > 0) {
+      CBT_ASSIGN_OR_RETURN(auto head, remote.client().Head(key));
+      if (head.has_value() && !head->retain_until.empty()) {
+        auto until = objstore::ParseIsoTime(head->retain_until);
+        if (until.has_value() && *until > head->server_time) {
+          ++stats.packs_retained;
+          continue;
+        }
+      }
+    }
+    CBT_RETURN_IF_ERROR(remote.client().Delete(key));
+    stats.blocks_released += p.table.size();
+    ++stats.packs_removed;
+    stats.bytes_freed += p.allocated;
+  }
+  step("packs-released");
+  return stats;
+}
+
+}  // namespace
+
 Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options) {
   GcStats stats;
-  if (repo.remote()) {
-    return Status::NotSupported(
-        "garbage collection of a repository on an object store is not "
-        "available yet: no stored block was released");
-  }
+  if (repo.remote()) return CollectGarbageRemote(repo, options);
   auto lock = StoreLock::Exclusive(repo);
   if (!lock.ok()) {
     if (lock.status().code() != Status::Code::kBusy) return lock.status();
@@ -247,33 +363,10 @@ Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options)
 
   // Which packs hold live blocks, and the index of those blocks, from the
   // packs' own tables (they carry the content keys).
-  std::vector<IndexRecord> records;
   std::set<uint64_t> live_packs;
   for (const auto& [where, b] : live) live_packs.insert(where.first);
   bool dead_found = false;
-  for (const auto& p : packs) {
-    if (!p.finished) {
-      dead_found = dead_found || live_packs.count(p.id) == 0;
-      continue;
-    }
-    for (const auto& r : p.table) {
-      auto it = live.find({p.id, r.offset});
-      if (it != live.end() && it->second.stored_size == r.stored_size &&
-          it->second.checksum == r.checksum) {
-        records.push_back({r.key, BlockRef{p.id, r.offset, r.stored_size, r.checksum}});
-        ++stats.live_blocks;
-        stats.live_bytes += r.stored_size;
-      } else {
-        dead_found = true;
-      }
-    }
-  }
-  std::stable_sort(records.begin(), records.end(),
-                   [](const IndexRecord& a, const IndexRecord& b) { return a.key < b.key; });
-  records.erase(
-      std::unique(records.begin(), records.end(),
-                  [](const IndexRecord& a, const IndexRecord& b) { return a.key == b.key; }),
-      records.end());
+  std::vector<IndexRecord> records = LiveIndex(live, packs, live_packs, &stats, &dead_found);
 
   // (1) and (2): the new index, then the old ones go.
   std::vector<std::string> old_indexes, strays;

@@ -100,12 +100,14 @@ struct GcOptions {
 
 struct GcStats {
   bool skipped = false;          // another command held the store lock
+  std::string skipped_because;   // on an object store: who holds it
   uint64_t live_blocks = 0;      // stored blocks some point reads
   uint64_t live_bytes = 0;       // their stored bytes
   uint64_t blocks_released = 0;  // dead blocks punched out or removed now
   uint64_t packs_removed = 0;
   uint64_t indexes_replaced = 0;  // old index files removed
   uint64_t bytes_freed = 0;       // allocated bytes the filesystem got back
+  uint64_t packs_retained = 0;    // dead packs S3 Object Lock still retains
 };
 
 // Collects the garbage of a format-3 repository (a version-1 repository

@@ -307,6 +307,48 @@ Result<std::string> Remote::RetainedUntil(const std::string& vm, const std::stri
   return objstore::FormatIsoTime(*until);
 }
 
+Result<std::unique_ptr<objstore::Lease>> Remote::RegisterWriter(
+    const std::string& holder_json) const {
+  uint64_t id = 0;
+  CBT_RETURN_IF_ERROR(RandomBytes(&id, sizeof id));
+  const std::string key = "locks/writers/" + PackIdHex(id);
+  // Registered first, then the collection's lock looked at: a collection
+  // that starts meanwhile lists this registration (and skips), one that
+  // was first is seen here (and waited for).
+  for (int waited = 0;; ++waited) {
+    CBT_ASSIGN_OR_RETURN(auto lease, objstore::Lease::Acquire(client_.get(), key, holder_json,
+                                                              objstore::DefaultLeaseSeconds()));
+    CBT_ASSIGN_OR_RETURN(auto gc, objstore::InspectLease(client_.get(), "locks/gc"));
+    if (!gc.has_value() || !gc->live) return lease;
+    lease.reset();
+    if (waited >= 1800) {
+      return Status::Busy("a garbage collection holds " + client_->url().ToString() +
+                          "/locks/gc: " + gc->holder);
+    }
+    ::sleep(1);
+  }
+}
+
+Result<std::unique_ptr<objstore::Lease>> Remote::LockForCollection(const std::string& holder_json,
+                                                                   std::string* busy) const {
+  auto lease = objstore::Lease::Acquire(client_.get(), "locks/gc", holder_json,
+                                        objstore::DefaultLeaseSeconds());
+  if (!lease.ok()) {
+    if (lease.status().code() != Status::Code::kBusy) return lease.status();
+    *busy = lease.status().message();
+    return std::unique_ptr<objstore::Lease>();
+  }
+  CBT_ASSIGN_OR_RETURN(auto writers, client_->List("locks/writers/"));
+  for (const auto& w : writers) {
+    CBT_ASSIGN_OR_RETURN(auto state, objstore::InspectLease(client_.get(), w.key));
+    if (state.has_value() && state->live) {
+      *busy = "a writer is registered: " + state->holder;
+      return std::unique_ptr<objstore::Lease>();
+    }
+  }
+  return std::move(*lease);
+}
+
 Result<std::string> Remote::PutRootFileIfAbsent(const std::string& name,
                                                 const std::string& content) const {
   objstore::PutOptions opt;

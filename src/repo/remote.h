@@ -25,6 +25,7 @@
 #ifndef CBT_REPO_REMOTE_H_
 #define CBT_REPO_REMOTE_H_
 
+#include "objstore/lease.h"
 #include "objstore/s3.h"
 
 #include "util/status.h"
@@ -101,6 +102,16 @@ class Remote {
   // no longer has, then their other objects, and leftovers of points
   // without a manifest.
   Status PublishVm(const std::string& root, const std::string& vm) const;
+
+  // --- Store-wide exclusion of garbage collection (docs/FORMAT.md 19.3) ---
+
+  // Registers a writer (a VM lock holder) with a lease object under
+  // locks/writers/, waiting while a collection holds locks/gc.
+  Result<std::unique_ptr<objstore::Lease>> RegisterWriter(const std::string& holder_json) const;
+  // Takes locks/gc for a collection.  Null, with `*busy` saying who, if
+  // another collection holds it or any writer is registered.
+  Result<std::unique_ptr<objstore::Lease>> LockForCollection(const std::string& holder_json,
+                                                             std::string* busy) const;
 
   // Uploads a small file of the repository root (config.json, id) unless
   // the store has one; then downloads the store's (which may be another

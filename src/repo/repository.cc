@@ -383,6 +383,7 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
     if (repo.remote()) {
       // The store's lock, then the VM's points as the store has them now:
       // another host may have written or deleted some since the open.
+      CBT_ASSIGN_OR_RETURN(lock.writer_, repo.remote()->RegisterWriter(info.dump()));
       CBT_ASSIGN_OR_RETURN(lock.lease_,
                            objstore::Lease::Acquire(&repo.remote()->client(), vm + "/" + kLockFile,
                                                     info.dump(), objstore::DefaultLeaseSeconds()));
@@ -414,12 +415,14 @@ Result<VmLock> VmLock::Acquire(const Repository& repo, const std::string& vm,
 }
 
 Status VmLock::Check() const {
+  if (writer_) CBT_RETURN_IF_ERROR(writer_->Check());
   if (lease_) return lease_->Check();
   return Status::Ok();
 }
 
 VmLock::~VmLock() {
   lease_.reset();  // the store's lock before the local one
+  writer_.reset();
   if (!path_.empty()) {
     // Unlink while still holding the flock, so no one can take a lock on a
     // file that is about to disappear without noticing (see Acquire).

@@ -170,7 +170,8 @@ class VmLock {
       : store_(std::move(other.store_)),
         path_(std::move(other.path_)),
         fd_(std::move(other.fd_)),
-        lease_(std::move(other.lease_)) {
+        lease_(std::move(other.lease_)),
+        writer_(std::move(other.writer_)) {
     other.path_.clear();
   }
   VmLock& operator=(VmLock&&) = delete;
@@ -191,6 +192,9 @@ class VmLock {
   // On an object store: the VM's lock object there (<vm>/lock), taken
   // after the local flock and released before it.
   std::unique_ptr<objstore::Lease> lease_;
+  // On an object store: this writer's registration, which keeps garbage
+  // collections of any host away (the store lock's part there).
+  std::unique_ptr<objstore::Lease> writer_;
 };
 
 // Writes one new point into a temporary directory and commits it with a

@@ -46,30 +46,29 @@ nlohmann::json GcJson(const repo::GcStats& st) {
           {"blocks_released", st.blocks_released},
           {"packs_removed", st.packs_removed},
           {"indexes_replaced", st.indexes_replaced},
-          {"bytes_freed", st.bytes_freed}};
+          {"bytes_freed", st.bytes_freed},
+          {"packs_retained", st.packs_retained}};
 }
 
 std::string GcText(const repo::GcStats& st) {
   if (st.skipped) {
-    return "gc: skipped, other commands are using the repository; the next prune or gc "
-           "releases the space";
+    return "gc: skipped, other commands are using the repository" +
+           (st.skipped_because.empty() ? std::string() : " (" + st.skipped_because + ")") +
+           "; the next prune or gc releases the space";
   }
   return "gc: " + std::to_string(st.blocks_released) + " stored block(s) released, " +
          std::to_string(st.packs_removed) + " pack(s) removed, " + HumanBytes(st.bytes_freed) +
          " freed; " + std::to_string(st.live_blocks) + " block(s) in use (" +
-         HumanBytes(st.live_bytes) + ")";
+         HumanBytes(st.live_bytes) + ")" +
+         (st.packs_retained == 0
+              ? std::string()
+              : "; " + std::to_string(st.packs_retained) +
+                    " unused pack(s) kept until their Object Lock retention ends");
 }
 
 }  // namespace
 
 nlohmann::json CollectAfterDelete(const Globals& g, const repo::Repository& repo, bool* failed) {
-  if (repo.remote()) {
-    const char* why =
-        "the stored blocks of deleted points stay in the object store (garbage "
-        "collection there is not available yet)";
-    if (!g.json) Info(g, why);
-    return {{"skipped", why}};
-  }
   auto st = repo::CollectGarbage(repo);
   if (!st.ok()) {
     std::fprintf(stderr, "cbt-backup: gc failed: %s\n", st.status().message().c_str());
@@ -264,7 +263,8 @@ int RunGc(const Globals& g, const po::variables_map&) {
   auto st = repo::CollectGarbage(*repo);
   if (!st.ok()) return Fail(st.status());
   if (st->skipped) {
-    return Fail(Status::Busy("other commands are using the repository " + repo->path() +
+    return Fail(Status::Busy("other commands are using the repository " + repo->location() +
+                             (st->skipped_because.empty() ? "" : " (" + st->skipped_because + ")") +
                              "; try again when they are done"));
   }
   if (g.json) {
