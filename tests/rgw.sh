@@ -60,7 +60,9 @@ mon data = $dir/mon
 osd data = $dir/osd
 osd journal size = 0
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
+# Without tcp_nodelay the gateway holds each answer after the first on a
+# kept-alive connection for 40 ms (Nagle against delayed ACKs).
+rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
 rgw data = $dir/rgw
 rgw dns name = localhost
 rgw enable usage log = false

@@ -65,7 +65,7 @@ Result<ImageImportResult> ImportImage(const repo::Repository& repo, const ImageI
   m.disks.push_back(repo::NewDiskRecord(req.vdi, *w, result.parent_point, result.reason));
   result.data_blocks = w->data_blocks();
   result.zero_blocks = w->zero_blocks();
-  result.stored_bytes = w->file_size();
+  result.stored_bytes = w->added_bytes();
   CBT_RETURN_IF_ERROR(writer->Commit(m));
   return result;
 }

@@ -301,7 +301,9 @@ Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
     }
     created_packs_.push_back(id);
   }
-  return PackWriter::Create(path, id);
+  CBT_ASSIGN_OR_RETURN(auto writer, PackWriter::Create(path, id));
+  if (options_.on_pack_finished) writer->set_staging();
+  return writer;
 }
 
 Result<BlockRef> BlockStore::Slot::Put(const char* raw, uint64_t* added) {
@@ -320,11 +322,13 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw, uint64_t* added) {
       store_->options_.compress && Compress(block, store_->options_.level, &frame_);
   if (pack_ && pack_->size() >= store_->options_.pack_target) {
     Status st = pack_->Finish();
+    const uint64_t id = pack_->id();
     pack_.reset();
     if (!st.ok()) {
       store_->Break(st);
       return st;
     }
+    if (store_->options_.on_pack_finished) store_->options_.on_pack_finished(id);
   }
   if (!pack_) {
     auto pack = store_->NewPack();
@@ -363,11 +367,13 @@ Status BlockStore::Flush() {
   for (Slot* s : slots) {
     if (!s->pack_) continue;
     Status st = s->pack_->Finish();
+    const uint64_t id = s->pack_->id();
     s->pack_.reset();
     if (!st.ok()) {
       Break(st);
       return st;
     }
+    if (options_.on_pack_finished) options_.on_pack_finished(id);
   }
   std::vector<std::string> dirs;
   std::vector<IndexRecord> records;

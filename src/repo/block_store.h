@@ -37,6 +37,7 @@
 #include "util/status.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -87,6 +88,10 @@ struct StoreOptions {
   // repository's cache (which also reads packs on an object store); null:
   // the files of `repo`.
   std::shared_ptr<const PackCache> packs;
+  // Called with each pack's id once it is finished (from the thread that
+  // finished it); with it, packs are staging copies (PackWriter::set_staging)
+  // that the callee uploads.  Null: packs are the repository's own files.
+  std::function<void(uint64_t)> on_pack_finished;
 };
 
 struct StoreStats {

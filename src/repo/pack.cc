@@ -92,7 +92,7 @@ Result<BlockRef> PackWriter::Append(const ContentKey& key, std::string_view stor
   // with the reads.  Only a hint: fsync reports failures.
   constexpr uint64_t kStep = 32ull << 20;
   const uint64_t end = offset + stored.size();
-  if (end / kStep != offset / kStep) {
+  if (!staging_ && end / kStep != offset / kStep) {
     const uint64_t from = (end / kStep - 1) * kStep;
     ::sync_file_range(fd_.get(), static_cast<off_t>(from), static_cast<off_t>(kStep),
                       SYNC_FILE_RANGE_WRITE);
@@ -127,7 +127,7 @@ Status PackWriter::Finish() {
   StoreLe64(p + kOffTableChecksum, Checksum(tail.data(), table_len));
   StoreLe64(p + kOffTrailerChecksum, Checksum(p, kOffTrailerChecksum));
   Status st = PwriteAll(fd_.get(), tail.data(), tail.size(), end_, path_);
-  if (st.ok()) st = Fsync(fd_.get(), path_);
+  if (st.ok() && !staging_) st = Fsync(fd_.get(), path_);
   if (!st.ok()) {
     failed_ = st;
     return st;

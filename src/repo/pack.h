@@ -75,6 +75,9 @@ class PackWriter {
 
   // Bytes the pack holds so far (header and blocks).
   uint64_t size() const;
+  // A pack that is only a staging copy (of a repository on an object store,
+  // uploaded once finished): no writeback hints and no fsync.
+  void set_staging() { staging_ = true; }
   uint64_t id() const { return id_; }
   const std::string& path() const { return path_; }
 
@@ -95,6 +98,7 @@ class PackWriter {
   uint64_t end_ = kPackHeaderSize;
   std::vector<PackRecord> records_;
   bool finished_ = false;
+  bool staging_ = false;
   Status failed_;  // the first failed write or fsync; every later Finish returns it
 };
 

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +27,7 @@ namespace {
 constexpr int kWorkers = 16;        // ranged GETs in flight for read-ahead
 constexpr size_t kMaxQueued = 256;  // read-ahead requests waiting
 constexpr int kUploaders = 4;       // PUTs in flight for a commit
+constexpr int kDownloaders = 8;     // points fetched at once by a sync
 
 std::string Hex(const unsigned char* p, size_t n) {
   static const char* hex = "0123456789abcdef";
@@ -59,11 +61,25 @@ std::string FileMd5(const std::string& path) {
 
 // True if the local file at `path` is the object `obj` (same size, and
 // same MD5 as its ETag).
+// The MD5 of a file of the working copy is kept in this extended attribute
+// once known: a file is never changed in place (a new version is a new
+// inode), so it stays true, and a sync need not read every file again.
+constexpr char kMd5Attr[] = "user.cbt.md5";
+
+void RememberMd5(const std::string& path, const std::string& md5) {
+  (void)::lsetxattr(path.c_str(), kMd5Attr, md5.data(), md5.size(), 0);
+}
+
 bool SameAsObject(const std::string& path, const objstore::ObjectInfo& obj) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
   if (static_cast<uint64_t>(st.st_size) != obj.size) return false;
-  return FileMd5(path) == obj.etag;
+  char buf[64];
+  const ssize_t n = ::lgetxattr(path.c_str(), kMd5Attr, buf, sizeof buf);
+  if (n > 0) return std::string(buf, static_cast<size_t>(n)) == obj.etag;
+  const std::string md5 = FileMd5(path);
+  if (!md5.empty()) RememberMd5(path, md5);
+  return md5 == obj.etag;
 }
 
 // Runs fn(i) for i in [0, n) on up to `threads` threads; returns the first
@@ -373,7 +389,9 @@ Status Remote::SyncDown(const std::string& root, const std::string& only_vm,
   auto fetch_to = [&](const objstore::ObjectInfo& o, const std::string& path) -> Status {
     if (SameAsObject(path, o)) return Status::Ok();
     CBT_ASSIGN_OR_RETURN(std::string data, client_->Get(o.key));
-    return Replace(path, data);
+    CBT_RETURN_IF_ERROR(Replace(path, data));
+    RememberMd5(path, o.etag);
+    return Status::Ok();
   };
 
   if (only_vm.empty()) {
@@ -452,12 +470,13 @@ Status Remote::SyncDown(const std::string& root, const std::string& only_vm,
       vm_lock.emplace(std::move(*taken));
     }
     auto& remote_points = points[vm];
+    // Points new to the working copy are fetched several at once (a first
+    // sync of a long history is one round trip per object otherwise).
+    std::vector<std::pair<std::string, std::vector<const objstore::ObjectInfo*>*>> fresh;
     for (auto& [point, files] : remote_points) {
       const bool committed =
           std::any_of(files.begin(), files.end(), [&](const objstore::ObjectInfo* o) {
-            return o->key.size() >= sizeof(kManifestFile) &&
-                   o->key.compare(o->key.size() - (sizeof(kManifestFile) - 1),
-                                  sizeof(kManifestFile) - 1, kManifestFile) == 0;
+            return o->key.substr(o->key.rfind('/') + 1) == kManifestFile;
           });
       if (!committed) continue;
       // The manifest last, so the point is whole before it is seen (or,
@@ -467,30 +486,42 @@ Status Remote::SyncDown(const std::string& root, const std::string& only_vm,
         return o->key.substr(o->key.rfind('/') + 1) != kManifestFile;
       });
       const std::string point_dir = JoinPath(vm_dir, point);
-      if (IsRealDirectory(point_dir)) {
-        for (const auto* o : files) {
-          CBT_RETURN_IF_ERROR(
-              fetch_to(*o, JoinPath(point_dir, o->key.substr(o->key.rfind('/') + 1))));
-        }
+      if (!IsRealDirectory(point_dir)) {
+        fresh.emplace_back(point, &files);
         continue;
       }
+      for (const auto* o : files) {
+        CBT_RETURN_IF_ERROR(
+            fetch_to(*o, JoinPath(point_dir, o->key.substr(o->key.rfind('/') + 1))));
+      }
+    }
+    Status fetched = ParallelFor(fresh.size(), kDownloaders, [&](size_t i) -> Status {
+      const std::string& point = fresh[i].first;
+      const auto& files = *fresh[i].second;
+      const std::string point_dir = JoinPath(vm_dir, point);
       const std::string temp =
           JoinPath(vm_dir, ".sync-" + std::to_string(::getpid()) + "-" + point);
       (void)RemoveTree(temp);
       CBT_RETURN_IF_ERROR(MakeDir(temp));
-      Status st = ParallelFor(files.size(), kUploaders, [&](size_t i) {
-        CBT_ASSIGN_OR_RETURN(std::string data, client_->Get(files[i]->key));
-        const std::string name = files[i]->key.substr(files[i]->key.rfind('/') + 1);
-        return WriteNewFile(JoinPath(temp, name), data);
-      });
+      Status st;
+      for (const auto* o : files) {
+        auto data = client_->Get(o->key);
+        if (!data.ok()) {
+          st = data.status();
+          break;
+        }
+        const std::string path = JoinPath(temp, o->key.substr(o->key.rfind('/') + 1));
+        st = WriteNewFile(path, *data);
+        if (!st.ok()) break;
+        RememberMd5(path, o->etag);
+      }
       if (st.ok() && ::rename(temp.c_str(), point_dir.c_str()) != 0) {
         st = Status::FromErrno(errno, point_dir);
       }
-      if (!st.ok()) {
-        (void)RemoveTree(temp);
-        return st;
-      }
-    }
+      if (!st.ok()) (void)RemoveTree(temp);
+      return st;
+    });
+    CBT_RETURN_IF_ERROR(fetched);
     // Points the store no longer has (deleted by another host): out of the
     // working copy, by a rename first, so readers see them go at once.
     if (auto local = ListDir(vm_dir); local.ok()) {
@@ -518,28 +549,77 @@ Status Remote::SyncDown(const std::string& root, const std::string& only_vm,
   return Status::Ok();
 }
 
+Status Remote::UploadPack(const std::string& root, uint64_t id) const {
+  const std::string path = PackPath(root, id);
+  CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
+  CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
+  objstore::PutOptions opt = DataPut();
+  opt.if_none_match = true;  // pack ids are random: an existing one is not ours
+  auto put = client_->PutFile(PackKey(id), fd.get(), size, opt);
+  if (!put.ok()) return put.status();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    sizes_[PackKey(id)] = size;
+  }
+  // The store has it now; readers in this process that opened the local
+  // file keep it, later ones read the store.
+  ::unlink(path.c_str());
+  return Status::Ok();
+}
+
+PackUploader::PackUploader(const Remote* remote, std::string root)
+    : remote_(remote), root_(std::move(root)) {}
+
+PackUploader::~PackUploader() {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    stop_ = true;
+    queue_.clear();
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void PackUploader::Enqueue(uint64_t id) {
+  std::lock_guard<std::mutex> g(mu_);
+  queue_.push_back(id);
+  if (threads_.size() < static_cast<size_t>(kUploaders)) threads_.emplace_back([this] { Work(); });
+  cv_.notify_all();
+}
+
+void PackUploader::Work() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopped
+    const uint64_t id = queue_.front();
+    queue_.pop_front();
+    ++busy_;
+    const bool skip = !failed_.ok();
+    lock.unlock();
+    Status st = skip ? Status::Ok() : remote_->UploadPack(root_, id);
+    lock.lock();
+    --busy_;
+    if (!st.ok() && failed_.ok()) failed_ = st;
+    cv_.notify_all();
+  }
+}
+
+Status PackUploader::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return queue_.empty() && busy_ == 0; });
+  return failed_;
+}
+
 Status Remote::PublishStore(const std::string& root, const std::vector<uint64_t>& packs,
                             const std::string& index_file) const {
-  CBT_RETURN_IF_ERROR(ParallelFor(packs.size(), kUploaders, [&](size_t i) -> Status {
-    const std::string path = PackPath(root, packs[i]);
-    CBT_ASSIGN_OR_RETURN(UniqueFd fd, OpenRead(path));
-    CBT_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
-    objstore::PutOptions opt = DataPut();
-    opt.if_none_match = true;  // pack ids are random: an existing one is not ours
-    auto put = client_->PutFile(PackKey(packs[i]), fd.get(), size, opt);
-    if (!put.ok()) return put.status();
-    std::lock_guard<std::mutex> g(mu_);
-    sizes_[PackKey(packs[i])] = size;
-    return Status::Ok();
-  }));
+  CBT_RETURN_IF_ERROR(
+      ParallelFor(packs.size(), kUploaders, [&](size_t i) { return UploadPack(root, packs[i]); }));
   if (!index_file.empty()) {
     CBT_ASSIGN_OR_RETURN(std::string data, ReadFile(index_file));
     const std::string name = index_file.substr(index_file.rfind('/') + 1);
     CBT_RETURN_IF_ERROR(client_->Put("index/" + name, data, DataPut()).status());
   }
-  // The store has them now; readers in this process that opened the local
-  // file keep it, later ones read the store.
-  for (uint64_t id : packs) ::unlink(PackPath(root, id).c_str());
   return Status::Ok();
 }
 

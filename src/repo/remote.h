@@ -92,6 +92,9 @@ class Remote {
   // written (the VM's lease).
   Status PublishPoint(const std::string& vm, const std::string& point, const std::string& temp_dir,
                       const std::function<Status()>& before_manifest) const;
+  // Uploads pack `id` of the working copy at `root` (only if the store has
+  // no object of that name), then removes the local copy.
+  Status UploadPack(const std::string& root, uint64_t id) const;
   // Uploads packs `packs` of the working copy and index file `index_file`
   // (a path, may be empty), then removes the local copies of the packs.
   Status PublishStore(const std::string& root, const std::vector<uint64_t>& packs,
@@ -159,6 +162,34 @@ class Remote {
   mutable std::vector<std::thread> workers_;
   mutable bool stop_ = false;
   mutable std::unordered_map<std::string, uint64_t> sizes_;  // from listings
+};
+
+// Uploads the finished staging packs of one writer in the background, a
+// few at a time, while the writer goes on, and removes each local copy once
+// the store has it.  Destroying it stops what has not started and waits for
+// what has.
+class PackUploader {
+ public:
+  PackUploader(const Remote* remote, std::string root);
+  ~PackUploader();
+  PackUploader(const PackUploader&) = delete;
+  PackUploader& operator=(const PackUploader&) = delete;
+  // Queues pack `id` of the working copy at `root`.
+  void Enqueue(uint64_t id);
+  // Waits until every pack queued so far is uploaded; the first failure.
+  Status Wait();
+
+ private:
+  void Work();
+  const Remote* remote_;
+  std::string root_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<uint64_t> queue_;
+  int busy_ = 0;
+  bool stop_ = false;
+  Status failed_;
+  std::vector<std::thread> threads_;
 };
 
 // The chunk size of the read cache: one ranged GET each.

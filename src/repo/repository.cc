@@ -450,6 +450,13 @@ Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, 
   options.compress = config.compress;
   options.level = config.level;
   options.packs = repo.packs();
+  std::unique_ptr<PackUploader> uploader;
+  if (repo.remote()) {
+    // Each pack goes to the store as soon as it is finished, while the
+    // writer fills the next.
+    uploader = std::make_unique<PackUploader>(repo.remote().get(), repo.path());
+    options.on_pack_finished = [u = uploader.get()](uint64_t id) { u->Enqueue(id); };
+  }
   CBT_ASSIGN_OR_RETURN(auto store, BlockStore::Open(repo.path(), options));
   std::string temp = JoinPath(vm_dir, TempPointName(point, ::getpid()));
   CBT_RETURN_IF_ERROR(RemoveTree(temp));
@@ -458,12 +465,14 @@ Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, 
       std::unique_ptr<PointWriter>(new PointWriter(vm_dir, temp, final_dir, std::move(store)));
   writer->repo_ = &repo;
   writer->lock_ = &lock;
+  writer->uploader_ = std::move(uploader);
   return writer;
 }
 
 PointWriter::~PointWriter() {
   if (committed_) return;
   (void)RemoveTree(temp_dir_);
+  uploader_.reset();  // stops uploading packs no point will refer to
   if (repo_ != nullptr && repo_->remote()) {
     // Never published: the store may hold some of the packs (garbage for
     // a collection), the working copy keeps none of it.
@@ -510,13 +519,9 @@ Status PointWriter::Commit(const Manifest& manifest) {
     // On an object store the point is visible once its manifest is
     // uploaded; the working copy follows.
     const auto& remote = *repo_->remote();
-    const auto indexes = store_->written_indexes();
-    for (size_t i = 0; i < indexes.size(); ++i) {
-      CBT_RETURN_IF_ERROR(remote.PublishStore(
-          repo_->path(), i == 0 ? store_->created_packs() : std::vector<uint64_t>{}, indexes[i]));
-    }
-    if (indexes.empty()) {
-      CBT_RETURN_IF_ERROR(remote.PublishStore(repo_->path(), store_->created_packs(), ""));
+    CBT_RETURN_IF_ERROR(uploader_->Wait());
+    for (const auto& index : store_->written_indexes()) {
+      CBT_RETURN_IF_ERROR(remote.PublishStore(repo_->path(), {}, index));
     }
     const std::string vm = vm_dir_.substr(vm_dir_.rfind('/') + 1);
     CBT_RETURN_IF_ERROR(

@@ -234,6 +234,8 @@ class PointWriter {
         store_(std::move(store)) {}
   const Repository* repo_ = nullptr;
   const VmLock* lock_ = nullptr;
+  // On an object store: uploads packs as they are finished; outlives store_.
+  std::unique_ptr<PackUploader> uploader_;
   std::string vm_dir_;
   std::string temp_dir_;
   std::string final_dir_;

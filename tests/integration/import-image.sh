@@ -24,6 +24,15 @@ printf '3\n# a comment\n39-40\n7\n' >"$WORK/changed.txt"
 out=$(run --json import-image --vm "$VM" --disk "$VDI" --point 20260302T000000Z \
   --changed-blocks "$WORK/changed.txt" "$WORK/disk.img")
 echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert (d["kind"],d["data_blocks"],d["zero_blocks"],d["parent_point"])==("overlay",3,1,"20260301T000000Z"), d'
+# The bytes reported stored are those list shows for the point (the blocks
+# in the store, not only the disk file of references).
+run list --json | python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+pts = json.load(sys.stdin)["vms"][0]["points"]
+listed = [x for x in pts if x["point"] == "20260302T000000Z"][0]["disks"][0]["stored_bytes"]
+assert d["stored_bytes"] == listed and d["stored_bytes"] > 3 * 30000, (d["stored_bytes"], listed)
+' "$out"
 cp "$WORK/disk.img" "$WORK/p2.img"
 
 # Without a list the image is compared with the parent.

@@ -51,8 +51,9 @@ mapfile -t POINTS < <("$CBT_BACKUP" --repo "$R" list --json | python3 -c '
 import json, sys
 for p in json.load(sys.stdin)["vms"][0]["points"]: print(p["point"])')
 [ ${#POINTS[@]} = 3 ] || fail "expected 3 points in the bucket, got ${#POINTS[*]}"
-objects pool-a/ | grep -q "^pool-a/$VM/${POINTS[2]}/manifest.json$" || fail "no manifest object"
-objects pool-a/packs/ | grep -q '\.pack$' || fail "no pack object"
+listing=$(objects pool-a/)
+grep -q "^pool-a/$VM/${POINTS[2]}/manifest.json$" <<<"$listing" || fail "no manifest object"
+grep -q '^pool-a/packs/.*\.pack$' <<<"$listing" || fail "no pack object"
 [ -z "$(objects "pool-a/$VM/lock")" ] || fail "the VM's lock object was left behind"
 # The working copy holds no pack: they live in the bucket.
 [ -z "$(find "$CBT_CACHE_DIR" -name '*.pack')" ] || fail "packs left in the working copy"

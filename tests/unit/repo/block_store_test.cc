@@ -166,7 +166,7 @@ TEST_CASE("store: an unflushed writer is forgotten, a damaged index file refused
   auto damaged = BlockStore::Open(repo, {});
   REQUIRE_FALSE(damaged.ok());
   CHECK(damaged.status().message().find(idx) != std::string::npos);
-  CHECK(BlockStore::Open(repo, StoreOptions{true, 99, 1, nullptr}).status().code() ==
+  CHECK(BlockStore::Open(repo, StoreOptions{true, 99, 1, nullptr, nullptr}).status().code() ==
         Status::Code::kInvalidArgument);
 }
 
