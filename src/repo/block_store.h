@@ -124,6 +124,11 @@ class BlockStore {
     std::string frame_;
   };
 
+  // Where a block with content `key` is stored, if it is (stored by this
+  // writer, or named by an index and checked as Put would), without the
+  // block's bytes: what a copy between repositories asks before reading.
+  bool Lookup(const ContentKey& key, BlockRef* ref) { return Find(key, ref); }
+
   // A slot for one thread; valid until the store is destroyed.
   Slot* NewSlot();
   // A slot no one else holds until ReleaseSlot: for threads of a pool that

@@ -488,6 +488,21 @@ Result<std::unique_ptr<DiskFileWriter>> PointWriter::CreateDisk(const std::strin
                                 store_.get());
 }
 
+Result<std::unique_ptr<DiskFileWriter>> PointWriter::CreateFile(const std::string& name,
+                                                                FileKind kind,
+                                                                uint64_t virtual_size) {
+  // <vdi>.cbd or <vdi>.<timestamp>.cbd, and nothing that leaves the point.
+  const size_t dot = name.find('.');
+  const std::string vdi = name.substr(0, dot);
+  const std::string rest = dot == std::string::npos ? "" : name.substr(dot);
+  const bool layer = rest.size() == 1 + 16 + 4 && IsTimestamp(rest.substr(1, 16)) &&
+                     rest.substr(17) == kDiskFileSuffix;
+  if (!IsUuid(vdi) || (rest != kDiskFileSuffix && !layer)) {
+    return Status::InvalidArgument("'" + name + "' is not a disk or layer file name");
+  }
+  return DiskFileWriter::Create(JoinPath(temp_dir_, name), kind, virtual_size, store_.get());
+}
+
 Status PointWriter::WriteMetadata(const std::string& blob) {
   return WriteNewFile(JoinPath(temp_dir_, kMetadataFile), blob);
 }

@@ -219,6 +219,11 @@ class PointWriter {
   // Creates the data file of disk `vdi` in the temporary directory.
   Result<std::unique_ptr<DiskFileWriter>> CreateDisk(const std::string& vdi, FileKind kind,
                                                      uint64_t virtual_size);
+  // Creates data file `name` (a disk file or a layer file name of section 4
+  // of docs/FORMAT.md) in the temporary directory: for copying a point
+  // whose disks have layers.  InvalidArgument for another name.
+  Result<std::unique_ptr<DiskFileWriter>> CreateFile(const std::string& name, FileKind kind,
+                                                     uint64_t virtual_size);
   // Stores the VM metadata blob verbatim.
   Status WriteMetadata(const std::string& blob);
   // Writes the manifest and makes the point durable and visible.  On failure

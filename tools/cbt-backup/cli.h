@@ -77,6 +77,7 @@ Command StatusCommand();
 Command GcCommand();
 Command CompressionCommand();
 Command ObjectLockCommand();
+Command CopyCommand();
 
 // What a required option is called in the message when it is missing:
 // {"vm", "--vm UUID"} prints "--vm UUID is required".

@@ -25,7 +25,7 @@ int Run(const Globals& g, const po::variables_map& vm) {
     if (!all.ok()) return Fail(all.status());
     vms = *all;
   }
-  nlohmann::json out = {{"repository", repo->path()}, {"vms", nlohmann::json::array()}};
+  nlohmann::json out = {{"repository", repo->location()}, {"vms", nlohmann::json::array()}};
   for (const auto& v : vms) {
     auto points = repo->ListPoints(v);
     if (!points.ok()) return Fail(points.status());

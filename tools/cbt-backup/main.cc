@@ -31,7 +31,7 @@ std::vector<Command> AllCommands() {
       cbt::cli::MountCommand(),        cbt::cli::UmountCommand(),      cbt::cli::PruneCommand(),
       cbt::cli::RestoreCommand(),      cbt::cli::VerifyCommand(),      cbt::cli::RunCommand(),
       cbt::cli::JobsCommand(),         cbt::cli::StatusCommand(),      cbt::cli::GcCommand(),
-      cbt::cli::CompressionCommand(),  cbt::cli::ObjectLockCommand()};
+      cbt::cli::CompressionCommand(),  cbt::cli::ObjectLockCommand(),  cbt::cli::CopyCommand()};
 }
 
 po::options_description GlobalOptions() {
