@@ -30,26 +30,24 @@
 # The OSD holds at most 4 GiB in memory: the phases take turns, each bucket
 # is purged once measured, and restic's final image goes into a repository
 # of its own (a dump from a lone snapshot reads fewer packs than from one
-# with history: that favours restic).  The gateway is restarted with
-# tcp_nodelay=1 on its beast frontend: without it every request after the
-# first on a kept-alive connection waits 40 ms for the client's delayed ACK,
-# a cost of this set-up that both tools pay per small request; --as-tests
-# keeps the gateway as the tests start it.  The summary gives the ratios
+# with history: that favours restic).  The gateway runs with tcp_nodelay=1
+# on its beast frontend (tests/rgw.sh): without it every request after the
+# first on a kept-alive connection waits 40 ms for the client's delayed
+# ACK, a cost of the set-up, not of the tools.  The summary gives the ratios
 # against the targets: full backup at least 0.8x the PUT ceiling and faster
 # than restic; the depth-30 point read at least 2x as fast as restic dump.
 #
 # Run as root (drop_caches, FUSE) with Ceph (mon, osd, radosgw), restic and
 # fuse3; it needs about 3x SIZE of free space in TMPDIR (default /var/tmp).
-#   scripts/bench/s3.sh [--size GIB] [--jobs N] [--as-tests]    (--size 1: a quick try)
+#   scripts/bench/s3.sh [--size GIB] [--jobs N]    (--size 1: a quick try)
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-SIZE_GIB=4 JOBS=8 AS_TESTS=0
+SIZE_GIB=4 JOBS=8
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) SIZE_GIB=$2; shift 2 ;;
     --jobs) JOBS=$2; shift 2 ;;
-    --as-tests) AS_TESTS=1; shift ;;
-    *) echo "usage: $0 [--size GIB] [--jobs N] [--as-tests]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--size GIB] [--jobs N]" >&2; exit 2 ;;
   esac
 done
 [[ "$SIZE_GIB" =~ ^[1-4]$ ]] || { echo "--size takes 1 to 4 (GiB; the OSD holds 4 GiB in memory)" >&2; exit 2; }
@@ -124,16 +122,8 @@ stored() { cbt list --json | pyjson "sum(d['stored_bytes'] for p in v['vms'][0][
 # --- the data set and the gateway ----------------------------------------------
 img make "$W/base.img" "$SIZE"
 start_rgw cbt-bench 2> >(grep -v -e 'Falling back to public interface' -e log_to_monitors -e '^$' >&2)
-NODELAY="as the tests start it"
-if [ "$AS_TESTS" = 0 ]; then
-  pid=$(cat "$WORK/ceph/run/client.rgw.a.pid") && kill "$pid"
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  radosgw -n client.rgw.a --rgw-frontends "beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1"
-  for _ in $(seq 300); do curl -s -o /dev/null "$RGW_URL/" && break; sleep 0.1; done
-  NODELAY="tcp_nodelay=1"
-fi
 echo "disk: $SIZE_GIB GiB, 1 MiB of random data every 2 MiB, holes elsewhere; $JOBS parallel transfers for the ceiling"
-echo "$(ceph --version | awk '{print "ceph", $3}') RADOS Gateway on memstore ($NODELAY); $(restic version | awk '{print $1, $2}')"
+echo "$(ceph --version | awk '{print "ceph", $3}') RADOS Gateway on memstore (tcp_nodelay=1); $(restic version | awk '{print $1, $2}')"
 
 # --- the ceiling: plain PUTs and GETs of as many bytes as the full backup stores ---
 s3_curl -f -X PUT "$RGW_URL/ceiling" -o /dev/null || fail "cannot create bucket ceiling"
