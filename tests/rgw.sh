@@ -19,15 +19,29 @@ _rgw_free_port() {
 
 # start_rgw BUCKET: starts the cluster and creates BUCKET.  Sets RGW_URL and
 # exports AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and
-# AWS_ENDPOINT_URL.
+# AWS_ENDPOINT_URL.  With RGW_TLS=1 the gateway serves HTTPS only, with a
+# certificate for 127.0.0.1 signed by a CA made here, whose file is RGW_CA.
 start_rgw() {
   local bucket=$1
   local dir=$WORK/ceph
   mkdir -p "$dir/mon" "$dir/osd" "$dir/run" "$dir/log"
   local mon_port=$(_rgw_free_port) mon_v2=$(_rgw_free_port)
   RGW_PORT=$(_rgw_free_port)
-  local fsid
+  local fsid frontend scheme=http
   fsid=$(cat /proc/sys/kernel/random/uuid)
+  frontend="beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1"
+  if [ "${RGW_TLS:-0}" = 1 ]; then
+    scheme=https
+    RGW_CA=$dir/ca.pem
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=test CA" \
+      -keyout "$dir/ca.key" -out "$RGW_CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$dir/rgw.key" \
+      -out "$dir/rgw.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$dir/san.ext"
+    openssl x509 -req -in "$dir/rgw.csr" -CA "$RGW_CA" -CAkey "$dir/ca.key" -CAcreateserial \
+      -days 2 -extfile "$dir/san.ext" -out "$dir/rgw.crt" 2>/dev/null
+    frontend="beast ssl_endpoint=127.0.0.1:$RGW_PORT ssl_certificate=$dir/rgw.crt ssl_private_key=$dir/rgw.key tcp_nodelay=1"
+  fi
   cat >"$dir/ceph.conf" <<CONF
 [global]
 fsid = $fsid
@@ -62,7 +76,7 @@ osd journal size = 0
 [client.rgw.a]
 # Without tcp_nodelay the gateway holds each answer after the first on a
 # kept-alive connection for 40 ms (Nagle against delayed ACKs).
-rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
+rgw frontends = $frontend
 rgw data = $dir/rgw
 rgw dns name = localhost
 rgw enable usage log = false
@@ -81,7 +95,7 @@ CONF
   export AWS_ACCESS_KEY_ID=cbttestaccess
   export AWS_SECRET_ACCESS_KEY=cbttestsecretcbttestsecret
   export AWS_REGION=us-east-1
-  RGW_URL=http://127.0.0.1:$RGW_PORT
+  RGW_URL=$scheme://127.0.0.1:$RGW_PORT
   export AWS_ENDPOINT_URL=$RGW_URL
   local i
   # The user first (it needs only the cluster), then the gateway's socket.
@@ -93,7 +107,7 @@ CONF
     sleep 0.2
   done
   for i in $(seq 300); do
-    curl -s -o /dev/null "$RGW_URL/" && break
+    curl -s ${RGW_CA:+--cacert "$RGW_CA"} -o /dev/null "$RGW_URL/" && break
     [ "$i" = 300 ] && fail "the RADOS Gateway did not answer on $RGW_URL (logs in $dir/log)"
     sleep 0.1
   done
@@ -102,7 +116,7 @@ CONF
 
 # s3_curl ARGS...: curl signed with the test user's keys.
 s3_curl() {
-  curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+  curl -sS ${RGW_CA:+--cacert "$RGW_CA"} --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
     -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
 }
 

@@ -122,7 +122,9 @@ class S3Client {
   // its MD5 (Content-MD5), so the store refuses bytes damaged on the way.
   Result<std::string> Put(const std::string& key, std::string_view data,
                           const PutOptions& options = {});
-  // Writes the `size` bytes of the file open as `fd` from offset 0.
+  // Writes the `size` bytes of the file open as `fd` from offset 0; with
+  // Content-MD5 over plain http or with Object Lock, not over https (TLS
+  // protects the body; the file's own checksums are checked on reading).
   Result<std::string> PutFile(const std::string& key, int fd, uint64_t size,
                               const PutOptions& options = {});
   // Removes the object; a missing object is not an error.  Removing one
@@ -163,6 +165,7 @@ class S3Client {
   S3Settings settings_;
   S3Url url_;
   std::string host_base_;  // scheme://host[:port][/bucket] before the key
+  bool https_ = false;
   std::mutex mu_;
   std::vector<void*> idle_;  // kept-alive handles, guarded by mu_
 };
