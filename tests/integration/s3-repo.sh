@@ -81,6 +81,23 @@ loop_mount_ro "$WORK/mnt/$VM/${POINTS[2]}/$V1.raw" "$WORK/lm"
 [ "$(cat "$WORK/lm/etc/wanted.conf")" = "the one file we want back" ] || fail "loop-mounted file differs"
 umount "$WORK/lm"
 
+# cbt-backup mount of a point in the bucket: its filesystems, read-only.
+out=$(TMPDIR=$WORK "$CBT_BACKUP" --repo "$R" mount --vm "$VM" --point latest)
+dir=$(echo "$out" | tail -n 1)
+found=$(find "$dir" -name wanted.conf -path '*/etc/*' | head -1)
+[ -n "$found" ] && [ "$(cat "$found")" = "the one file we want back" ] ||
+  fail "cbt-backup mount of the bucket's point: $(ls -R "$dir" | head)"
+"$CBT_BACKUP" --repo "$R" umount "$dir" >/dev/null
+[ -e "$dir" ] && fail "umount left $dir"
+
+echo "import-legacy into the bucket"
+LVM_=$(new_uuid) LD=$(new_uuid)
+head -c $((5 * 65536 + 100)) /dev/urandom >"$WORK/legacy.img"
+save_legacy_point "$WORK/legacy" "$LVM_" 20260301T000000Z "$WORK/legacy.img" "$LD"
+"$CBT_BACKUP" --repo "$R" import-legacy "$WORK/legacy" -q
+"$CBT_BACKUP" --repo "$R" export --vm "$LVM_" --point 20260301T000000Z --disk "$LD" --output "$WORK/e.img" -q
+cmp <(head -c $((5 * 65536 + 100)) "$WORK/e.img") "$WORK/legacy.img" || fail "legacy import differs"
+
 echo "two hosts write two VMs into one bucket at once"
 VMA=$(new_uuid) VMB=$(new_uuid) DA=$(new_uuid) DB=$(new_uuid)
 head -c 24M /dev/urandom >"$WORK/a.img"
