@@ -65,26 +65,6 @@ std::string HomeFile(const char* rel) {
   return home.empty() ? std::string() : home + "/" + rel;
 }
 
-size_t AppendBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
-  static_cast<std::string*>(userdata)->append(ptr, size * nmemb);
-  return size * nmemb;
-}
-
-size_t CollectHeader(char* ptr, size_t size, size_t nmemb, void* userdata) {
-  auto* headers = static_cast<std::map<std::string, std::string>*>(userdata);
-  std::string line(ptr, size * nmemb);
-  // A retried or redirected answer starts again with its status line.
-  if (line.rfind("HTTP/", 0) == 0) headers->clear();
-  auto colon = line.find(':');
-  if (colon != std::string::npos) {
-    std::string name = line.substr(0, colon);
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    (*headers)[name] = Trim(line.substr(colon + 1));
-  }
-  return size * nmemb;
-}
-
 // Where a ranged GET writes: straight into the caller's buffer, and no
 // further than the range asked for.
 struct RangeSink {
@@ -430,7 +410,7 @@ Result<S3Client::Response> S3Client::PerformOnce(const Request& req, void* handl
   api.easy_setopt(curl, CURLOPT_AWS_SIGV4, sigv4.c_str());
   api.easy_setopt(curl, CURLOPT_USERNAME, settings_.access_key.c_str());
   api.easy_setopt(curl, CURLOPT_PASSWORD, settings_.secret_key.c_str());
-  api.easy_setopt(curl, CURLOPT_HEADERFUNCTION, CollectHeader);
+  api.easy_setopt(curl, CURLOPT_HEADERFUNCTION, CurlCollectHeader);
   api.easy_setopt(curl, CURLOPT_HEADERDATA, &resp.headers);
   api.easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
   api.easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortOnInterrupt);
@@ -479,7 +459,7 @@ Result<S3Client::Response> S3Client::PerformOnce(const Request& req, void* handl
     api.easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
     api.easy_setopt(curl, CURLOPT_BUFFERSIZE, 512L * 1024);
   } else {
-    api.easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
+    api.easy_setopt(curl, CURLOPT_WRITEFUNCTION, CurlAppendBody);
     api.easy_setopt(curl, CURLOPT_WRITEDATA, &resp.body);
   }
   api.easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);

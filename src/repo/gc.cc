@@ -228,11 +228,13 @@ Result<RepoUsage> MeasureUsage(const Repository& repo) {
 namespace {
 
 // The index records of the live blocks of finished packs (sorted by key,
-// one per key), counting them in `stats`; `*dead_found` tells whether any
-// stored block is not live.
+// one per key), counting them in `stats`; `*live_packs` gets the packs
+// holding a live block, `*dead_found` whether any stored block is not live.
 std::vector<IndexRecord> LiveIndex(const LiveSet& live, const std::vector<PackInfo>& packs,
-                                   const std::set<uint64_t>& live_packs, GcStats* stats,
+                                   std::set<uint64_t>* live_packs_out, GcStats* stats,
                                    bool* dead_found) {
+  std::set<uint64_t>& live_packs = *live_packs_out;
+  for (const auto& [where, b] : live) live_packs.insert(where.first);
   std::vector<IndexRecord> records;
   for (const auto& p : packs) {
     if (!p.finished) {
@@ -293,9 +295,8 @@ Result<GcStats> CollectGarbageRemote(const Repository& repo, const GcOptions& op
   CBT_ASSIGN_OR_RETURN(LiveSet live, CollectReferences(repo));
   CBT_ASSIGN_OR_RETURN(auto packs, ListPacks(repo));
   std::set<uint64_t> live_packs;
-  for (const auto& [where, b] : live) live_packs.insert(where.first);
   bool dead_found = false;
-  std::vector<IndexRecord> records = LiveIndex(live, packs, live_packs, &stats, &dead_found);
+  std::vector<IndexRecord> records = LiveIndex(live, packs, &live_packs, &stats, &dead_found);
 
   CBT_ASSIGN_OR_RETURN(auto old_indexes, remote.client().List(std::string(kIndexDir) + "/"));
   if (dead_found || old_indexes.size() > 1) {
@@ -364,9 +365,8 @@ Result<GcStats> CollectGarbage(const Repository& repo, const GcOptions& options)
   // Which packs hold live blocks, and the index of those blocks, from the
   // packs' own tables (they carry the content keys).
   std::set<uint64_t> live_packs;
-  for (const auto& [where, b] : live) live_packs.insert(where.first);
   bool dead_found = false;
-  std::vector<IndexRecord> records = LiveIndex(live, packs, live_packs, &stats, &dead_found);
+  std::vector<IndexRecord> records = LiveIndex(live, packs, &live_packs, &stats, &dead_found);
 
   // (1) and (2): the new index, then the old ones go.
   std::vector<std::string> old_indexes, strays;

@@ -111,12 +111,6 @@ Status ParallelFor(size_t n, int threads, const std::function<Status(size_t)>& f
   return first;
 }
 
-// Writes `data` as `path` through a temporary and a rename, so a reader of
-// the working copy sees the old file or the new one.
-Status Replace(const std::string& path, const std::string& data) {
-  return WriteFileAtomic(path, data);
-}
-
 // Holds an flock for its lifetime.
 class FileLock {
  public:
@@ -389,7 +383,8 @@ Status Remote::SyncDown(const std::string& root, const std::string& only_vm,
   auto fetch_to = [&](const objstore::ObjectInfo& o, const std::string& path) -> Status {
     if (SameAsObject(path, o)) return Status::Ok();
     CBT_ASSIGN_OR_RETURN(std::string data, client_->Get(o.key));
-    CBT_RETURN_IF_ERROR(Replace(path, data));
+    // Through a temporary and a rename: a reader sees the old file or the new.
+    CBT_RETURN_IF_ERROR(WriteFileAtomic(path, data));
     RememberMd5(path, o.etag);
     return Status::Ok();
   };
@@ -611,16 +606,10 @@ Status PackUploader::Wait() {
   return failed_;
 }
 
-Status Remote::PublishStore(const std::string& root, const std::vector<uint64_t>& packs,
-                            const std::string& index_file) const {
-  CBT_RETURN_IF_ERROR(
-      ParallelFor(packs.size(), kUploaders, [&](size_t i) { return UploadPack(root, packs[i]); }));
-  if (!index_file.empty()) {
-    CBT_ASSIGN_OR_RETURN(std::string data, ReadFile(index_file));
-    const std::string name = index_file.substr(index_file.rfind('/') + 1);
-    CBT_RETURN_IF_ERROR(client_->Put("index/" + name, data, DataPut()).status());
-  }
-  return Status::Ok();
+Status Remote::PublishIndex(const std::string& index_file) const {
+  CBT_ASSIGN_OR_RETURN(std::string data, ReadFile(index_file));
+  const std::string name = index_file.substr(index_file.rfind('/') + 1);
+  return client_->Put("index/" + name, data, DataPut()).status();
 }
 
 Status Remote::PublishPoint(const std::string& vm, const std::string& point,

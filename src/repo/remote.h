@@ -95,10 +95,8 @@ class Remote {
   // Uploads pack `id` of the working copy at `root` (only if the store has
   // no object of that name), then removes the local copy.
   Status UploadPack(const std::string& root, uint64_t id) const;
-  // Uploads packs `packs` of the working copy and index file `index_file`
-  // (a path, may be empty), then removes the local copies of the packs.
-  Status PublishStore(const std::string& root, const std::vector<uint64_t>& packs,
-                      const std::string& index_file) const;
+  // Uploads index file `index_file` (a path of the working copy).
+  Status PublishIndex(const std::string& index_file) const;
   // Makes the store's <vm>/ match the committed points of the working
   // copy's VM directory (after a delete): uploads new or changed files,
   // manifests last, then removes the manifests of points the working copy

@@ -536,7 +536,7 @@ Status PointWriter::Commit(const Manifest& manifest) {
     const auto& remote = *repo_->remote();
     CBT_RETURN_IF_ERROR(uploader_->Wait());
     for (const auto& index : store_->written_indexes()) {
-      CBT_RETURN_IF_ERROR(remote.PublishStore(repo_->path(), {}, index));
+      CBT_RETURN_IF_ERROR(remote.PublishIndex(index));
     }
     const std::string vm = vm_dir_.substr(vm_dir_.rfind('/') + 1);
     CBT_RETURN_IF_ERROR(

@@ -3,6 +3,11 @@
 
 #include "util/lazy_lib.h"
 
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <string>
+
 namespace cbt {
 
 namespace {
@@ -30,5 +35,29 @@ Status LoadCurl() {
 }
 
 const CurlApi& Curl() { return g_curl; }
+
+size_t CurlAppendBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  static_cast<std::string*>(userdata)->append(ptr, size * nmemb);
+  return size * nmemb;
+}
+
+size_t CurlCollectHeader(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  auto* headers = static_cast<std::map<std::string, std::string>*>(userdata);
+  std::string line(ptr, size * nmemb);
+  if (line.rfind("HTTP/", 0) == 0) headers->clear();
+  auto colon = line.find(':');
+  if (colon != std::string::npos) {
+    std::string name = line.substr(0, colon);
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
+    while (!value.empty() && std::isspace(static_cast<unsigned char>(value.back()))) {
+      value.pop_back();
+    }
+    (*headers)[name] = value;
+  }
+  return size * nmemb;
+}
 
 }  // namespace cbt

@@ -15,6 +15,8 @@
 
 #include <curl/curl.h>
 
+#include <cstddef>
+
 namespace cbt {
 
 struct CurlApi {
@@ -36,6 +38,13 @@ Status LoadCurl();
 
 // The bound entry points.  REQUIRES: LoadCurl() succeeded.
 const CurlApi& Curl();
+
+// CURLOPT_WRITEFUNCTION appending the body to the std::string at `userdata`.
+size_t CurlAppendBody(char* ptr, size_t size, size_t nmemb, void* userdata);
+// CURLOPT_HEADERFUNCTION filling the std::map<std::string, std::string> at
+// `userdata`: lower-case names, values trimmed; a status line (an interim
+// 100 Continue, or an answer after an authentication round) starts afresh.
+size_t CurlCollectHeader(char* ptr, size_t size, size_t nmemb, void* userdata);
 
 }  // namespace cbt
 

@@ -11,27 +11,6 @@ namespace cbt::xapi {
 
 namespace {
 
-size_t WriteBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
-  static_cast<std::string*>(userdata)->append(ptr, size * nmemb);
-  return size * nmemb;
-}
-
-size_t WriteHeader(char* ptr, size_t size, size_t nmemb, void* userdata) {
-  auto* headers = static_cast<std::map<std::string, std::string>*>(userdata);
-  std::string line(ptr, size * nmemb);
-  auto colon = line.find(':');
-  if (colon != std::string::npos) {
-    std::string name = line.substr(0, colon);
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    std::string value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ')) value.erase(0, 1);
-    while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) value.pop_back();
-    (*headers)[name] = value;
-  }
-  return size * nmemb;
-}
-
 struct PutSource {
   const std::function<int64_t(char*, size_t)>* source;
   bool aborted = false;
@@ -155,9 +134,9 @@ HttpClient::~HttpClient() {
 Result<HttpResponse> HttpClient::Perform(void* handle, const std::string& what) {
   CURL* curl = static_cast<CURL*>(handle);
   HttpResponse resp;
-  Curl().easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
+  Curl().easy_setopt(curl, CURLOPT_WRITEFUNCTION, CurlAppendBody);
   Curl().easy_setopt(curl, CURLOPT_WRITEDATA, &resp.body);
-  Curl().easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
+  Curl().easy_setopt(curl, CURLOPT_HEADERFUNCTION, CurlCollectHeader);
   Curl().easy_setopt(curl, CURLOPT_HEADERDATA, &resp.headers);
   Curl().easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   Curl().easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
