@@ -35,7 +35,8 @@ inline constexpr int kMaxZstdLevel = 19;
 
 // Compresses `raw` at `level` into *out and returns true, or returns false
 // (and leaves *out empty) when the frame would not be smaller than `raw`,
-// in which case the block is worth storing as it is.
+// in which case the block is worth storing as it is.  A block whose
+// sampled bytes look random is not tried at all (also false).
 // REQUIRES: kMinZstdLevel <= level <= kMaxZstdLevel.
 bool Compress(std::string_view raw, int level, std::string* out);
 

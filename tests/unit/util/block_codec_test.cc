@@ -7,6 +7,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -51,6 +54,29 @@ TEST_CASE("codec: a block that does not shrink is stored raw") {
   CHECK_FALSE(Compress(RandomBlock(1), 3, &frame));
   CHECK(frame.empty());
   CHECK_FALSE(Compress("", 3, &frame));
+}
+
+TEST_CASE("codec: only blocks that look random skip zstd") {
+  std::string frame;
+  // Random bytes in half the block: the sample sees the zeros.
+  std::string half = RandomBlock(3);
+  std::fill(half.begin() + 32768, half.end(), '\0');
+  CHECK(Compress(half, 3, &frame));
+  CHECK(frame.size() < 34000);
+  // Six bits of entropy a byte (base64 of random data) still shrink.
+  static const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string b64 = RandomBlock(4);
+  for (auto& c : b64) c = kB64[static_cast<unsigned char>(c) % 64];
+  CHECK(Compress(b64, 3, &frame));
+  CHECK(frame.size() < 52000);
+  // Machine code: this test's own program, block by block.
+  std::ifstream exe("/proc/self/exe", std::ios::binary);
+  std::string code((std::istreambuf_iterator<char>(exe)), std::istreambuf_iterator<char>());
+  REQUIRE(code.size() >= 4 * 65536);
+  for (size_t off = 0; off + 65536 <= 4 * 65536; off += 65536) {
+    CHECK(Compress(std::string_view(code).substr(off, 65536), 3, &frame));
+  }
+  CHECK_FALSE(Compress(RandomBlock(5), 3, &frame));
 }
 
 TEST_CASE("codec: damaged frames are Corruption, never an overrun") {
