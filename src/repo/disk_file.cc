@@ -57,6 +57,7 @@ DiskFileWriter::DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uin
       fd_(std::move(fd)),
       kind_(kind),
       virtual_size_(virtual_size),
+      data_(fd_.get(), path_, kHeaderSize),
       seen_(BlockCount(virtual_size), false),
       store_(store) {}
 
@@ -70,95 +71,17 @@ Result<std::unique_ptr<DiskFileWriter>> DiskFileWriter::Create(const std::string
   auto w = std::unique_ptr<DiskFileWriter>(
       new DiskFileWriter(path, std::move(fd), kind, virtual_size, store));
   // A version-2 file holds references only: nothing large goes through it.
-  if (store == nullptr) w->SetDirect(true);
+  if (store == nullptr) w->data_.EnableDirect();
   return w;
 }
 
 // Data blocks go to the device with O_DIRECT where the filesystem allows
-// it.  A backup writes gigabytes once and reads them rarely: through the
-// page cache, each byte would be copied once more by the CPU (measured at a
-// third of a full backup's CPU time, on a machine where nbdkit shares the
-// cores) and flushed later by fsync in one long wait.  The header and index
-// are small and unaligned, so they are written buffered, after Finish turns
-// O_DIRECT off.  Filesystems that refuse O_DIRECT keep the buffered path.
-void DiskFileWriter::SetDirect(bool on) {
-  const int fl = ::fcntl(fd_.get(), F_GETFL);
-  const bool set =
-      fl != -1 && ::fcntl(fd_.get(), F_SETFL, on ? (fl | O_DIRECT) : (fl & ~O_DIRECT)) == 0;
-  direct_ = on && set;
-}
-
-// With O_DIRECT every write waits for the device, so small writes (an
-// incremental's scattered 64 KiB blocks) are gathered in a page-aligned
-// staging buffer and written kStageSize at a time; a long aligned write
-// with nothing staged goes straight from the caller's buffer.
+// it (util/staged_writer.h says why).  The header and index are small and
+// unaligned, so they are written buffered, after Finish turns O_DIRECT off.
 Status DiskFileWriter::WriteData(const char* data, uint64_t len) {
-  uint64_t off = next_data_offset_;
-  if (direct_) {
-    const bool aligned = reinterpret_cast<uintptr_t>(data) % kDirectAlign == 0;
-    if (staged_ == 0 && aligned && len >= kStageSize) {
-      CBT_ASSIGN_OR_RETURN(uint64_t done, DirectWrite(data, len, off));
-      data += done;
-      len -= done;
-      off += done;
-    } else {
-      if (!stage_) {
-        void* p = nullptr;
-        if (::posix_memalign(&p, kDirectAlign, kStageSize) != 0) {
-          return Status::IoError(path_ + ": out of memory");
-        }
-        stage_.reset(static_cast<char*>(p));
-      }
-      while (len > 0 && direct_) {
-        if (staged_ == 0) stage_off_ = off;
-        const uint64_t n = std::min(len, kStageSize - staged_);
-        std::memcpy(stage_.get() + staged_, data, n);
-        staged_ += n;
-        data += n;
-        len -= n;
-        off += n;
-        if (staged_ == kStageSize) CBT_RETURN_IF_ERROR(FlushStage());
-      }
-    }
-  }
-  if (len == 0) return Status::Ok();
-  CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, len, off, path_));
-  StartWriteback();
+  CBT_RETURN_IF_ERROR(data_.Write(data, len));
+  if (!data_.direct()) StartWriteback();
   return Status::Ok();
-}
-
-Status DiskFileWriter::FlushStage() {
-  if (staged_ == 0) return Status::Ok();
-  uint64_t done = 0;
-  if (direct_) {
-    CBT_ASSIGN_OR_RETURN(done, DirectWrite(stage_.get(), staged_, stage_off_));
-  }
-  if (done < staged_) {
-    CBT_RETURN_IF_ERROR(
-        PwriteAll(fd_.get(), stage_.get() + done, staged_ - done, stage_off_ + done, path_));
-  }
-  staged_ = 0;
-  return Status::Ok();
-}
-
-Result<uint64_t> DiskFileWriter::DirectWrite(const char* src, uint64_t len, uint64_t off) {
-  uint64_t done = 0;
-  while (done < len) {
-    const ssize_t w = ::pwrite(fd_.get(), src + done, len - done, static_cast<off_t>(off + done));
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EINVAL) {  // this file or medium takes no O_DIRECT
-      SetDirect(false);
-      break;
-    }
-    if (w < 0) return Status::FromErrno(errno, path_);
-    if (w == 0) return Status::IoError(path_ + ": short write");
-    done += static_cast<uint64_t>(w);
-    if (done % kDirectAlign != 0) {  // a short write left the rest unaligned
-      SetDirect(false);
-      break;
-    }
-  }
-  return done;
 }
 
 Status DiskFileWriter::CheckBlock(uint64_t block) {
@@ -255,8 +178,7 @@ Status DiskFileWriter::AddZero(uint64_t block) {
 Status DiskFileWriter::Finish() {
   if (finished_) return Status::InvalidArgument(path_ + ": Finish called twice");
   finished_ = true;
-  CBT_RETURN_IF_ERROR(FlushStage());
-  if (direct_) SetDirect(false);
+  CBT_RETURN_IF_ERROR(data_.Finish());
   std::sort(entries_.begin(), entries_.end(),
             [](const IndexEntry& a, const IndexEntry& b) { return a.block < b.block; });
   const bool packed = store_ != nullptr;

@@ -24,6 +24,7 @@
 
 #include "repo/block_store.h"
 #include "util/file.h"
+#include "util/staged_writer.h"
 #include "util/status.h"
 
 #include <cstdint>
@@ -129,19 +130,9 @@ class DiskFileWriter {
                  BlockStore* store);
   Status CheckBlock(uint64_t block);
   Status FinishPacked();
-  static constexpr uint64_t kDirectAlign = 4096;
-  static constexpr uint64_t kStageSize = 4ull << 20;
   // Writes `len` bytes of data at next_data_offset_ (which the caller then
-  // advances): with O_DIRECT through the staging buffer or straight, or
-  // buffered.
+  // advances).
   Status WriteData(const char* data, uint64_t len);
-  // Writes out what is staged.
-  Status FlushStage();
-  // Writes with O_DIRECT and returns the bytes written: fewer than `len`,
-  // with O_DIRECT turned off, if the file refuses it; the caller writes the
-  // rest buffered.
-  Result<uint64_t> DirectWrite(const char* src, uint64_t len, uint64_t off);
-  void SetDirect(bool on);
   void StartWriteback();
 
   std::string path_;
@@ -150,10 +141,7 @@ class DiskFileWriter {
   uint64_t virtual_size_;
   uint64_t next_data_offset_ = kHeaderSize;
   uint64_t writeback_from_ = 0;  // start of the data not yet sent to the device
-  bool direct_ = false;          // data blocks are written with O_DIRECT
-  std::unique_ptr<char, void (*)(void*)> stage_{nullptr, &std::free};
-  uint64_t staged_ = 0;     // bytes in stage_
-  uint64_t stage_off_ = 0;  // file offset of stage_[0]
+  StagedWriter data_;            // the data area, from kHeaderSize on
   std::vector<IndexEntry> entries_;
   std::vector<bool> seen_;
   uint64_t data_blocks_ = 0;

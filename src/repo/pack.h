@@ -22,6 +22,7 @@
 
 #include "util/block_codec.h"
 #include "util/file.h"
+#include "util/staged_writer.h"
 #include "util/status.h"
 
 #include <cstdint>
@@ -65,8 +66,12 @@ struct BlockRef {
 // names itself; Finish appends the table and trailer and fsyncs.
 class PackWriter {
  public:
-  // Creates `path` (must not exist, mode 0600) for pack `id`.
-  static Result<std::unique_ptr<PackWriter>> Create(const std::string& path, uint64_t id);
+  // Creates `path` (must not exist, mode 0600) for pack `id`, with
+  // `expected_size` bytes allocated ahead where the filesystem can (0:
+  // none).  Until Finish, the file may be longer than what was appended
+  // (the rest reads as zeros, so no trailer is found there).
+  static Result<std::unique_ptr<PackWriter>> Create(const std::string& path, uint64_t id,
+                                                    uint64_t expected_size = 0);
 
   // Appends a stored block (`stored`: a zstd frame of the raw block, or the
   // raw 64 KiB) whose raw bytes have `key` and `checksum`; returns where it
@@ -76,8 +81,10 @@ class PackWriter {
   // Bytes the pack holds so far (header and blocks).
   uint64_t size() const;
   // A pack that is only a staging copy (of a repository on an object store,
-  // uploaded once finished): no writeback hints and no fsync.
-  void set_staging() { staging_ = true; }
+  // uploaded once finished): written through the page cache, where the
+  // upload reads it back, without writeback hints and without fsync.
+  // Call before the first Append.
+  void set_staging();
   uint64_t id() const { return id_; }
   const std::string& path() const { return path_; }
 
@@ -95,11 +102,16 @@ class PackWriter {
   std::string path_;
   uint64_t id_;
   mutable std::mutex mu_;
+  // Blocks, then table and trailer, from kPackHeaderSize on: with O_DIRECT
+  // where the file takes it (a pack is written once and read rarely).
+  StagedWriter out_;
   uint64_t end_ = kPackHeaderSize;
+  uint64_t writeback_from_ = kPackHeaderSize;  // buffered only: not yet sent to the device
   std::vector<PackRecord> records_;
   bool finished_ = false;
   bool staging_ = false;
-  Status failed_;  // the first failed write or fsync; every later Finish returns it
+  bool preallocated_ = false;  // Finish truncates the file to its end
+  Status failed_;              // the first failed write or fsync; every later Finish returns it
 };
 
 // Pack `id` as 16 lower-case hexadecimal digits, as its file is named.

@@ -234,8 +234,8 @@ TEST_CASE("DiskFile: a zero entry with an offset is refused", "[repo]") {
 }
 
 TEST_CASE("DiskFileWriter: aligned, unaligned and long runs all read back", "[repo]") {
-  // Data goes out with O_DIRECT where the filesystem allows it: straight
-  // from page-aligned buffers, through a 4 MiB staging buffer otherwise.
+  // Data goes out with O_DIRECT where the filesystem allows it, through
+  // 4 MiB staging buffers written behind (util/staged_writer.h).
   TempDir dir;
   constexpr uint32_t kRun = 80;  // 5 MiB: more than one staging buffer
   auto w = DiskFileWriter::Create(dir.Sub("dio.cbd"), FileKind::kBase, 3 * kRun * kBlockSize);

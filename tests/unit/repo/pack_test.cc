@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <map>
@@ -95,6 +96,35 @@ TEST_CASE("pack: blocks from several threads read back, and the table lists them
     ++it;
   }
   CHECK((*w)->records().size() == 100);
+}
+
+TEST_CASE("pack: space allocated ahead is cut off by Finish") {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("p.pack");
+  auto w = PackWriter::Create(path, 5, 8 << 20);
+  REQUIRE(w.ok());
+  const std::string a = Block(1, true), b = Block(2, false);
+  const BlockRef ra = Put(**w, a), rb = Put(**w, b);
+  {
+    // Unfinished, and as long as allocated where the filesystem allows:
+    // the zeros at the end are no trailer.
+    auto pack = Pack::Open(path, 5);
+    REQUIRE(pack.ok());
+    CHECK_FALSE((*pack)->Table().ok());
+  }
+  REQUIRE((*w)->Finish().ok());
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK(static_cast<uint64_t>(st.st_size) ==
+        kPackHeaderSize + ra.stored_size + rb.stored_size + 2 * kPackEntrySize + kPackTrailerSize);
+  auto pack = Pack::Open(path, 5);
+  REQUIRE(pack.ok());
+  auto table = (*pack)->Table();
+  REQUIRE(table.ok());
+  CHECK(table->size() == 2);
+  std::string out(kRawBlockSize, '\0');
+  REQUIRE((*pack)->ReadBlock(rb, out.data()).ok());
+  CHECK(out == b);
 }
 
 TEST_CASE("pack: damage is Corruption naming the pack") {
