@@ -349,7 +349,7 @@ Result<DiskReport> BackupDisk(Context& c, repo::PointWriter& writer, const Disk&
   CBT_RETURN_IF_ERROR(CopyOverNbd(c.s, c.opt, d.snapshot_ref, r.vdi_uuid, r.virtual_size,
                                   decision.extents, overlay, w.get(), &r.bytes_read));
   CBT_RETURN_IF_ERROR(w->Finish());
-  r.bytes_stored = w->file_size();
+  r.bytes_stored = w->added_bytes();
 
   if (c.opt.verify) {
     CBT_RETURN_IF_ERROR(VerifyDisk(c, writer, d, vm_uuid, point, r, overlay));

@@ -48,7 +48,7 @@ struct DiskReport {
   std::string parent_point;
   uint64_t changed_blocks = 0;  // blocks read (incremental) or all blocks (full)
   uint64_t bytes_read = 0;      // bytes read over NBD
-  uint64_t bytes_stored = 0;    // size of the data file written
+  uint64_t bytes_stored = 0;    // added to the repository: the disk file and its new blocks
   double seconds = 0;
   std::string verify;  // "", "ok"
 };

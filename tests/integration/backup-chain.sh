@@ -55,6 +55,21 @@ backup_round 2 incremental $((2 * 65536 + 1024))
 "$SIMCTL" write-pattern "$V2" 0 512 2 >/dev/null
 backup_round 3 incremental $((2 * 65536))
 
+# What each backup reported as stored is what list shows for its point:
+# the disk file and the blocks it stored new, not the disk file alone.
+"$CBT_BACKUP" list --repo "$WORK/repo" --json >"$WORK/list.json"
+for n in 0 1 2 3; do
+  python3 - "$WORK/b$n.json" "$WORK/list.json" <<'PY'
+import json, sys
+b = json.load(open(sys.argv[1]))
+pts = json.load(open(sys.argv[2]))["vms"][0]["points"]
+listed = {d["vdi"]: d["stored_bytes"] for p in pts if p["point"] == b["point"] for d in p["disks"]}
+for d in b["disks"]:
+    assert d["bytes_stored"] == listed[d["vdi"]], (d, listed)
+assert sum(d["bytes_stored"] for d in b["disks"]) > 4096 * len(b["disks"]), b
+PY
+done
+
 # Zero blocks are recorded as zero entries, not skipped.
 "$CBT_BACKUP" list --repo "$WORK/repo" --json | python3 -c '
 import json, sys
