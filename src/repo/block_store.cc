@@ -301,10 +301,7 @@ Result<std::unique_ptr<PackWriter>> BlockStore::NewPack() {
     }
     created_packs_.push_back(id);
   }
-  // A pack ends up a block past the target, plus its table.
-  const uint64_t expected =
-      options_.pack_target + kRawBlockSize + options_.pack_target / 1024 + kPackTrailerSize;
-  CBT_ASSIGN_OR_RETURN(auto writer, PackWriter::Create(path, id, expected));
+  CBT_ASSIGN_OR_RETURN(auto writer, PackWriter::Create(path, id));
   if (options_.on_pack_finished) writer->set_staging();
   return writer;
 }

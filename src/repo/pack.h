@@ -66,12 +66,10 @@ struct BlockRef {
 // names itself; Finish appends the table and trailer and fsyncs.
 class PackWriter {
  public:
-  // Creates `path` (must not exist, mode 0600) for pack `id`, with
-  // `expected_size` bytes allocated ahead where the filesystem can (0:
-  // none).  Until Finish, the file may be longer than what was appended
-  // (the rest reads as zeros, so no trailer is found there).
-  static Result<std::unique_ptr<PackWriter>> Create(const std::string& path, uint64_t id,
-                                                    uint64_t expected_size = 0);
+  // Creates `path` (must not exist, mode 0600) for pack `id`.  Until
+  // Finish, the file may be longer than what was appended, with space
+  // allocated ahead (the rest reads as zeros, so no trailer is found there).
+  static Result<std::unique_ptr<PackWriter>> Create(const std::string& path, uint64_t id);
 
   // Appends a stored block (`stored`: a zstd frame of the raw block, or the
   // raw 64 KiB) whose raw bytes have `key` and `checksum`; returns where it
@@ -110,8 +108,11 @@ class PackWriter {
   std::vector<PackRecord> records_;
   bool finished_ = false;
   bool staging_ = false;
-  bool preallocated_ = false;  // Finish truncates the file to its end
-  Status failed_;              // the first failed write or fsync; every later Finish returns it
+  // Space allocated ahead of the blocks (under mu_): the file's size.
+  void AllocateAhead(uint64_t end);
+  bool allocate_ = true;
+  uint64_t allocated_ = kPackHeaderSize;
+  Status failed_;  // the first failed write or fsync; every later Finish returns it
 };
 
 // Pack `id` as 16 lower-case hexadecimal digits, as its file is named.

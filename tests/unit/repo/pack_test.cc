@@ -101,7 +101,7 @@ TEST_CASE("pack: blocks from several threads read back, and the table lists them
 TEST_CASE("pack: space allocated ahead is cut off by Finish") {
   testing::TempDir dir;
   const std::string path = dir.Sub("p.pack");
-  auto w = PackWriter::Create(path, 5, 8 << 20);
+  auto w = PackWriter::Create(path, 5);
   REQUIRE(w.ok());
   const std::string a = Block(1, true), b = Block(2, false);
   const BlockRef ra = Put(**w, a), rb = Put(**w, b);
