@@ -342,9 +342,8 @@ Status Reader::Read(const std::vector<Extent>& extents,
   auto worker = [&](size_t ci) {
     const size_t in_flight = std::max(1, options_.in_flight);
     std::vector<Slot> slots(in_flight);
-    // Page-aligned buffers: a backup's disk file writes them with O_DIRECT
-    // straight from here, with no staging copy (repo/disk_file.cc), and on
-    // the buffered path the kernel's copy is faster from aligned memory.
+    // Page-aligned buffers, so that every 64 KiB block of a request starts
+    // on a page boundary.
     for (auto& sl : slots) {
       void* p = nullptr;
       if (::posix_memalign(&p, 4096, options_.max_request) != 0) throw std::bad_alloc();

@@ -57,7 +57,7 @@ DiskFileWriter::DiskFileWriter(std::string path, UniqueFd fd, FileKind kind, uin
       fd_(std::move(fd)),
       kind_(kind),
       virtual_size_(virtual_size),
-      data_(fd_.get(), path_, kHeaderSize),
+      writeback_(fd_.get(), path_, kHeaderSize),
       seen_(BlockCount(virtual_size), false),
       store_(store) {}
 
@@ -70,18 +70,17 @@ Result<std::unique_ptr<DiskFileWriter>> DiskFileWriter::Create(const std::string
   CBT_RETURN_IF_ERROR(PwriteAll(fd.get(), zero, sizeof zero, 0, path));
   auto w = std::unique_ptr<DiskFileWriter>(
       new DiskFileWriter(path, std::move(fd), kind, virtual_size, store));
-  // A version-2 file holds references only: nothing large goes through it.
-  if (store == nullptr) w->data_.EnableDirect();
   return w;
 }
 
-// Data blocks go to the device with O_DIRECT where the filesystem allows
-// it (util/staged_writer.h says why).  The header and index are small and
-// unaligned, so they are written buffered, after Finish turns O_DIRECT off.
+// Only version-1 files hold data; their writeback is paced as a pack's
+// is (util/writeback_window.h).
 Status DiskFileWriter::WriteData(const char* data, uint64_t len) {
-  CBT_RETURN_IF_ERROR(data_.Write(data, len));
-  if (!data_.direct()) StartWriteback();
-  return Status::Ok();
+  CBT_RETURN_IF_ERROR(write_failed_);
+  Status st = PwriteAll(fd_.get(), data, len, next_data_offset_, path_);
+  if (st.ok()) st = writeback_.Wrote(next_data_offset_ + len);
+  if (!st.ok()) write_failed_ = st;
+  return st;
 }
 
 Status DiskFileWriter::CheckBlock(uint64_t block) {
@@ -115,20 +114,6 @@ Status DiskFileWriter::AddData(uint64_t block, const void* data) {
   next_data_offset_ += kBlockSize;
   ++data_blocks_;
   return Status::Ok();
-}
-
-// Buffered writes only.  Finish must make the file durable.  Left alone,
-// the kernel holds a backup's data in the page cache until Finish's fsync,
-// which then writes gigabytes while the reads wait; starting the writeback
-// of every 32 MiB as it is written overlaps the device's work with the
-// reads and leaves fsync little to do.  Only a hint: failures are reported
-// by fsync.
-void DiskFileWriter::StartWriteback() {
-  constexpr uint64_t kStep = 32ull << 20;
-  if (next_data_offset_ - writeback_from_ < kStep) return;
-  ::sync_file_range(fd_.get(), static_cast<off_t>(writeback_from_),
-                    static_cast<off_t>(next_data_offset_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
-  writeback_from_ = next_data_offset_;
 }
 
 Status DiskFileWriter::AddDataRun(uint64_t first, const char* data, uint64_t count,
@@ -178,7 +163,7 @@ Status DiskFileWriter::AddZero(uint64_t block) {
 Status DiskFileWriter::Finish() {
   if (finished_) return Status::InvalidArgument(path_ + ": Finish called twice");
   finished_ = true;
-  CBT_RETURN_IF_ERROR(data_.Finish());
+  CBT_RETURN_IF_ERROR(write_failed_);
   std::sort(entries_.begin(), entries_.end(),
             [](const IndexEntry& a, const IndexEntry& b) { return a.block < b.block; });
   const bool packed = store_ != nullptr;
@@ -220,7 +205,9 @@ Status DiskFileWriter::Finish() {
   StoreLe64(header + kOffHeaderChecksum, Checksum(header, kOffHeaderChecksum));
   CBT_RETURN_IF_ERROR(PwriteAll(fd_.get(), header, sizeof header, 0, path_));
   file_size_ = index_offset + index.size();
-  return Fsync(fd_.get(), path_);
+  CBT_RETURN_IF_ERROR(Fsync(fd_.get(), path_));
+  writeback_.Release(file_size_);
+  return Status::Ok();
 }
 
 namespace {

@@ -24,8 +24,8 @@
 
 #include "repo/block_store.h"
 #include "util/file.h"
-#include "util/staged_writer.h"
 #include "util/status.h"
+#include "util/writeback_window.h"
 
 #include <cstdint>
 #include <cstdlib>
@@ -131,17 +131,17 @@ class DiskFileWriter {
   Status CheckBlock(uint64_t block);
   Status FinishPacked();
   // Writes `len` bytes of data at next_data_offset_ (which the caller then
-  // advances).
+  // advances).  A failure is returned again by every later call and by
+  // Finish.
   Status WriteData(const char* data, uint64_t len);
-  void StartWriteback();
 
   std::string path_;
   UniqueFd fd_;
   FileKind kind_;
   uint64_t virtual_size_;
   uint64_t next_data_offset_ = kHeaderSize;
-  uint64_t writeback_from_ = 0;  // start of the data not yet sent to the device
-  StagedWriter data_;            // the data area, from kHeaderSize on
+  WritebackWindow writeback_;  // paces the data area's writeback
+  Status write_failed_;        // the first failed data write
   std::vector<IndexEntry> entries_;
   std::vector<bool> seen_;
   uint64_t data_blocks_ = 0;

@@ -55,9 +55,7 @@ std::string PackHeader(uint64_t id) {
 }
 
 PackWriter::PackWriter(UniqueFd fd, std::string path, uint64_t id)
-    : fd_(std::move(fd)), path_(std::move(path)), id_(id), out_(fd_.get(), path_, kPackHeaderSize) {
-  out_.EnableDirect();
-}
+    : fd_(std::move(fd)), path_(std::move(path)), id_(id), writeback_(fd_.get(), path_, end_) {}
 
 Result<std::unique_ptr<PackWriter>> PackWriter::Create(const std::string& path, uint64_t id) {
   CBT_ASSIGN_OR_RETURN(UniqueFd fd, CreateExclusive(path));
@@ -68,31 +66,9 @@ Result<std::unique_ptr<PackWriter>> PackWriter::Create(const std::string& path, 
   return std::unique_ptr<PackWriter>(new PackWriter(std::move(fd), path, id));
 }
 
-// Blocks written inside the file's size are not extending writes, which
-// ext4 serialises and journals one by one (in paired runs of the backup
-// benchmark, a full backup 0.3-0.9 s faster).  The allocation runs at most
-// kAllocateAhead past the blocks, so a filesystem near full is never filled
-// by space no block uses; where fallocate fails (no space, or no support),
-// the pack is cut back to its blocks and written by extending writes.
-void PackWriter::AllocateAhead(uint64_t end) {
-  constexpr uint64_t kAllocateAhead = 16ull << 20;
-  if (!allocate_ || end <= allocated_) return;
-  const uint64_t to = allocated_ + kAllocateAhead;
-  if (::fallocate(fd_.get(), 0, static_cast<off_t>(allocated_),
-                  static_cast<off_t>(to - allocated_)) == 0) {
-    allocated_ = to;
-    return;
-  }
-  allocate_ = false;
-  // ext4 keeps what a failed fallocate did allocate, and the file's size
-  // with it.
-  (void)::ftruncate(fd_.get(), static_cast<off_t>(allocated_));
-}
-
 void PackWriter::set_staging() {
   std::lock_guard<std::mutex> lock(mu_);
   staging_ = true;
-  (void)out_.Finish();  // nothing staged yet: only turns O_DIRECT off
 }
 
 Result<BlockRef> PackWriter::Append(const ContentKey& key, std::string_view stored,
@@ -105,25 +81,19 @@ Result<BlockRef> PackWriter::Append(const ContentKey& key, std::string_view stor
   if (finished_) return Status::InvalidArgument(path_ + ": pack already finished");
   if (!failed_.ok()) return failed_;
   const uint64_t offset = end_;
-  AllocateAhead(end_ + stored.size());
-  Status st = out_.Write(stored.data(), stored.size());
+  Status st = PwriteAll(fd_.get(), stored.data(), stored.size(), offset, path_);
+  if (st.ok()) {
+    end_ += stored.size();
+    if (!staging_) st = writeback_.Wrote(end_);
+  }
   if (!st.ok()) {
-    // The table would name a block that is not there: the pack is unusable.
+    // The table would name a block that is not there, or one whose
+    // writeback failed (which fsync would no longer report): the pack is
+    // unusable.
     failed_ = st;
     return st;
   }
-  end_ += stored.size();
   records_.push_back({key, offset, static_cast<uint32_t>(stored.size()), checksum});
-  // Through the page cache, left alone, the kernel keeps a backup's packs
-  // dirty until Finish's fsync, which then writes them all while the
-  // backup waits.  Starting the writeback of each 32 MiB as it fills
-  // overlaps it with the reads.  Only a hint: fsync reports failures.
-  constexpr uint64_t kStep = 32ull << 20;
-  if (!staging_ && !out_.direct() && end_ - writeback_from_ >= kStep) {
-    ::sync_file_range(fd_.get(), static_cast<off_t>(writeback_from_),
-                      static_cast<off_t>(end_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
-    writeback_from_ = end_;
-  }
   return BlockRef{id_, offset, static_cast<uint32_t>(stored.size()), checksum};
 }
 
@@ -153,14 +123,9 @@ Status PackWriter::Finish() {
   StoreLe64(p + kOffTableOffset, end_);
   StoreLe64(p + kOffTableChecksum, Checksum(tail.data(), table_len));
   StoreLe64(p + kOffTrailerChecksum, Checksum(p, kOffTrailerChecksum));
-  Status st = out_.Write(tail.data(), tail.size());
-  if (st.ok()) st = out_.Finish();
-  // The trailer must be the file's last bytes.
-  if (st.ok() && allocated_ > out_.offset() &&
-      ::ftruncate(fd_.get(), static_cast<off_t>(out_.offset())) != 0) {
-    st = Status::FromErrno(errno, path_);
-  }
+  Status st = PwriteAll(fd_.get(), tail.data(), tail.size(), end_, path_);
   if (st.ok() && !staging_) st = Fsync(fd_.get(), path_);
+  if (st.ok() && !staging_) writeback_.Release(end_ + tail.size());
   if (!st.ok()) {
     failed_ = st;
     return st;

@@ -22,8 +22,8 @@
 
 #include "util/block_codec.h"
 #include "util/file.h"
-#include "util/staged_writer.h"
 #include "util/status.h"
+#include "util/writeback_window.h"
 
 #include <cstdint>
 #include <memory>
@@ -66,9 +66,7 @@ struct BlockRef {
 // names itself; Finish appends the table and trailer and fsyncs.
 class PackWriter {
  public:
-  // Creates `path` (must not exist, mode 0600) for pack `id`.  Until
-  // Finish, the file may be longer than what was appended, with space
-  // allocated ahead (the rest reads as zeros, so no trailer is found there).
+  // Creates `path` (must not exist, mode 0600) for pack `id`.
   static Result<std::unique_ptr<PackWriter>> Create(const std::string& path, uint64_t id);
 
   // Appends a stored block (`stored`: a zstd frame of the raw block, or the
@@ -79,8 +77,8 @@ class PackWriter {
   // Bytes the pack holds so far (header and blocks).
   uint64_t size() const;
   // A pack that is only a staging copy (of a repository on an object store,
-  // uploaded once finished): written through the page cache, where the
-  // upload reads it back, without writeback hints and without fsync.
+  // uploaded once finished): left in the page cache, where the upload
+  // reads it back, and not fsynced.
   // Call before the first Append.
   void set_staging();
   uint64_t id() const { return id_; }
@@ -100,18 +98,13 @@ class PackWriter {
   std::string path_;
   uint64_t id_;
   mutable std::mutex mu_;
-  // Blocks, then table and trailer, from kPackHeaderSize on: with O_DIRECT
-  // where the file takes it (a pack is written once and read rarely).
-  StagedWriter out_;
-  uint64_t end_ = kPackHeaderSize;
-  uint64_t writeback_from_ = kPackHeaderSize;  // buffered only: not yet sent to the device
+  uint64_t end_ = kPackHeaderSize;  // offset of the next block
+  // Paces the blocks' writeback (not for a staging copy: its upload reads
+  // it back from the page cache).
+  WritebackWindow writeback_;
   std::vector<PackRecord> records_;
   bool finished_ = false;
   bool staging_ = false;
-  // Space allocated ahead of the blocks (under mu_): the file's size.
-  void AllocateAhead(uint64_t end);
-  bool allocate_ = true;
-  uint64_t allocated_ = kPackHeaderSize;
   Status failed_;  // the first failed write or fsync; every later Finish returns it
 };
 

@@ -234,10 +234,10 @@ TEST_CASE("DiskFile: a zero entry with an offset is refused", "[repo]") {
 }
 
 TEST_CASE("DiskFileWriter: aligned, unaligned and long runs all read back", "[repo]") {
-  // Data goes out with O_DIRECT where the filesystem allows it, through
-  // 4 MiB staging buffers written behind (util/staged_writer.h).
+  // More than WritebackWindow::kWindows steps of writeback in all, from
+  // aligned and unaligned memory.
   TempDir dir;
-  constexpr uint32_t kRun = 80;  // 5 MiB: more than one staging buffer
+  constexpr uint32_t kRun = 80;  // 5 MiB
   auto w = DiskFileWriter::Create(dir.Sub("dio.cbd"), FileKind::kBase, 3 * kRun * kBlockSize);
   REQUIRE(w.ok());
   void* mem = nullptr;

@@ -98,7 +98,7 @@ TEST_CASE("pack: blocks from several threads read back, and the table lists them
   CHECK((*w)->records().size() == 100);
 }
 
-TEST_CASE("pack: space allocated ahead is cut off by Finish") {
+TEST_CASE("pack: unfinished it has no table; finished, its trailer ends the file") {
   testing::TempDir dir;
   const std::string path = dir.Sub("p.pack");
   auto w = PackWriter::Create(path, 5);
@@ -106,8 +106,6 @@ TEST_CASE("pack: space allocated ahead is cut off by Finish") {
   const std::string a = Block(1, true), b = Block(2, false);
   const BlockRef ra = Put(**w, a), rb = Put(**w, b);
   {
-    // Unfinished, and as long as allocated where the filesystem allows:
-    // the zeros at the end are no trailer.
     auto pack = Pack::Open(path, 5);
     REQUIRE(pack.ok());
     CHECK_FALSE((*pack)->Table().ok());
@@ -125,6 +123,32 @@ TEST_CASE("pack: space allocated ahead is cut off by Finish") {
   std::string out(kRawBlockSize, '\0');
   REQUIRE((*pack)->ReadBlock(rb, out.data()).ok());
   CHECK(out == b);
+}
+
+TEST_CASE("pack: blocks past the writeback window all read back") {
+  // More than WritebackWindow::kWindows steps: the writer waits for, and
+  // drops from the page cache, the oldest ones as it goes.
+  testing::TempDir dir;
+  const std::string path = dir.Sub("p.pack");
+  auto w = PackWriter::Create(path, 9);
+  REQUIRE(w.ok());
+  std::vector<std::pair<std::string, BlockRef>> put;
+  for (int i = 0; i < 200; ++i) {  // 200 raw random blocks: 12.5 MiB
+    std::string blk = Block(1000 + i, false);
+    const BlockRef r = Put(**w, blk);
+    put.emplace_back(std::move(blk), r);
+  }
+  REQUIRE((*w)->Finish().ok());
+  auto pack = Pack::Open(path, 9);
+  REQUIRE(pack.ok());
+  auto table = (*pack)->Table();
+  REQUIRE(table.ok());
+  CHECK(table->size() == 200);
+  std::string out(kRawBlockSize, '\0');
+  for (const auto& [blk, r] : put) {
+    REQUIRE((*pack)->ReadBlock(r, out.data()).ok());
+    REQUIRE(out == blk);
+  }
 }
 
 TEST_CASE("pack: damage is Corruption naming the pack") {
