@@ -94,7 +94,9 @@ fill_to 0
 dd if=/dev/zero of="$SMALL/fill2" bs=4k status=none 2>/dev/null || true
 sync
 echo "prune with no space left:"
-enospc run prune --vm "$IVM" --keep-last 1
+# Quiet: depending on where the space runs out, the plan may be printed
+# before the error, and only the error is checked.
+enospc run -q prune --vm "$IVM" --keep-last 1
 [ -d "$REPO/$IVM/20260701T000000Z" ] || fail "the failed prune removed a point"
 intact "prune"
 # With space again, the same prune succeeds and the kept point is intact.
