@@ -176,7 +176,53 @@ Result<std::unique_ptr<BlockStore>> BlockStore::Open(const std::string& repo,
   return store;
 }
 
-BlockStore::~BlockStore() = default;
+BlockStore::~BlockStore() {
+  {
+    std::lock_guard<std::mutex> lock(finish_mu_);
+    finish_stop_ = true;
+  }
+  finish_cv_.notify_all();
+  if (finisher_.joinable()) finisher_.join();
+}
+
+void BlockStore::FinishBehind(std::unique_ptr<PackWriter> pack) {
+  std::unique_lock<std::mutex> lock(finish_mu_);
+  finish_cv_.wait(lock, [this] { return to_finish_.size() < kFinishQueue; });
+  to_finish_.push_back(std::move(pack));
+  if (!finisher_.joinable()) finisher_ = std::thread([this] { FinishLoop(); });
+  finish_cv_.notify_all();
+}
+
+void BlockStore::FinishLoop() {
+  std::unique_lock<std::mutex> lock(finish_mu_);
+  for (;;) {
+    finish_cv_.wait(lock, [this] { return finish_stop_ || !to_finish_.empty(); });
+    // Stopping is for a writer that never flushed: no point will refer to
+    // the packs still queued, so they need not be finished.
+    if (finish_stop_) {
+      to_finish_.clear();
+      return;
+    }
+    std::unique_ptr<PackWriter> pack = std::move(to_finish_.front());
+    to_finish_.pop_front();
+    finishing_ = true;
+    lock.unlock();
+    const Status st = pack->Finish();
+    pack.reset();
+    if (!st.ok()) Break(st);
+    lock.lock();
+    finishing_ = false;
+    finish_cv_.notify_all();
+  }
+}
+
+Status BlockStore::WaitFinished() {
+  {
+    std::unique_lock<std::mutex> lock(finish_mu_);
+    finish_cv_.wait(lock, [this] { return to_finish_.empty() && !finishing_; });
+  }
+  return Broken();
+}
 
 Status BlockStore::Broken() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -320,7 +366,12 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw, uint64_t* added) {
   const uint64_t checksum = Checksum(raw, kRawBlockSize);
   const bool compressed =
       store_->options_.compress && Compress(block, store_->options_.level, &frame_);
-  if (pack_ && pack_->size() >= store_->options_.pack_target) {
+  if (pack_ && pack_->size() >= store_->options_.pack_target &&
+      !store_->options_.on_pack_finished) {
+    store_->FinishBehind(std::move(pack_));
+  } else if (pack_ && pack_->size() >= store_->options_.pack_target) {
+    // A staging copy: not fsynced, so finishing it costs no wait; the
+    // callee uploads it from here.
     Status st = pack_->Finish();
     const uint64_t id = pack_->id();
     pack_.reset();
@@ -328,7 +379,7 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw, uint64_t* added) {
       store_->Break(st);
       return st;
     }
-    if (store_->options_.on_pack_finished) store_->options_.on_pack_finished(id);
+    store_->options_.on_pack_finished(id);
   }
   if (!pack_) {
     auto pack = store_->NewPack();
@@ -375,6 +426,7 @@ Status BlockStore::Flush() {
     }
     if (options_.on_pack_finished) options_.on_pack_finished(id);
   }
+  CBT_RETURN_IF_ERROR(WaitFinished());
   std::vector<std::string> dirs;
   std::vector<IndexRecord> records;
   {

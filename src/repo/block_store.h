@@ -9,8 +9,10 @@
 // Writing: a writer opens the store (loading every index file), takes one
 // Slot per thread that stores blocks, and calls Slot::Put for each block;
 // Flush finishes every pack and writes one index file of the blocks this
-// writer stored.  Only after Flush may anything refer to those blocks (a
-// disk file, then the point's commit).  A writer that dies before Flush
+// writer stored.  A pack that fills up during the writes is finished (its
+// trailer written and fsynced) by a thread of the store's own, so that no
+// Put waits for the device's cache flush; Flush waits for those too.  Only after Flush may anything
+// refer to those blocks (a disk file, then the point's commit).  A writer that dies before Flush
 // leaves packs no index names; one that dies after it leaves indexed
 // blocks no point refers to, which later writers may reuse: collection
 // therefore decides liveness from the disk files' references, and keeps
@@ -36,12 +38,15 @@
 #include "util/block_codec.h"
 #include "util/status.h"
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -159,6 +164,13 @@ class BlockStore {
   Status Broken() const;
   void Break(const Status& st);
   Result<std::unique_ptr<PackWriter>> NewPack();
+  // Hands a full pack to the finishing thread (waiting while kFinishQueue
+  // packs are queued, which bounds the open files).  A pack that fails to
+  // finish breaks the store.
+  void FinishBehind(std::unique_ptr<PackWriter> pack);
+  void FinishLoop();
+  // Waits until every pack handed over is finished; returns Broken().
+  Status WaitFinished();
 
   struct KeyHash {
     size_t operator()(const ContentKey& k) const;
@@ -186,6 +198,13 @@ class BlockStore {
   };
   std::unordered_map<uint64_t, std::shared_ptr<const CheckedPack>> packs_;
   std::mutex flush_mu_;
+  static constexpr size_t kFinishQueue = 8;
+  std::mutex finish_mu_;  // never held with mu_
+  std::condition_variable finish_cv_;
+  std::deque<std::unique_ptr<PackWriter>> to_finish_;  // under finish_mu_
+  bool finishing_ = false;                             // a Finish runs (under finish_mu_)
+  bool finish_stop_ = false;
+  std::thread finisher_;
 };
 
 // The finished packs of one repository, opened for reading on first use

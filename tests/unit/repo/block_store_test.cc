@@ -133,6 +133,49 @@ TEST_CASE("store: many threads storing overlapping content") {
   CHECK((*again)->known_blocks() == seeds.size());
 }
 
+TEST_CASE("store: packs that fill up are finished behind the writer, all of them by Flush") {
+  testing::TempDir dir;
+  StoreOptions o;
+  o.pack_target = kRawBlockSize;    // every raw block fills a pack
+  constexpr uint32_t kBlocks = 30;  // more full packs than may wait at once
+  std::vector<BlockRef> refs;
+  {
+    auto store = BlockStore::Open(dir.path(), o);
+    REQUIRE(store.ok());
+    auto* slot = (*store)->NewSlot();
+    for (uint32_t i = 0; i < kBlocks; ++i) {
+      auto ref = slot->Put(Block(100 + i, false).data());
+      REQUIRE(ref.ok());
+      refs.push_back(*ref);
+    }
+    REQUIRE((*store)->Flush().ok());
+    CHECK((*store)->created_packs().size() == kBlocks);
+  }
+  for (uint32_t i = 0; i < kBlocks; ++i) {
+    auto pack = Pack::Open(PackPath(dir.path(), refs[i].pack), refs[i].pack);
+    REQUIRE(pack.ok());
+    auto table = (*pack)->Table();
+    REQUIRE(table.ok());  // finished: the trailer is there
+    CHECK(table->size() == 1);
+    CHECK(ReadBack(dir.path(), refs[i]) == Block(100 + i, false));
+  }
+}
+
+TEST_CASE("store: a writer dropped with packs waiting to be finished leaves nothing indexed") {
+  testing::TempDir dir;
+  StoreOptions o;
+  o.pack_target = kRawBlockSize;
+  {
+    auto store = BlockStore::Open(dir.path(), o);
+    REQUIRE(store.ok());
+    auto* slot = (*store)->NewSlot();
+    for (uint32_t i = 0; i < 20; ++i) REQUIRE(slot->Put(Block(200 + i, false).data()).ok());
+  }
+  auto again = BlockStore::Open(dir.path(), o);
+  REQUIRE(again.ok());
+  CHECK((*again)->known_blocks() == 0);
+}
+
 TEST_CASE("store: an unflushed writer is forgotten, a damaged index file refused") {
   testing::TempDir dir;
   const std::string repo = dir.path();
