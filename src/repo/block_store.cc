@@ -366,20 +366,21 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw, uint64_t* added) {
   const uint64_t checksum = Checksum(raw, kRawBlockSize);
   const bool compressed =
       store_->options_.compress && Compress(block, store_->options_.level, &frame_);
-  if (pack_ && pack_->size() >= store_->options_.pack_target &&
-      !store_->options_.on_pack_finished) {
-    store_->FinishBehind(std::move(pack_));
-  } else if (pack_ && pack_->size() >= store_->options_.pack_target) {
-    // A staging copy: not fsynced, so finishing it costs no wait; the
-    // callee uploads it from here.
-    Status st = pack_->Finish();
-    const uint64_t id = pack_->id();
-    pack_.reset();
-    if (!st.ok()) {
-      store_->Break(st);
-      return st;
+  if (pack_ && pack_->size() >= store_->options_.pack_target) {
+    if (!store_->options_.on_pack_finished) {
+      store_->FinishBehind(std::move(pack_));
+    } else {
+      // A staging copy: not fsynced, so finishing it costs no wait; the
+      // callee uploads it from here.
+      Status st = pack_->Finish();
+      const uint64_t id = pack_->id();
+      pack_.reset();
+      if (!st.ok()) {
+        store_->Break(st);
+        return st;
+      }
+      store_->options_.on_pack_finished(id);
     }
-    store_->options_.on_pack_finished(id);
   }
   if (!pack_) {
     auto pack = store_->NewPack();

@@ -11,9 +11,10 @@
 // Flush finishes every pack and writes one index file of the blocks this
 // writer stored.  A pack that fills up during the writes is finished (its
 // trailer written and fsynced) by a thread of the store's own, so that no
-// Put waits for the device's cache flush; Flush waits for those too.  Only after Flush may anything
-// refer to those blocks (a disk file, then the point's commit).  A writer that dies before Flush
-// leaves packs no index names; one that dies after it leaves indexed
+// Put waits for the device's cache flush; Flush waits for those too.  Only
+// after Flush may anything refer to those blocks (a disk file, then the
+// point's commit).  A writer that dies before Flush leaves packs no index
+// names; one that dies after it leaves indexed
 // blocks no point refers to, which later writers may reuse: collection
 // therefore decides liveness from the disk files' references, and keeps
 // an index's blocks until it rewrites the index itself.
