@@ -436,10 +436,21 @@ Status BlockStore::Flush() {
     records.swap(unindexed_);
   }
   Status synced;
-  for (const auto& d : dirs) {
-    if (synced.ok()) synced = FsyncDir(d);
+  if (!dirs.empty()) {
+    dirs.push_back(JoinPath(repo_, kPacksDir));
+    if (options_.on_pack_finished) {
+      // Staging copies are uploaded, not kept: only their names need to
+      // last until the upload, and syncing the filesystem would write out
+      // the data the upload reads back from the page cache.
+      for (const auto& d : dirs) {
+        if (synced.ok()) synced = FsyncDir(d);
+      }
+    } else {
+      // The packs are written out (PackWriter::Finish); one sync of their
+      // filesystem makes them and their directory entries durable.
+      synced = SyncFilesystemsOf(dirs);
+    }
   }
-  if (synced.ok() && !dirs.empty()) synced = FsyncDir(JoinPath(repo_, kPacksDir));
   if (!synced.ok()) {
     Break(synced);
     return synced;

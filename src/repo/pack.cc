@@ -104,8 +104,9 @@ uint64_t PackWriter::size() const {
 
 Status PackWriter::Finish() {
   std::lock_guard<std::mutex> lock(mu_);
-  // Sticky: after a failed write or fsync, a second try could "succeed"
-  // over lost data (a failed fsync may have dropped the dirty pages).
+  // Sticky: after a failed write or writeback, a second try could
+  // "succeed" over lost data (a failed writeback may have dropped the dirty
+  // pages).
   if (!failed_.ok()) return failed_;
   if (finished_) return Status::Ok();
   std::string tail(records_.size() * kPackEntrySize + kPackTrailerSize, '\0');
@@ -124,8 +125,10 @@ Status PackWriter::Finish() {
   StoreLe64(p + kOffTableChecksum, Checksum(tail.data(), table_len));
   StoreLe64(p + kOffTrailerChecksum, Checksum(p, kOffTrailerChecksum));
   Status st = PwriteAll(fd_.get(), tail.data(), tail.size(), end_, path_);
-  if (st.ok() && !staging_) st = Fsync(fd_.get(), path_);
-  if (st.ok() && !staging_) writeback_.Release(end_ + tail.size());
+  // Written out, not fsynced: the store syncs the filesystem once for all
+  // its packs (BlockStore::Flush), which costs one device cache flush where
+  // an fsync per pack cost one each, in the middle of the reads.
+  if (st.ok() && !staging_) st = writeback_.WriteOut(end_ + tail.size());
   if (!st.ok()) {
     failed_ = st;
     return st;

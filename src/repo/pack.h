@@ -63,7 +63,7 @@ struct BlockRef {
 };
 
 // Writes one pack.  The header goes first, so that even an unfinished pack
-// names itself; Finish appends the table and trailer and fsyncs.
+// names itself; Finish appends the table and trailer and writes it out.
 class PackWriter {
  public:
   // Creates `path` (must not exist, mode 0600) for pack `id`.
@@ -84,10 +84,13 @@ class PackWriter {
   uint64_t id() const { return id_; }
   const std::string& path() const { return path_; }
 
-  // Writes the table and trailer and fsyncs the file.  The caller fsyncs
-  // the directory before anything refers to the pack.  Once a write or the
-  // fsync has failed, returns that error forever: the pack is never
-  // finished and nothing may refer to its blocks.
+  // Writes the table and trailer and waits until the whole file has
+  // reached the device (WritebackWindow::WriteOut); a staging copy is only
+  // written.  Not durable yet: the caller syncs the filesystem holding the
+  // pack and its directory (SyncFilesystemsOf) before anything refers to
+  // it.  Once a write or the writeback has failed, returns that error
+  // forever: the pack is never finished and nothing may refer to its
+  // blocks.
   Status Finish();
   // The records appended, in offset order (valid after Finish).
   const std::vector<PackRecord>& records() const { return records_; }
@@ -105,7 +108,7 @@ class PackWriter {
   std::vector<PackRecord> records_;
   bool finished_ = false;
   bool staging_ = false;
-  Status failed_;  // the first failed write or fsync; every later Finish returns it
+  Status failed_;  // the first failed write or writeback; every later Finish returns it
 };
 
 // Pack `id` as 16 lower-case hexadecimal digits, as its file is named.

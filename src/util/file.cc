@@ -91,6 +91,21 @@ Status FsyncDir(const std::string& dir) {
   return Fsync(fd, dir);
 }
 
+Status SyncFilesystemsOf(const std::vector<std::string>& dirs) {
+  std::vector<dev_t> synced;
+  for (const auto& dir : dirs) {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno(errno, dir);
+    UniqueFd owner(fd);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, dir);
+    if (std::find(synced.begin(), synced.end(), st.st_dev) != synced.end()) continue;
+    if (::syncfs(fd) != 0) return Status::FromErrno(errno, dir + ": syncfs");
+    synced.push_back(st.st_dev);
+  }
+  return Status::Ok();
+}
+
 Result<uint64_t> FileSize(int fd, const std::string& what) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, what);

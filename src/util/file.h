@@ -66,6 +66,16 @@ Status PwriteAll(int fd, const void* buf, size_t len, uint64_t off, const std::s
 Status Fsync(int fd, const std::string& what);
 // fsyncs a directory, making the entries created or renamed in it durable.
 Status FsyncDir(const std::string& dir);
+// Makes durable everything written to the filesystems that hold the
+// directories `dirs`: one syncfs per filesystem, which Linux documents as
+// the guarantee of an fsync of every file and directory on it, for the
+// price of one device cache flush instead of one per file.  Errors: those
+// of the sync (a failed journal commit or cache flush; since Linux 5.8 also
+// a writeback failure recorded on the filesystem while the sync ran), or of
+// opening a directory.  A writeback failure that happened before the call
+// is not reported here: the writer of each file must have waited for its
+// writeback (WritebackWindow::WriteOut), which reports it.
+Status SyncFilesystemsOf(const std::vector<std::string>& dirs);
 Result<uint64_t> FileSize(int fd, const std::string& what);
 
 // Reads a whole (small) file; not through a symbolic link.

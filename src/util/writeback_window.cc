@@ -2,6 +2,7 @@
 #include "util/writeback_window.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -32,6 +33,22 @@ Status WritebackWindow::Wrote(uint64_t end) {
   }
   (void)::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
                         POSIX_FADV_DONTNEED);
+  return Status::Ok();
+}
+
+Status WritebackWindow::WriteOut(uint64_t end) {
+  in_flight_.clear();
+  if (!off_ && ::sync_file_range(fd_, 0, static_cast<off_t>(end),
+                                 SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                     SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+    if (errno != ESPIPE && errno != EINVAL && errno != ENOSYS) {
+      return Status::FromErrno(errno, path_ + ": writeback");
+    }
+    off_ = true;
+  }
+  if (off_ && ::fdatasync(fd_) != 0) return Status::FromErrno(errno, path_ + ": fdatasync");
+  // Only clean pages are dropped, and all are clean now.
+  (void)::posix_fadvise(fd_, 0, static_cast<off_t>(end), POSIX_FADV_DONTNEED);
   return Status::Ok();
 }
 

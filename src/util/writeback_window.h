@@ -46,6 +46,15 @@ class WritebackWindow {
   // and the caller must treat the file as failed.
   Status Wrote(uint64_t end);
 
+  // Writes the file's bytes up to `end` to the device and waits for them,
+  // then drops them from the page cache.  After Ok every byte up to `end`
+  // has reached the device, maybe only its volatile cache: a sync of the
+  // filesystem (SyncFilesystemsOf) makes them durable, without the cache
+  // flush per file that fsync costs.  A file that takes no writeback hints
+  // is fdatasynced instead.  Returns a failure of the writeback: reported
+  // once per open file, so the caller must treat the file as failed.
+  Status WriteOut(uint64_t end);
+
   // Drops the file's pages, up to `end`, from the page cache.  Call after
   // fsync succeeded (only clean pages are dropped).
   void Release(uint64_t end);

@@ -8,10 +8,14 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <random>
 #include <string>
+#include <vector>
 
 namespace cbt {
 namespace {
@@ -64,6 +68,49 @@ TEST_CASE("WritebackWindow: a failed wait for the writeback is returned") {
     REQUIRE(window.Wrote(i * WritebackWindow::kStep).ok());
   }
   const Status st = window.Wrote(i * WritebackWindow::kStep);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message().find("closed: writeback") != std::string::npos);
+}
+
+TEST_CASE("WritebackWindow: WriteOut leaves the file written to the device and out of the cache") {
+  TempDir dir;
+  const std::string path = dir.Sub("f");
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  UniqueFd owner(fd);
+  WritebackWindow window(fd, path, 0);
+  std::mt19937 rng(11);
+  const size_t size = 3 * WritebackWindow::kStep + 12345;
+  std::string all(size, '\0');
+  for (auto& c : all) c = static_cast<char>(rng());
+  // Written in one piece short of a window: nothing was handed to
+  // writeback before WriteOut.
+  REQUIRE(PwriteAll(fd, all.data(), all.size(), 0, path).ok());
+  REQUIRE(window.Wrote(all.size()).ok());
+  REQUIRE(window.WriteOut(all.size()).ok());
+  // The cache may drop only clean pages: a page still resident would be
+  // one WriteOut left dirty (tmpfs keeps its pages whatever happens).
+  struct statfs fs;
+  REQUIRE(::fstatfs(fd, &fs) == 0);
+  if (fs.f_type != TMPFS_MAGIC) {
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    REQUIRE(map != MAP_FAILED);
+    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> resident((size + page - 1) / page);
+    REQUIRE(::mincore(map, size, resident.data()) == 0);
+    ::munmap(map, size);
+    size_t dirty = 0;
+    for (unsigned char r : resident) dirty += r & 1;
+    CHECK(dirty == 0);
+  }
+  std::string back(all.size(), '\0');
+  REQUIRE(::pread(fd, back.data(), back.size(), 0) == static_cast<ssize_t>(back.size()));
+  CHECK(back == all);
+}
+
+TEST_CASE("WritebackWindow: a failed WriteOut is returned") {
+  WritebackWindow window(-1, "closed", 0);
+  const Status st = window.WriteOut(WritebackWindow::kStep);
   REQUIRE_FALSE(st.ok());
   CHECK(st.message().find("closed: writeback") != std::string::npos);
 }
