@@ -7,7 +7,7 @@ PACKAGES=(
   libfuse3-dev fuse3 libnbd-dev libnbd-bin nbdkit
   libcurl4-openssl-dev libpugixml-dev libboost-program-options-dev
   catch2 nlohmann-json3-dev libxxhash-dev libzstd-dev libssl-dev
-  python3 openssl gnutls-bin e2fsprogs util-linux qemu-utils bc
+  python3 openssl gnutls-bin e2fsprogs util-linux qemu-utils bc b3sum
   fdisk gdisk lvm2 xfsprogs libmount-dev
   scdoc man-db systemd dpkg-dev bash-completion
   ceph-mon ceph-osd ceph-base ceph-common radosgw

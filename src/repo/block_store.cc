@@ -261,7 +261,7 @@ bool BlockStore::CheckLoaded(const ContentKey& key, const BlockRef& ref) {
               rec->checksum == ref.checksum;
   if (good) {
     std::string raw(kRawBlockSize, '\0');
-    good = checked->pack->ReadBlock(ref, raw.data()).ok() && KeyOf(raw) == key;
+    good = checked->pack->ReadBlock(ref, raw.data()).ok() && KeyOf(raw, options_.key) == key;
   }
   std::lock_guard<std::mutex> lock(mu_);
   packs_.emplace(ref.pack, checked);
@@ -356,7 +356,7 @@ Result<BlockRef> BlockStore::Slot::Put(const char* raw, uint64_t* added) {
   if (added != nullptr) *added = 0;
   CBT_RETURN_IF_ERROR(store_->Broken());
   const std::string_view block(raw, kRawBlockSize);
-  const ContentKey key = KeyOf(block);
+  const ContentKey key = KeyOf(block, store_->options_.key);
   BlockRef ref;
   if (store_->Find(key, &ref)) {
     std::lock_guard<std::mutex> lock(store_->mu_);
@@ -447,7 +447,12 @@ Status BlockStore::Flush() {
       }
     } else {
       // The packs are written out (PackWriter::Finish); one sync of their
-      // filesystem makes them and their directory entries durable.
+      // filesystem makes them and their directory entries durable.  It
+      // also writes out whatever else is dirty there: on a repository's
+      // filesystem, mostly other writers' packs, each with at most a few
+      // megabytes in flight.  An fsync per pack instead, even deferred to
+      // here when it has nothing left to write, cost a device cache flush
+      // each: 51-63 flushes in a 2 GiB backup against 17-26.
       synced = SyncFilesystemsOf(dirs);
     }
   }

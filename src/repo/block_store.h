@@ -102,6 +102,7 @@ struct StoreOptions {
   // finished it); with it, packs are staging copies (PackWriter::set_staging)
   // that the callee uploads.  Null: packs are the repository's own files.
   std::function<void(uint64_t)> on_pack_finished;
+  KeyAlgorithm key = KeyAlgorithm::kBlake3;  // the repository's content keys
 };
 
 struct StoreStats {

@@ -213,6 +213,7 @@ std::string EncodeConfig(const RepoConfig& config) {
   if (config.version >= kStoreRepoFormatVersion) {
     j["compression"] = config.compress ? json{{"algorithm", "zstd"}, {"level", config.level}}
                                        : json{{"algorithm", "none"}};
+    j["content_key"] = config.key == KeyAlgorithm::kBlake3 ? "blake3" : "sha256";
     if (config.lock_days > 0) {
       j["object_lock"] = {{"mode", config.lock_mode}, {"days", config.lock_days}};
     }
@@ -251,6 +252,21 @@ Result<RepoConfig> ParseConfig(const std::string& text, const std::string& what)
     }
     c.lock_mode = mode;
     c.lock_days = static_cast<int>(days);
+  }
+  // Written before BLAKE3 keys: those repositories keep SHA-256, since
+  // their stored blocks are found by it.
+  c.key = KeyAlgorithm::kSha256;
+  if (j.contains("content_key")) {
+    if (!j["content_key"].is_string()) {
+      return Status::Corruption(what + ": repository config has no valid content_key");
+    }
+    const std::string key = j["content_key"].get<std::string>();
+    if (key == "blake3") {
+      c.key = KeyAlgorithm::kBlake3;
+    } else if (key != "sha256") {
+      return Status::NotSupported(what + ": content key '" + Printable(key) +
+                                  "' is not supported (blake3 or sha256)");
+    }
   }
   const json* comp = j.contains("compression") ? &j["compression"] : nullptr;
   if (comp == nullptr || !comp->is_object() || !comp->contains("algorithm") ||

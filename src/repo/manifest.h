@@ -9,6 +9,7 @@
 #ifndef CBT_REPO_MANIFEST_H_
 #define CBT_REPO_MANIFEST_H_
 
+#include "util/block_codec.h"
 #include "util/status.h"
 
 #include <cstdint>
@@ -101,6 +102,9 @@ struct RepoConfig {
   int version = kStoreRepoFormatVersion;
   bool compress = true;  // "zstd"; false: "none"
   int level = 3;         // zstd level of new blocks
+  // Content keys of stored blocks ("content_key"; absent in a config of
+  // version 3 written before BLAKE3 keys: SHA-256).
+  KeyAlgorithm key = KeyAlgorithm::kBlake3;
   // S3 Object Lock of a repository on an object store: data objects are
   // written retained for `lock_days` in `lock_mode` ("GOVERNANCE" or
   // "COMPLIANCE"); 0: not locked.
@@ -110,7 +114,7 @@ struct RepoConfig {
 
 std::string EncodeConfig(const RepoConfig& config = RepoConfig());
 // Parses the repository config; Corruption if malformed, NotSupported for
-// an unknown version or compression algorithm.
+// an unknown version, compression algorithm or content key.
 Result<RepoConfig> ParseConfig(const std::string& text, const std::string& what);
 
 }  // namespace cbt::repo

@@ -449,6 +449,7 @@ Result<std::unique_ptr<PointWriter>> PointWriter::Begin(const Repository& repo, 
   StoreOptions options;
   options.compress = config.compress;
   options.level = config.level;
+  options.key = config.key;
   options.packs = repo.packs();
   std::unique_ptr<PackUploader> uploader;
   if (repo.remote()) {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "util/block_codec.h"
 
+#include "util/blake3.h"
+
 #include <openssl/sha.h>
 #include <zstd.h>
 
@@ -59,7 +61,8 @@ bool LooksIncompressible(std::string_view raw) {
 
 }  // namespace
 
-ContentKey KeyOf(std::string_view data) {
+ContentKey KeyOf(std::string_view data, KeyAlgorithm algorithm) {
+  if (algorithm == KeyAlgorithm::kBlake3) return Blake3(data.data(), data.size());
   ContentKey key;
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), key.data());
   return key;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The per-block primitives of a deduplicating, compressing store: a block's
-// content key (SHA-256, collision-resistant, so equal keys mean equal
-// blocks) and zstd compression of one block with a known raw size.
+// content key (BLAKE3, or SHA-256 in repositories that began with it;
+// collision-resistant, so equal keys mean equal blocks) and zstd
+// compression of one block with a known raw size.
 //
 // Compression is per block so that any block of any point reads with one
 // pread and one decompression, whatever the chain depth.  A block that
@@ -24,8 +25,14 @@ namespace cbt {
 
 using ContentKey = std::array<uint8_t, 32>;
 
-// SHA-256 of `data`.
-ContentKey KeyOf(std::string_view data);
+// How a repository keys its blocks (docs/FORMAT.md, "content key").
+enum class KeyAlgorithm {
+  kBlake3,  // of every repository this build creates or converts
+  kSha256,  // of repositories of version 3 created before BLAKE3 keys
+};
+
+// The content key of `data`: its BLAKE3 or SHA-256 hash.
+ContentKey KeyOf(std::string_view data, KeyAlgorithm algorithm = KeyAlgorithm::kBlake3);
 // Lower-case hex of a key (64 characters).
 std::string KeyHex(const ContentKey& key);
 

@@ -95,6 +95,48 @@ TEST_CASE("store: one copy of each block, across slots and writers") {
   CHECK((*store)->stats().blocks_stored == 1);
 }
 
+TEST_CASE("store: blocks are found again by the repository's own content key") {
+  testing::TempDir dir;
+  const std::string repo = dir.path();
+  const std::string a = Block(1);
+  StoreOptions sha;
+  sha.key = KeyAlgorithm::kSha256;
+  BlockRef first;
+  {
+    auto store = BlockStore::Open(repo, sha);
+    REQUIRE(store.ok());
+    auto r = (*store)->NewSlot()->Put(a.data());
+    REQUIRE(r.ok());
+    first = *r;
+    REQUIRE((*store)->Flush().ok());
+  }
+  auto pack = Pack::Open(PackPath(repo, first.pack), first.pack);
+  REQUIRE(pack.ok());
+  auto table = (*pack)->Table();
+  REQUIRE(table.ok());
+  REQUIRE(table->size() == 1);
+  CHECK((*table)[0].key == KeyOf(a, KeyAlgorithm::kSha256));
+  {
+    // A writer keying as the repository does reuses the block.
+    auto store = BlockStore::Open(repo, sha);
+    REQUIRE(store.ok());
+    auto r = (*store)->NewSlot()->Put(a.data());
+    REQUIRE(r.ok());
+    CHECK(r->pack == first.pack);
+    CHECK((*store)->stats().blocks_reused == 1);
+  }
+  // One keying otherwise finds nothing under its key: it stores the block
+  // again, never references another.
+  auto store = BlockStore::Open(repo, {});
+  REQUIRE(store.ok());
+  auto r = (*store)->NewSlot()->Put(a.data());
+  REQUIRE(r.ok());
+  CHECK(r->pack != first.pack);
+  CHECK((*store)->stats().blocks_stored == 1);
+  REQUIRE((*store)->Flush().ok());
+  CHECK(ReadBack(repo, *r) == a);
+}
+
 TEST_CASE("store: many threads storing overlapping content") {
   testing::TempDir dir;
   StoreOptions o;

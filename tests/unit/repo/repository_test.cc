@@ -119,6 +119,31 @@ TEST_CASE("Repository: unknown format version is refused", "[repo]") {
   CHECK(repo.status().code() == Status::Code::kNotSupported);
 }
 
+TEST_CASE("config: content keys are BLAKE3, SHA-256 where the config predates them", "[repo]") {
+  const RepoConfig fresh;
+  CHECK(fresh.key == KeyAlgorithm::kBlake3);
+  auto parsed = ParseConfig(EncodeConfig(fresh), "c");
+  REQUIRE(parsed.ok());
+  CHECK(parsed->key == KeyAlgorithm::kBlake3);
+  CHECK(EncodeConfig(fresh).find("\"content_key\": \"blake3\"") != std::string::npos);
+  const std::string old =
+      R"({"format": "cbt-backup repository", "version": 3,
+          "compression": {"algorithm": "zstd", "level": 3}})";
+  auto before = ParseConfig(old, "c");
+  REQUIRE(before.ok());
+  CHECK(before->key == KeyAlgorithm::kSha256);
+  // Rewritten (by the compression command), it says so.
+  auto again = ParseConfig(EncodeConfig(*before), "c");
+  REQUIRE(again.ok());
+  CHECK(again->key == KeyAlgorithm::kSha256);
+  const std::string other =
+      R"({"version": 3, "compression": {"algorithm": "none"}, "content_key": "md5"})";
+  CHECK(ParseConfig(other, "c").status().code() == Status::Code::kNotSupported);
+  const std::string bad =
+      R"({"version": 3, "compression": {"algorithm": "none"}, "content_key": 1})";
+  CHECK(ParseConfig(bad, "c").status().code() == Status::Code::kCorruption);
+}
+
 TEST_CASE_METHOD(TempRepository, "Repository: a point cannot be committed twice", "[repo]") {
   auto lock = VmLock::Acquire(*repo, kVm, "test");
   REQUIRE(lock.ok());

@@ -104,8 +104,13 @@ TEST_CASE("codec: damaged frames are Corruption, never an overrun") {
   CHECK(out.substr(0, raw.size()) == raw);
 }
 
-TEST_CASE("codec: content keys are SHA-256") {
-  CHECK(KeyHex(KeyOf("")) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  CHECK(KeyHex(KeyOf("abc")) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+TEST_CASE("codec: content keys are BLAKE3, or SHA-256 where a repository began with it") {
+  CHECK(KeyHex(KeyOf("")) == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
+  CHECK(KeyHex(KeyOf("abc")) == "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+  CHECK(KeyHex(KeyOf("", KeyAlgorithm::kSha256)) ==
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(KeyHex(KeyOf("abc", KeyAlgorithm::kSha256)) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(KeyOf(RandomBlock(3)) != KeyOf(RandomBlock(4)));
+  CHECK(KeyOf(RandomBlock(3)) != KeyOf(RandomBlock(3), KeyAlgorithm::kSha256));
 }
