@@ -295,6 +295,9 @@ int RunCompression(const Globals& g, const po::variables_map& vm) {
   repo::RepoConfig next;
   next.lock_days = c.lock_days;
   next.lock_mode = c.lock_mode;
+  // The content key stays what the stored blocks are indexed by; a
+  // repository of format 1 has none yet and is converted with BLAKE3 keys.
+  if (c.version == repo::kStoreRepoFormatVersion) next.key = c.key;
   if (arg == "none") {
     next.compress = false;
   } else {
