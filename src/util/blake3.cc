@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Written from the BLAKE3 specification (Aumasson, Neves, O'Connor,
-// Wilcox-O'Hearn, 2020): the compression function of section 2.2, chunks
-// and the binary tree of 2.1 and 2.5 (hash mode only: no key, no
-// derivation, 32 bytes of output).
+// Wilcox-O'Hearn, 2020): its compression function, chunk chaining and
+// binary tree hashing, in the hash mode only (no key, no derivation, 32
+// bytes of output).
 #include "util/blake3.h"
 
 #include <cstring>

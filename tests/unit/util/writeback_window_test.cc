@@ -22,12 +22,18 @@ namespace {
 
 using testing::TempDir;
 
+// A new file `path`, open for reading and writing.
+UniqueFd NewFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  return UniqueFd(fd);
+}
+
 TEST_CASE("WritebackWindow: a file written past many windows reads back whole") {
   TempDir dir;
   const std::string path = dir.Sub("f");
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  REQUIRE(fd >= 0);
-  UniqueFd owner(fd);
+  const UniqueFd owner = NewFile(path);
+  const int fd = owner.get();
   WritebackWindow window(fd, path, 4096);
   std::mt19937 rng(7);
   std::string all;
@@ -75,9 +81,8 @@ TEST_CASE("WritebackWindow: a failed wait for the writeback is returned") {
 TEST_CASE("WritebackWindow: WriteOut leaves the file written to the device and out of the cache") {
   TempDir dir;
   const std::string path = dir.Sub("f");
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  REQUIRE(fd >= 0);
-  UniqueFd owner(fd);
+  const UniqueFd owner = NewFile(path);
+  const int fd = owner.get();
   WritebackWindow window(fd, path, 0);
   std::mt19937 rng(11);
   const size_t size = 3 * WritebackWindow::kStep + 12345;
