@@ -141,7 +141,7 @@ Result<std::vector<IndexRecord>> ParseIndex(std::string_view b, const std::strin
 }
 
 size_t BlockStore::KeyHash::operator()(const ContentKey& k) const {
-  // The key is a SHA-256: any 8 of its bytes are a uniform hash.
+  // The key is a cryptographic hash: any 8 of its bytes are a uniform hash.
   return static_cast<size_t>(LoadLe64(k.data()));
 }
 

@@ -48,7 +48,7 @@ inline constexpr uint32_t kRawBlockSize = 64 * 1024;
 
 // One stored block of a pack.
 struct PackRecord {
-  ContentKey key;            // SHA-256 of the raw block
+  ContentKey key;            // content key of the raw block (BLAKE3 or SHA-256)
   uint64_t offset = 0;       // of the stored bytes in the pack
   uint32_t stored_size = 0;  // kRawBlockSize: raw; less: a zstd frame
   uint64_t checksum = 0;     // XXH3-64 of the raw block
