@@ -6,6 +6,8 @@
 // bytes of output).
 #include "util/blake3.h"
 
+#include "util/endian.h"
+
 #include <cstring>
 #include <vector>
 
@@ -47,18 +49,8 @@ constexpr Schedule MakeSchedule() {
 
 constexpr Schedule kSchedule = MakeSchedule();
 
-inline uint32_t Load32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
-         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
-}
-
 inline void StoreCv(uint8_t* out, const uint32_t cv[8]) {
-  for (int i = 0; i < 8; ++i) {
-    out[4 * i] = static_cast<uint8_t>(cv[i]);
-    out[4 * i + 1] = static_cast<uint8_t>(cv[i] >> 8);
-    out[4 * i + 2] = static_cast<uint8_t>(cv[i] >> 16);
-    out[4 * i + 3] = static_cast<uint8_t>(cv[i] >> 24);
-  }
+  for (int i = 0; i < 8; ++i) StoreLe32(out + 4 * i, cv[i]);
 }
 
 inline uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
@@ -79,7 +71,7 @@ inline void G(uint32_t* v, int a, int b, int c, int d, uint32_t x, uint32_t y) {
 void Compress(uint32_t cv[8], const uint8_t* block, uint32_t len, uint64_t counter,
               uint32_t flags) {
   uint32_t m[16];
-  for (int i = 0; i < 16; ++i) m[i] = Load32(block + 4 * i);
+  for (int i = 0; i < 16; ++i) m[i] = LoadLe32(block + 4 * i);
   uint32_t v[16] = {cv[0],
                     cv[1],
                     cv[2],

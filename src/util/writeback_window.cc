@@ -8,6 +8,15 @@
 
 namespace cbt {
 
+namespace {
+
+// Whether a failed sync_file_range says the file takes no writeback hints
+// (ESPIPE: not a regular file; EINVAL, ENOSYS: no such call here) rather
+// than that its writeback failed.
+bool TakesNoHints(int err) { return err == ESPIPE || err == EINVAL || err == ENOSYS; }
+
+}  // namespace
+
 Status WritebackWindow::Wrote(uint64_t end) {
   if (off_ || end < from_ + kStep) return Status::Ok();
   // Only starts the writeback: a failure of it is reported by the wait
@@ -22,9 +31,8 @@ Status WritebackWindow::Wrote(uint64_t end) {
   if (::sync_file_range(
           fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
           SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
-    // ESPIPE: not a regular file; EINVAL, ENOSYS: no such call here.
     // Nothing was written back, so nothing failed: fsync does it all.
-    if (errno == ESPIPE || errno == EINVAL || errno == ENOSYS) {
+    if (TakesNoHints(errno)) {
       off_ = true;
       in_flight_.clear();
       return Status::Ok();
@@ -37,18 +45,16 @@ Status WritebackWindow::Wrote(uint64_t end) {
 }
 
 Status WritebackWindow::WriteOut(uint64_t end) {
-  in_flight_.clear();
   if (!off_ && ::sync_file_range(fd_, 0, static_cast<off_t>(end),
                                  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                      SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
-    if (errno != ESPIPE && errno != EINVAL && errno != ENOSYS) {
+    if (!TakesNoHints(errno)) {
       return Status::FromErrno(errno, path_ + ": writeback");
     }
     off_ = true;
   }
   if (off_ && ::fdatasync(fd_) != 0) return Status::FromErrno(errno, path_ + ": fdatasync");
-  // Only clean pages are dropped, and all are clean now.
-  (void)::posix_fadvise(fd_, 0, static_cast<off_t>(end), POSIX_FADV_DONTNEED);
+  Release(end);  // every page is clean now
   return Status::Ok();
 }
 

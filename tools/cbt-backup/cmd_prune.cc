@@ -292,12 +292,11 @@ int RunCompression(const Globals& g, const po::variables_map& vm) {
     return 0;
   }
   const std::string arg = vm["level"].as<std::string>();
-  repo::RepoConfig next;
-  next.lock_days = c.lock_days;
-  next.lock_mode = c.lock_mode;
-  // The content key stays what the stored blocks are indexed by; a
-  // repository of format 1 has none yet and is converted with BLAKE3 keys.
-  if (c.version == repo::kStoreRepoFormatVersion) next.key = c.key;
+  // Only the compression changes: the content key (what stored blocks are
+  // indexed by) and the object lock stay.  A repository of format 1 is
+  // converted, with the defaults of a new one.
+  repo::RepoConfig next = c;
+  next.version = repo::kStoreRepoFormatVersion;
   if (arg == "none") {
     next.compress = false;
   } else {
@@ -315,6 +314,7 @@ int RunCompression(const Globals& g, const po::variables_map& vm) {
                    kMinZstdLevel, kMaxZstdLevel);
       return kExitUsage;
     }
+    next.compress = true;
     next.level = level;
   }
   // Alone: a writer converting a format-1 repository meanwhile (it holds
