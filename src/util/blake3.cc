@@ -275,32 +275,167 @@ CBT_AVX2 void HashMany8(const uint8_t* const* in, size_t blocks, uint64_t counte
   }
 }
 
-bool CpuHasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
+#define CBT_AVX512 __attribute__((target("avx512f")))
+
+// The unmasked forms of these intrinsics pass GCC 12 an "undefined" vector
+// that its -Wuninitialized reports; with every lane selected, the masked
+// forms compute the same and take a defined one.
+CBT_AVX512 inline __m512i UnpackLo32(__m512i a, __m512i b) {
+  return _mm512_mask_unpacklo_epi32(a, 0xFFFF, a, b);
+}
+CBT_AVX512 inline __m512i UnpackHi32(__m512i a, __m512i b) {
+  return _mm512_mask_unpackhi_epi32(a, 0xFFFF, a, b);
+}
+CBT_AVX512 inline __m512i UnpackLo64(__m512i a, __m512i b) {
+  return _mm512_mask_unpacklo_epi64(a, 0xFF, a, b);
+}
+CBT_AVX512 inline __m512i UnpackHi64(__m512i a, __m512i b) {
+  return _mm512_mask_unpackhi_epi64(a, 0xFF, a, b);
+}
+template <int kBits>
+CBT_AVX512 inline __m512i Rotr(__m512i x) {
+  return _mm512_mask_ror_epi32(x, 0xFFFF, x, kBits);
+}
+template <int kImm>
+CBT_AVX512 inline __m512i Shuffle128(__m512i a, __m512i b) {
+  return _mm512_mask_shuffle_i32x4(a, 0xFFFF, a, b, kImm);
+}
+
+// Transposes the 16x16 matrix of 32-bit words whose rows are r[0..15].
+CBT_AVX512 inline void Transpose16(__m512i* r) {
+  __m512i t[16];
+  for (int k = 0; k < 16; k += 2) {
+    t[k] = UnpackLo32(r[k], r[k + 1]);
+    t[k + 1] = UnpackHi32(r[k], r[k + 1]);
+  }
+  // u[4 g + j], 128-bit lane l: word 4 l + j of rows 4 g to 4 g + 3.
+  __m512i u[16];
+  for (int g = 0; g < 16; g += 4) {
+    u[g] = UnpackLo64(t[g], t[g + 2]);
+    u[g + 1] = UnpackHi64(t[g], t[g + 2]);
+    u[g + 2] = UnpackLo64(t[g + 1], t[g + 3]);
+    u[g + 3] = UnpackHi64(t[g + 1], t[g + 3]);
+  }
+  // Row 4 l + j gathers lane l of u[j], u[4 + j], u[8 + j], u[12 + j].
+  for (int j = 0; j < 4; ++j) {
+    const __m512i x0 = Shuffle128<0x44>(u[j], u[4 + j]);
+    const __m512i x1 = Shuffle128<0xEE>(u[j], u[4 + j]);
+    const __m512i y0 = Shuffle128<0x44>(u[8 + j], u[12 + j]);
+    const __m512i y1 = Shuffle128<0xEE>(u[8 + j], u[12 + j]);
+    r[j] = Shuffle128<0x88>(x0, y0);
+    r[4 + j] = Shuffle128<0xDD>(x0, y0);
+    r[8 + j] = Shuffle128<0x88>(x1, y1);
+    r[12 + j] = Shuffle128<0xDD>(x1, y1);
+  }
+}
+
+// HashMany8 for sixteen inputs, with AVX-512's rotate instruction in place
+// of AVX2's shuffles and shift pairs.
+CBT_AVX512 void HashMany16(const uint8_t* const* in, size_t blocks, uint64_t counter,
+                           bool increment, uint32_t flags, uint32_t start, uint32_t end,
+                           uint8_t* out) {
+  __m512i h[8];
+  for (int i = 0; i < 8; ++i) h[i] = _mm512_set1_epi32(static_cast<int>(kIv[i]));
+  alignas(64) uint32_t lo[16];
+  alignas(64) uint32_t hi[16];
+  for (int i = 0; i < 16; ++i) {
+    const uint64_t c = counter + (increment ? static_cast<uint64_t>(i) : 0);
+    lo[i] = static_cast<uint32_t>(c);
+    hi[i] = static_cast<uint32_t>(c >> 32);
+  }
+  const __m512i counter_lo = _mm512_load_si512(lo);
+  const __m512i counter_hi = _mm512_load_si512(hi);
+  for (size_t b = 0; b < blocks; ++b) {
+    __m512i m[16];
+    for (int i = 0; i < 16; ++i) m[i] = _mm512_loadu_si512(in[i] + b * kBlockLen);
+    Transpose16(m);
+    const uint32_t f = flags | (b == 0 ? start : 0) | (b + 1 == blocks ? end : 0);
+    __m512i v0 = h[0], v1 = h[1], v2 = h[2], v3 = h[3], v4 = h[4], v5 = h[5], v6 = h[6], v7 = h[7];
+    __m512i v8 = _mm512_set1_epi32(static_cast<int>(kIv[0]));
+    __m512i v9 = _mm512_set1_epi32(static_cast<int>(kIv[1]));
+    __m512i v10 = _mm512_set1_epi32(static_cast<int>(kIv[2]));
+    __m512i v11 = _mm512_set1_epi32(static_cast<int>(kIv[3]));
+    __m512i v12 = counter_lo, v13 = counter_hi;
+    __m512i v14 = _mm512_set1_epi32(static_cast<int>(kBlockLen));
+    __m512i v15 = _mm512_set1_epi32(static_cast<int>(f));
+#define CBT_G(a, b, c, d, x, y)                    \
+  a = _mm512_add_epi32(_mm512_add_epi32(a, b), x); \
+  d = Rotr<16>(_mm512_xor_si512(d, a));            \
+  c = _mm512_add_epi32(c, d);                      \
+  b = Rotr<12>(_mm512_xor_si512(b, c));            \
+  a = _mm512_add_epi32(_mm512_add_epi32(a, b), y); \
+  d = Rotr<8>(_mm512_xor_si512(d, a));             \
+  c = _mm512_add_epi32(c, d);                      \
+  b = Rotr<7>(_mm512_xor_si512(b, c))
+#pragma GCC unroll 7
+    for (int r = 0; r < 7; ++r) {
+      const uint8_t* s = kSchedule.word[r];
+      CBT_G(v0, v4, v8, v12, m[s[0]], m[s[1]]);
+      CBT_G(v1, v5, v9, v13, m[s[2]], m[s[3]]);
+      CBT_G(v2, v6, v10, v14, m[s[4]], m[s[5]]);
+      CBT_G(v3, v7, v11, v15, m[s[6]], m[s[7]]);
+      CBT_G(v0, v5, v10, v15, m[s[8]], m[s[9]]);
+      CBT_G(v1, v6, v11, v12, m[s[10]], m[s[11]]);
+      CBT_G(v2, v7, v8, v13, m[s[12]], m[s[13]]);
+      CBT_G(v3, v4, v9, v14, m[s[14]], m[s[15]]);
+    }
+#undef CBT_G
+    h[0] = _mm512_xor_si512(v0, v8);
+    h[1] = _mm512_xor_si512(v1, v9);
+    h[2] = _mm512_xor_si512(v2, v10);
+    h[3] = _mm512_xor_si512(v3, v11);
+    h[4] = _mm512_xor_si512(v4, v12);
+    h[5] = _mm512_xor_si512(v5, v13);
+    h[6] = _mm512_xor_si512(v6, v14);
+    h[7] = _mm512_xor_si512(v7, v15);
+  }
+  // Word k of input i's chaining value is lane i of h[k]; done once per
+  // sixteen inputs, so plain stores suffice.
+  alignas(64) uint32_t words[8][16];
+  for (int k = 0; k < 8; ++k) _mm512_store_si512(words[k], h[k]);
+  for (int i = 0; i < 16; ++i) {
+    for (int k = 0; k < 8; ++k) StoreLe32(out + 32 * i + 4 * k, words[k][i]);
+  }
+}
+
+bool CpuHas(Blake3Path path) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+  switch (path) {
+    case Blake3Path::kPortable:
+      return true;
+    case Blake3Path::kAvx2:
+      return avx2;
+    case Blake3Path::kAvx512:
+      return avx512;
+  }
+  return false;
 }
 #else
-bool CpuHasAvx2() { return false; }
+bool CpuHas(Blake3Path path) { return path == Blake3Path::kPortable; }
 #endif
 
-void HashMany(bool avx2, const uint8_t* const* in, size_t n, size_t blocks, uint64_t counter,
+// `n` at most 16.
+void HashMany(Blake3Path path, const uint8_t* const* in, size_t n, size_t blocks, uint64_t counter,
               bool increment, uint32_t flags, uint32_t start, uint32_t end, uint8_t* out) {
   size_t i = 0;
 #if defined(__x86_64__)
-  if (avx2) {
+  if (path == Blake3Path::kAvx512 && n == 16) {
+    HashMany16(in, blocks, counter, increment, flags, start, end, out);
+    return;
+  }
+  if (path != Blake3Path::kPortable) {
     for (; i + 8 <= n; i += 8) {
       HashMany8(in + i, blocks, counter + (increment ? i : 0), increment, flags, start, end,
                 out + 32 * i);
     }
   }
-#else
-  (void)avx2;
 #endif
   HashManyPortable(in + i, n - i, blocks, counter + (increment ? i : 0), increment, flags, start,
                    end, out + 32 * i);
 }
 
-Blake3Digest Hash(const uint8_t* data, size_t len, bool avx2) {
+Blake3Digest Hash(const uint8_t* data, size_t len, Blake3Path path) {
   Blake3Digest digest;
   if (len <= kChunkLen) {
     ChunkCv(data, len, 0, kRoot, digest.data());
@@ -317,13 +452,12 @@ Blake3Digest Hash(const uint8_t* data, size_t len, bool avx2) {
     heap.resize(chunks * 32);
     cvs = heap.data();
   }
-  const uint8_t* ptrs[8];
-  size_t i = 0;
-  for (; i + 8 <= whole; i += 8) {
-    for (size_t k = 0; k < 8; ++k) ptrs[k] = data + (i + k) * kChunkLen;
-    HashMany(avx2, ptrs, 8, kBlocksPerChunk, i, true, 0, kChunkStart, kChunkEnd, cvs + 32 * i);
+  const uint8_t* ptrs[16];
+  for (size_t i = 0; i < whole; i += 16) {
+    const size_t n = whole - i < 16 ? whole - i : 16;
+    for (size_t k = 0; k < n; ++k) ptrs[k] = data + (i + k) * kChunkLen;
+    HashMany(path, ptrs, n, kBlocksPerChunk, i, true, 0, kChunkStart, kChunkEnd, cvs + 32 * i);
   }
-  for (; i < whole; ++i) ChunkCv(data + i * kChunkLen, kChunkLen, i, 0, cvs + 32 * i);
   if (whole < chunks)
     ChunkCv(data + whole * kChunkLen, len - whole * kChunkLen, whole, 0, cvs + 32 * whole);
   // Pairing each level's nodes from the left, a last odd node going up
@@ -332,12 +466,11 @@ Blake3Digest Hash(const uint8_t* data, size_t len, bool avx2) {
   size_t count = chunks;
   while (count > 2) {
     const size_t pairs = count / 2;
-    size_t j = 0;
-    for (; j + 8 <= pairs; j += 8) {
-      for (size_t k = 0; k < 8; ++k) ptrs[k] = cvs + 64 * (j + k);
-      HashMany(avx2, ptrs, 8, 1, 0, false, kParent, 0, 0, cvs + 32 * j);
+    for (size_t j = 0; j < pairs; j += 16) {
+      const size_t n = pairs - j < 16 ? pairs - j : 16;
+      for (size_t k = 0; k < n; ++k) ptrs[k] = cvs + 64 * (j + k);
+      HashMany(path, ptrs, n, 1, 0, false, kParent, 0, 0, cvs + 32 * j);
     }
-    for (; j < pairs; ++j) ParentCv(cvs + 64 * j, 0, cvs + 32 * j);
     if (count % 2 == 1) std::memmove(cvs + 32 * pairs, cvs + 32 * (count - 1), 32);
     count = pairs + count % 2;
   }
@@ -347,14 +480,21 @@ Blake3Digest Hash(const uint8_t* data, size_t len, bool avx2) {
 
 }  // namespace
 
+Blake3Path Blake3BestPath() {
+  static const Blake3Path best = CpuHas(Blake3Path::kAvx512) ? Blake3Path::kAvx512
+                                 : CpuHas(Blake3Path::kAvx2) ? Blake3Path::kAvx2
+                                                             : Blake3Path::kPortable;
+  return best;
+}
+
+bool Blake3Supports(Blake3Path path) { return CpuHas(path); }
+
 Blake3Digest Blake3(const void* data, size_t len) {
-  return Hash(static_cast<const uint8_t*>(data), len, CpuHasAvx2());
+  return Hash(static_cast<const uint8_t*>(data), len, Blake3BestPath());
 }
 
-Blake3Digest Blake3Portable(const void* data, size_t len) {
-  return Hash(static_cast<const uint8_t*>(data), len, false);
+Blake3Digest Blake3With(Blake3Path path, const void* data, size_t len) {
+  return Hash(static_cast<const uint8_t*>(data), len, CpuHas(path) ? path : Blake3Path::kPortable);
 }
-
-bool Blake3UsesAvx2() { return CpuHasAvx2(); }
 
 }  // namespace cbt

@@ -10,9 +10,9 @@
 // and a 64 KiB block hashes several times faster.  It is as strong for this
 // use: a 256-bit output, collision resistance of 128 bits.
 //
-// The result is the standard BLAKE3 hash of the bytes (what `b3sum` prints);
-// the vector path is taken when the CPU has AVX2 and gives the same bytes
-// as the portable one.
+// The result is the standard BLAKE3 hash of the bytes (what `b3sum` prints)
+// on every path: sixteen chunks at once with AVX-512, eight with AVX2, one
+// at a time otherwise, whichever is the widest the CPU has.
 //
 // Thread-safety: pure functions.
 #ifndef CBT_UTIL_BLAKE3_H_
@@ -26,14 +26,19 @@ namespace cbt {
 
 using Blake3Digest = std::array<uint8_t, 32>;
 
-// The BLAKE3 hash of `len` bytes at `data`.
+enum class Blake3Path { kPortable, kAvx2, kAvx512 };
+
+// The BLAKE3 hash of `len` bytes at `data`, on Blake3BestPath().
 Blake3Digest Blake3(const void* data, size_t len);
 
-// For tests: hashes with the portable code only, whatever the CPU has.
-Blake3Digest Blake3Portable(const void* data, size_t len);
+// The widest path this CPU runs.
+Blake3Path Blake3BestPath();
 
-// Whether Blake3 takes the AVX2 path on this CPU.
-bool Blake3UsesAvx2();
+// Whether this CPU runs `path` (kPortable: always).
+bool Blake3Supports(Blake3Path path);
+
+// For tests: Blake3 on `path`, or on kPortable if this CPU lacks `path`.
+Blake3Digest Blake3With(Blake3Path path, const void* data, size_t len);
 
 }  // namespace cbt
 
