@@ -33,9 +33,10 @@
 # own `list --json` stored_bytes too) and the time to store; per point the
 # cold read (caches dropped before each) through cbtfs (dd of the point's
 # .raw file), `borg extract --stdout` and `restic dump`, best of R rounds
-# taken in turns.  Then a summary with ratios against the targets: stored
-# bytes at most borg's; a cold read of any point at least as fast as borg
-# extract and 1.5x as fast as restic dump.
+# taken in turns (every other round in the reverse order of tools).  Then
+# a summary with ratios against the targets: stored bytes at most borg's;
+# a cold read of any point at least as fast as borg extract and 1.5x as
+# fast as restic dump.
 #
 # Run as root (loop mounts, drop_caches, FUSE); installs borgbackup and
 # restic if missing.  A few minutes at the default size; it needs about
@@ -341,12 +342,24 @@ for _ in $(seq 50); do [ -e "$W/cbtfs/$VM_B/$T_CLONE/$DISK_B.raw" ] && break; sl
 declare -A RAW=([p1]="$W/cbtfs/$VM_A/$T1/$DISK_A.raw" [p2]="$W/cbtfs/$VM_A/$T2/$DISK_A.raw"
                 [clone]="$W/cbtfs/$VM_B/$T_CLONE/$DISK_B.raw")
 # Rounds go over every point and tool in turn, so that each sees the same
-# stretch of the machine's drift; the best of the rounds is kept.
-for _ in $(seq "$REPEAT"); do
+# stretch of the machine's drift; the best of the rounds is kept.  Odd
+# rounds take the tools in one order, even rounds in the reverse one: a
+# read that follows another tool's was seen to take up to 1.5 s longer
+# than the same read repeated at once, so no tool always follows the same.
+cold_read() {
+  local tool=$1 s=$2 t
+  drop
+  case "$tool" in
+    cbt) t=$(secs dd if="${RAW[$s]}" of=/dev/null bs=1M status=none) ;;
+    borg) t=$(secs borg extract --stdout "::$s") ;;
+    restic) t=$(secs restic dump "${SNAP[$s]}" "$IMG/$s.img") ;;
+  esac
+  COLD[$tool,$s]=$(keep_min "$t" "${COLD[$tool,$s]:-}")
+}
+for round in $(seq "$REPEAT"); do
+  if [ $((round % 2)) = 1 ]; then tools="cbt borg restic"; else tools="restic borg cbt"; fi
   for s in $STEPS; do
-    drop; t=$(secs dd if="${RAW[$s]}" of=/dev/null bs=1M status=none); COLD[cbt,$s]=$(keep_min "$t" "${COLD[cbt,$s]:-}")
-    drop; t=$(secs borg extract --stdout "::$s"); COLD[borg,$s]=$(keep_min "$t" "${COLD[borg,$s]:-}")
-    drop; t=$(secs restic dump "${SNAP[$s]}" "$IMG/$s.img"); COLD[restic,$s]=$(keep_min "$t" "${COLD[restic,$s]:-}")
+    for tool in $tools; do cold_read "$tool" "$s"; done
   done
 done
 same=yes
