@@ -29,6 +29,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -227,8 +228,18 @@ Result<std::unique_ptr<Reader::Conn>> Reader::Open(size_t hint) {
       }
     }
     if (!tunnelled) {
+      // Held until the handshake is over: libnbd loads the CA file when it
+      // starts TLS, inside the negotiation FinishConnect drives.
+      struct TlsDirUse {
+        Reader* r = nullptr;
+        ~TlsDirUse() {
+          if (r != nullptr) r->ReleaseTlsDir();
+        }
+      } tls_dir_use;
       if (tls) {
-        const std::string dir = JoinPath(tls_dir_, std::to_string(idx));
+        CBT_ASSIGN_OR_RETURN(std::string tls_dir, AcquireTlsDir());
+        tls_dir_use.r = this;
+        const std::string dir = JoinPath(tls_dir, std::to_string(idx));
         // ALLOW falls back to plain text only when the server refuses TLS;
         // a certificate offered is still verified.
         g_nbd.set_tls(conn->h, options_.require_tls ? LIBNBD_TLS_REQUIRE : LIBNBD_TLS_ALLOW);
@@ -272,20 +283,6 @@ Result<std::unique_ptr<Reader>> Reader::Connect(const std::vector<Endpoint>& end
   auto r = std::unique_ptr<Reader>(new Reader());
   r->endpoints_ = endpoints;
   r->options_ = options;
-  // Each endpoint's certificate is the only CA of its own connections: a
-  // host presenting another host's certificate fails.
-  if (std::any_of(endpoints.begin(), endpoints.end(),
-                  [](const Endpoint& e) { return !e.cert.empty(); })) {
-    char tmpl[] = "/tmp/cbt-nbd-tls.XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) return Status::FromErrno(errno, "mkdtemp");
-    r->tls_dir_ = tmpl;
-    for (size_t i = 0; i < endpoints.size(); ++i) {
-      if (endpoints[i].cert.empty()) continue;
-      const std::string dir = JoinPath(r->tls_dir_, std::to_string(i));
-      CBT_RETURN_IF_ERROR(MakeDir(dir));
-      CBT_RETURN_IF_ERROR(WriteNewFile(JoinPath(dir, "ca-cert.pem"), endpoints[i].cert));
-    }
-  }
   CBT_ASSIGN_OR_RETURN(auto first, r->Open(0));
   int64_t size = g_nbd.get_size(first->h);
   if (size < 0) return Status::IoError("NBD export size unknown: " + NbdError());
@@ -310,10 +307,42 @@ Result<std::unique_ptr<Reader>> Reader::Connect(const std::vector<Endpoint>& end
   return r;
 }
 
-Reader::~Reader() {
-  conns_.clear();
-  if (!tls_dir_.empty()) (void)RemoveTree(tls_dir_);
+Result<std::string> Reader::AcquireTlsDir() {
+  std::lock_guard<std::mutex> g(tls_mu_);
+  if (tls_users_ == 0) {
+    const char* env = std::getenv("TMPDIR");
+    std::string tmpl =
+        std::string(env != nullptr && env[0] == '/' ? env : "/tmp") + "/cbt-nbd-tls.XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      return Status::FromErrno(errno, "mkdtemp " + tmpl);
+    }
+    // Each endpoint's certificate is the only CA of its own connections: a
+    // host presenting another host's certificate fails.
+    Status s;
+    for (size_t i = 0; i < endpoints_.size() && s.ok(); ++i) {
+      if (endpoints_[i].cert.empty()) continue;
+      const std::string dir = JoinPath(tmpl, std::to_string(i));
+      s = MakeDir(dir);
+      if (s.ok()) s = WriteNewFile(JoinPath(dir, "ca-cert.pem"), endpoints_[i].cert);
+    }
+    if (!s.ok()) {
+      (void)RemoveTree(tmpl);
+      return s;
+    }
+    tls_dir_ = std::move(tmpl);
+  }
+  ++tls_users_;
+  return tls_dir_;
 }
+
+void Reader::ReleaseTlsDir() {
+  std::lock_guard<std::mutex> g(tls_mu_);
+  if (--tls_users_ > 0) return;
+  (void)RemoveTree(tls_dir_);
+  tls_dir_.clear();
+}
+
+Reader::~Reader() { conns_.clear(); }
 
 Status Reader::Read(const std::vector<Extent>& extents,
                     const std::function<Status(uint64_t, const char*, size_t)>& sink) {

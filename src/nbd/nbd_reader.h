@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -83,10 +84,18 @@ class Reader {
   struct Conn;
   Reader() = default;
   Result<std::unique_ptr<Conn>> Open(size_t endpoint_hint);
+  // libnbd reads its CA from a directory, and only while it connects.  The
+  // directory (under $TMPDIR or /tmp, one subdirectory per endpoint with its
+  // certificate) exists only while some connection is being opened, so a
+  // process killed while it reads leaves nothing behind.
+  Result<std::string> AcquireTlsDir();
+  void ReleaseTlsDir();
 
   std::vector<Endpoint> endpoints_;
   ReaderOptions options_;
-  std::string tls_dir_;  // one subdirectory per endpoint with its certificate
+  std::mutex tls_mu_;
+  int tls_users_ = 0;    // guarded by tls_mu_
+  std::string tls_dir_;  // guarded by tls_mu_; empty when there is none
   uint64_t size_ = 0;
   std::atomic<uint64_t> bytes_read_{0};
   std::vector<std::unique_ptr<Conn>> conns_;

@@ -92,9 +92,17 @@ echo "kill -9 in the middle of a backup"
 "$SIMCTL" fault nbd_delay_ms 3000 >/dev/null
 "$SIMCTL" write-pattern "$V1" 0 $((4 << 20)) 13 >/dev/null
 sleep 1
-cbt_bg "$WORK/repo" /dev/null -q backup --vm "$VM"
+mkdir -p "$WORK/tmp"
+TMPDIR=$WORK/tmp cbt_bg "$WORK/repo" /dev/null -q backup --vm "$VM"
 pid=$BG
 wait_nbd_active $pid
+# The CA directory libnbd reads is there only while connections are being
+# opened: a backup killed while it reads leaves nothing in TMPDIR.
+for _ in $(seq 100); do
+  [ -z "$(ls -A "$WORK/tmp")" ] && break
+  sleep 0.1
+done
+[ -z "$(ls -A "$WORK/tmp")" ] || fail "the NBD CA directory stays while the backup reads: $(ls -A "$WORK/tmp")"
 kill -0 $pid 2>/dev/null || fail "the backup ended before it could be killed"
 # Saved first: grep -q stops reading at the first match, and the writer
 # of a long list then fails with a broken pipe (pipefail).
@@ -102,6 +110,7 @@ kill -0 $pid 2>/dev/null || fail "the backup ended before it could be killed"
 grep -q '"is_a_snapshot": true' "$WORK/vms-now.json" || fail "no snapshot to leave behind"
 kill -9 $pid
 wait $pid 2>/dev/null || true
+[ -z "$(ls -A "$WORK/tmp")" ] || fail "a killed backup left $(ls -A "$WORK/tmp") in TMPDIR"
 "$SIMCTL" fault nbd_delay_ms 0 >/dev/null
 before=$(points)
 sleep 1

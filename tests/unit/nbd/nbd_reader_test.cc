@@ -149,6 +149,63 @@ TEST_CASE("NbdReader: TLS with the certificate handed out, named or not by the a
   ReadAndCheck(**reader, kExtents);
 }
 
+namespace {
+
+// Points TMPDIR at a directory of the test's for its lifetime.
+class ScopedTmpdir {
+ public:
+  explicit ScopedTmpdir(const std::string& dir) {
+    if (const char* old = std::getenv("TMPDIR")) old_ = old;
+    ::setenv("TMPDIR", dir.c_str(), 1);
+  }
+  ~ScopedTmpdir() {
+    if (old_.empty()) {
+      ::unsetenv("TMPDIR");
+    } else {
+      ::setenv("TMPDIR", old_.c_str(), 1);
+    }
+  }
+
+ private:
+  std::string old_;
+};
+
+bool EmptyDir(const std::string& path) {
+  auto names = ListDir(path);
+  return names.ok() && names->empty();
+}
+
+}  // namespace
+
+TEST_CASE("NbdReader: the CA directory for libnbd lives only while connections open", "[nbd]") {
+  CBT_SKIP_WITHOUT_NBDKIT();
+  testing::TempDir dir;
+  const std::string tmp = dir.Sub("tmp");
+  REQUIRE(MakeDir(tmp).ok());
+  ScopedTmpdir scoped(tmp);
+  // A process killed while it reads (for hours, on a big disk) must not
+  // leave certificates behind in TMPDIR.
+  const std::string pem = MakeCert(dir.Sub("tls"), testing::kSanNamingLocal);
+  Nbdkit server(RequireTls(dir.Sub("tls")) + " pattern " + std::to_string(kSize),
+                dir.Sub("nbdkit.log"));
+  ReaderOptions o;
+  o.connections = 3;
+  {
+    auto reader = Reader::Connect({Local(server.port(), pem)}, o);
+    INFO(reader.status().message());
+    REQUIRE(reader.ok());
+    CHECK(EmptyDir(tmp));
+    ReadAndCheck(**reader, kExtents);
+    CHECK(EmptyDir(tmp));
+  }
+  // Nor does a handshake that fails.
+  const std::string other = MakeCert(dir.Sub("other"), testing::kSanNamingLocal);
+  o.timeout_seconds = 10;
+  auto refused = Reader::Connect({Local(server.port(), other)}, o);
+  CHECK_FALSE(refused.ok());
+  CHECK(EmptyDir(tmp));
+}
+
 TEST_CASE("NbdReader: an endpoint that refuses is skipped for the next", "[nbd]") {
   CBT_SKIP_WITHOUT_NBDKIT();
   testing::TempDir dir;
