@@ -29,7 +29,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -310,9 +309,7 @@ Result<std::unique_ptr<Reader>> Reader::Connect(const std::vector<Endpoint>& end
 Result<std::string> Reader::AcquireTlsDir() {
   std::lock_guard<std::mutex> g(tls_mu_);
   if (tls_users_ == 0) {
-    const char* env = std::getenv("TMPDIR");
-    std::string tmpl =
-        std::string(env != nullptr && env[0] == '/' ? env : "/tmp") + "/cbt-nbd-tls.XXXXXX";
+    std::string tmpl = TempRoot() + "/cbt-nbd-tls.XXXXXX";
     if (::mkdtemp(tmpl.data()) == nullptr) {
       return Status::FromErrno(errno, "mkdtemp " + tmpl);
     }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 
 namespace cbt {
 
@@ -170,6 +171,11 @@ Status MakeDirs(const std::string& path) {
     CBT_RETURN_IF_ERROR(MakeDirs(path.substr(0, slash)));
   }
   return MakeDir(path);
+}
+
+std::string TempRoot() {
+  const char* env = std::getenv("TMPDIR");
+  return env != nullptr && env[0] != '\0' ? env : "/tmp";
 }
 
 Status RemoveTree(const std::string& path) {

@@ -95,6 +95,8 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t 
 Status MakeDir(const std::string& path);
 // mkdir -p with mode 0700 for every created component.
 Status MakeDirs(const std::string& path);
+// Where temporaries go: $TMPDIR when set and not empty, else /tmp.
+std::string TempRoot();
 // Recursively removes a directory tree (used on temporaries only).
 Status RemoveTree(const std::string& path);
 // Names in a directory, without "." and "..", sorted.

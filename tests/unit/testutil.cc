@@ -10,13 +10,27 @@
 namespace cbt::testing {
 
 TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/cbt-unit-XXXXXX";
+  std::string tmpl = TempRoot() + "/cbt-unit-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   path_ = tmpl;
 }
 
 TempDir::~TempDir() { (void)RemoveTree(path_); }
+
+ScopedEnv::ScopedEnv(const char* name, const std::string& value) : name_(name) {
+  const char* old = std::getenv(name);
+  had_ = old != nullptr;
+  if (had_) old_ = old;
+  ::setenv(name, value.c_str(), 1);
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (had_) {
+    ::setenv(name_, old_.c_str(), 1);
+  } else {
+    ::unsetenv(name_);
+  }
+}
 
 TempRepository::TempRepository(const std::string& name) {
   auto r = repo::Repository::Open(dir.Sub(name), true);

@@ -69,6 +69,21 @@ struct TempChain {
   void Compose();
 };
 
+// Sets the environment variable `name` to `value` for the object's
+// lifetime, then restores what was there (or its absence).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  bool had_;
+  std::string old_;
+};
+
 }  // namespace cbt::testing
 
 #endif  // CBT_TESTS_UNIT_TESTUTIL_H_

@@ -170,10 +170,8 @@ int RunMount(const Globals& g, const po::variables_map& vm) {
   }
   auto manifest = repo->ReadManifest(v, point);
   if (!manifest.ok()) return Fail(manifest.status());
-  const char* tmp = std::getenv("TMPDIR");
   std::string dir = vm.count("dir") ? vm["dir"].as<std::string>()
-                                    : std::string(tmp && *tmp ? tmp : "/tmp") + "/cbt-backup-" +
-                                          v.substr(0, 8) + "-" + point;
+                                    : TempRoot() + "/cbt-backup-" + v.substr(0, 8) + "-" + point;
   dir = Absolute(dir);
   struct stat st;
   if (::lstat(dir.c_str(), &st) == 0) {

@@ -236,15 +236,10 @@ TEST_CASE("ComposedImage: where O_DIRECT is not known to work, ReadDirect uses t
     WARN("no tmpfs at /dev/shm; not checked");
     return;
   }
-  const char* old = std::getenv("TMPDIR");
-  const std::string saved = old ? old : "";
-  ::setenv("TMPDIR", "/dev/shm", 1);
-  auto c = MakeChain();
-  if (old) {
-    ::setenv("TMPDIR", saved.c_str(), 1);
-  } else {
-    ::unsetenv("TMPDIR");
-  }
+  auto c = [] {
+    ScopedEnv tmpdir("TMPDIR", "/dev/shm");
+    return MakeChain();
+  }();
   REQUIRE(c->dir.path().rfind("/dev/shm/", 0) == 0);
   CHECK_FALSE(c->img->CanReadDirect());
   AlignedBuf buf(6 * kBlockSize);

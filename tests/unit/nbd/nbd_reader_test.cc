@@ -151,25 +151,6 @@ TEST_CASE("NbdReader: TLS with the certificate handed out, named or not by the a
 
 namespace {
 
-// Points TMPDIR at a directory of the test's for its lifetime.
-class ScopedTmpdir {
- public:
-  explicit ScopedTmpdir(const std::string& dir) {
-    if (const char* old = std::getenv("TMPDIR")) old_ = old;
-    ::setenv("TMPDIR", dir.c_str(), 1);
-  }
-  ~ScopedTmpdir() {
-    if (old_.empty()) {
-      ::unsetenv("TMPDIR");
-    } else {
-      ::setenv("TMPDIR", old_.c_str(), 1);
-    }
-  }
-
- private:
-  std::string old_;
-};
-
 bool EmptyDir(const std::string& path) {
   auto names = ListDir(path);
   return names.ok() && names->empty();
@@ -182,7 +163,7 @@ TEST_CASE("NbdReader: the CA directory for libnbd lives only while connections o
   testing::TempDir dir;
   const std::string tmp = dir.Sub("tmp");
   REQUIRE(MakeDir(tmp).ok());
-  ScopedTmpdir scoped(tmp);
+  ScopedEnv tmpdir("TMPDIR", tmp);
   // A process killed while it reads (for hours, on a big disk) must not
   // leave certificates behind in TMPDIR.
   const std::string pem = MakeCert(dir.Sub("tls"), testing::kSanNamingLocal);
